@@ -1,0 +1,195 @@
+#include "tensor.h"
+
+#include <sstream>
+
+#include "backends.h"
+
+namespace gptcuda {
+
+namespace {
+Napi::FunctionReference* constructor = nullptr;
+// Construction from JS is reserved to the addon's own factory functions.
+bool constructing_from_native = false;
+}  // namespace
+
+const char* device_name(DeviceKind d) { return d == DeviceKind::CPU ? "cpu" : "cuda"; }
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+  os << "]";
+  return os.str();
+}
+
+Napi::Function NativeTensor::Init(Napi::Env env) {
+  Napi::Function fn = DefineClass(
+      env, "NativeTensor",
+      {
+          InstanceAccessor<&NativeTensor::GetShape>("shape"),
+          InstanceAccessor<&NativeTensor::GetDType>("dtype"),
+          InstanceAccessor<&NativeTensor::GetDevice>("device"),
+          InstanceAccessor<&NativeTensor::GetDisposed>("disposed"),
+          InstanceAccessor<&NativeTensor::GetOffset>("offset"),
+          InstanceMethod<&NativeTensor::View>("view"),
+          InstanceMethod<&NativeTensor::Dispose>("dispose"),
+          InstanceMethod<&NativeTensor::Read>("read"),
+          InstanceMethod<&NativeTensor::Write>("write"),
+          InstanceMethod<&NativeTensor::SameStorage>("sameStorage"),
+      });
+  constructor = new Napi::FunctionReference(Napi::Persistent(fn));
+  return fn;
+}
+
+bool NativeTensor::IsTensor(Napi::Env env, const Napi::Value& v) {
+  return v.IsObject() && constructor && v.As<Napi::Object>().InstanceOf(constructor->Value());
+}
+
+NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
+  if (!constructing_from_native) {
+    throw Napi::TypeError::New(info.Env(),
+                               "NativeTensor cannot be constructed directly; use Tensor.zeros/fromArray");
+  }
+}
+
+Napi::Object NativeTensor::New(Napi::Env env, std::shared_ptr<Storage> storage, size_t offset,
+                               std::vector<int64_t> shape, DType dtype, bool is_root) {
+  constructing_from_native = true;
+  Napi::Object obj;
+  try {
+    obj = constructor->New({});
+  } catch (...) {
+    constructing_from_native = false;
+    throw;
+  }
+  constructing_from_native = false;
+  NativeTensor* t = Unwrap(obj);
+  t->storage_ = std::move(storage);
+  t->offset_ = offset;
+  t->shape_ = std::move(shape);
+  t->dtype_ = dtype;
+  t->is_root_ = is_root;
+  return obj;
+}
+
+size_t NativeTensor::numel() const {
+  size_t n = 1;
+  for (int64_t d : shape_) n *= static_cast<size_t>(d);
+  return n;
+}
+
+void* NativeTensor::data() const {
+  return static_cast<char*>(storage_->data) + offset_ * dtype_size(dtype_);
+}
+
+std::string NativeTensor::describe() const {
+  std::ostringstream os;
+  os << dtype_name(dtype_) << shape_string(shape_);
+  if (storage_) os << " on " << device_name(device());
+  if (disposed()) os << " (disposed)";
+  return os.str();
+}
+
+Napi::Value NativeTensor::GetShape(const Napi::CallbackInfo& info) {
+  Napi::Array arr = Napi::Array::New(info.Env(), shape_.size());
+  for (size_t i = 0; i < shape_.size(); ++i) arr.Set(i, Napi::Number::New(info.Env(), double(shape_[i])));
+  return arr;
+}
+Napi::Value NativeTensor::GetDType(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(dtype_));
+}
+Napi::Value NativeTensor::GetDevice(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), device_name(device()));
+}
+Napi::Value NativeTensor::GetDisposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), disposed());
+}
+Napi::Value NativeTensor::GetOffset(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(offset_));
+}
+
+// view(offsetElements, shape): a contiguous window of this tensor's elements.
+Napi::Value NativeTensor::View(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed()) throw Napi::Error::New(env, "view: tensor " + describe() + " was disposed");
+  if (info.Length() != 2 || !info[0].IsNumber() || !info[1].IsArray())
+    throw Napi::TypeError::New(env, "view(offset: number, shape: number[])");
+  double off = info[0].As<Napi::Number>().DoubleValue();
+  Napi::Array arr = info[1].As<Napi::Array>();
+  std::vector<int64_t> shape;
+  size_t n = 1;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value v = arr.Get(i);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0) || d != static_cast<double>(static_cast<int64_t>(d)) || d > 1e12)
+      throw Napi::RangeError::New(env, "view: shape entries must be non-negative integers");
+    shape.push_back(static_cast<int64_t>(d));
+    n *= static_cast<size_t>(d);
+  }
+  if (!(off >= 0) || off != static_cast<double>(static_cast<size_t>(off)) ||
+      static_cast<size_t>(off) + n > numel()) {
+    throw Napi::RangeError::New(env, "view: offset " + std::to_string(static_cast<long long>(off)) +
+                                         " with shape " + shape_string(shape) + " does not fit in " +
+                                         describe());
+  }
+  return New(env, storage_, offset_ + static_cast<size_t>(off), std::move(shape), dtype_, false);
+}
+
+Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
+  if (is_root_ && storage_) storage_->free_now();
+  disposed_ = true;
+  storage_.reset();
+  return info.Env().Undefined();
+}
+
+// read(): copies the elements to a new Float32Array / Int32Array.
+Napi::Value NativeTensor::Read(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed()) throw Napi::Error::New(env, "read: tensor " + describe() + " was disposed");
+  size_t n = numel();
+  if (dtype_ == DType::F32) {
+    auto arr = Napi::Float32Array::New(env, n);
+    if (n) backend()->download(arr.Data(), data(), n * 4);
+    return arr;
+  }
+  if (dtype_ == DType::I32) {
+    auto arr = Napi::Int32Array::New(env, n);
+    if (n) backend()->download(arr.Data(), data(), n * 4);
+    return arr;
+  }
+  auto arr = Napi::Uint16Array::New(env, n);
+  if (n) backend()->download(arr.Data(), data(), n * 2);
+  return arr;
+}
+
+// write(typedArray): copies exactly numel elements of matching dtype in.
+Napi::Value NativeTensor::Write(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed()) throw Napi::Error::New(env, "write: tensor " + describe() + " was disposed");
+  if (info.Length() != 1 || !info[0].IsTypedArray())
+    throw Napi::TypeError::New(env, "write: expected a Float32Array or Int32Array");
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  napi_typedarray_type want = dtype_ == DType::F32   ? napi_float32_array
+                              : dtype_ == DType::I32 ? napi_int32_array
+                                                     : napi_uint16_array;
+  if (ta.TypedArrayType() != want)
+    throw Napi::TypeError::New(env, std::string("write: tensor is ") + dtype_name(dtype_) +
+                                        " but the array is of another type");
+  if (ta.ElementLength() != numel())
+    throw Napi::RangeError::New(env, "write: array has " + std::to_string(ta.ElementLength()) +
+                                         " elements but tensor " + describe() + " has " +
+                                         std::to_string(numel()));
+  if (numel()) {
+    const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    backend()->upload(data(), src, numel() * dtype_size(dtype_));
+  }
+  return env.Undefined();
+}
+
+Napi::Value NativeTensor::SameStorage(const Napi::CallbackInfo& info) {
+  if (info.Length() != 1 || !IsTensor(info.Env(), info[0])) return Napi::Boolean::New(info.Env(), false);
+  NativeTensor* other = Unwrap(info[0].As<Napi::Object>());
+  return Napi::Boolean::New(info.Env(), storage_ && storage_ == other->storage_);
+}
+
+}  // namespace gptcuda

@@ -1,0 +1,74 @@
+// NativeTensor: the JS handle of a tensor. A tensor is a view (element offset
+// + shape + dtype) into a Storage (one device allocation). Views share their
+// storage; disposing the root tensor frees the memory at once and every view
+// of it then reports "disposed" instead of touching freed memory.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace gptcuda {
+
+struct Storage {
+  Backend* backend = nullptr;
+  void* data = nullptr;
+  size_t bytes = 0;
+  bool freed = false;
+
+  ~Storage() { free_now(); }
+  void free_now() {
+    if (!freed && data) backend->release(data);
+    freed = true;
+    data = nullptr;
+  }
+};
+
+class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
+ public:
+  static Napi::Function Init(Napi::Env env);
+  static Napi::Object New(Napi::Env env, std::shared_ptr<Storage> storage,
+                          size_t offset, std::vector<int64_t> shape, DType dtype,
+                          bool is_root);
+  static bool IsTensor(Napi::Env env, const Napi::Value& v);
+
+  explicit NativeTensor(const Napi::CallbackInfo& info);
+
+  // For ops: a live pointer to this view's first element.
+  void* data() const;
+  bool disposed() const { return disposed_ || !storage_ || storage_->freed; }
+  DType dtype() const { return dtype_; }
+  DeviceKind device() const { return storage_->backend->kind(); }
+  Backend* backend() const { return storage_->backend; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  size_t numel() const;
+  const Storage* storage() const { return storage_.get(); }
+  std::string describe() const;  // e.g. "float32[2, 3] on cpu"
+
+ private:
+  Napi::Value GetShape(const Napi::CallbackInfo& info);
+  Napi::Value GetDType(const Napi::CallbackInfo& info);
+  Napi::Value GetDevice(const Napi::CallbackInfo& info);
+  Napi::Value GetDisposed(const Napi::CallbackInfo& info);
+  Napi::Value GetOffset(const Napi::CallbackInfo& info);
+  Napi::Value View(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Write(const Napi::CallbackInfo& info);
+  Napi::Value SameStorage(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<Storage> storage_;
+  size_t offset_ = 0;  // in elements of dtype_
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::F32;
+  bool is_root_ = false;
+  bool disposed_ = false;
+};
+
+std::string shape_string(const std::vector<int64_t>& shape);
+const char* device_name(DeviceKind d);
+
+}  // namespace gptcuda

@@ -1,0 +1,57 @@
+#include <cmath>
+#include <vector>
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace gptcuda::cpu {
+
+constexpr size_t kChunk = 1 << 15;
+
+void adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
+           float beta2, float eps, float weight_decay, int t) {
+  // Bias corrections in double: beta^t for large t loses precision in float.
+  float bc1 = static_cast<float>(1.0 - std::pow(double(beta1), t));
+  float bc2 = static_cast<float>(1.0 - std::pow(double(beta2), t));
+  parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      float g = grads[i];
+      float mi = beta1 * m[i] + (1.0f - beta1) * g;
+      float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+      m[i] = mi;
+      v[i] = vi;
+      float m_hat = mi / bc1, v_hat = vi / bc2;
+      // Decoupled weight decay (Loshchilov & Hutter), applied as PyTorch does:
+      // p -= lr * wd * p, then the Adam step.
+      float p = params[i] * (1.0f - lr * weight_decay);
+      params[i] = p - lr * m_hat / (std::sqrt(v_hat) + eps);
+    }
+  });
+}
+
+// Per-chunk double partial sums combined in chunk order: deterministic and
+// accurate for 10^8 elements.
+void sum_squares(float* out, const float* x, size_t n) {
+  size_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(chunks, 0.0);
+  parallel_for(chunks, 1, [&](size_t lo, size_t hi) {
+    for (size_t c = lo; c < hi; ++c) {
+      size_t b = c * kChunk, e = std::min(n, b + kChunk);
+      float acc = 0.f;
+      for (size_t i = b; i < e; ++i) acc += x[i] * x[i];
+      partial[c] = acc;
+    }
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  out[0] = static_cast<float>(total);
+}
+
+void clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
+  float norm = std::sqrt(norm_sq[0]);
+  float factor = max_norm / (norm + 1e-6f);
+  if (factor >= 1.0f) return;
+  scale(x, n, factor);
+}
+
+}  // namespace gptcuda::cpu

@@ -1,0 +1,60 @@
+#include <cmath>
+
+#include "kernels.h"
+#include "parallel.h"
+
+namespace gptcuda::cpu {
+
+namespace {
+// Returns max and log(sum(exp(x - max))) of one row.
+inline void row_logsumexp(const float* x, int V, float* max_out, float* log_sum_out) {
+  float mx = -INFINITY;
+  for (int j = 0; j < V; ++j) mx = x[j] > mx ? x[j] : mx;
+  float sum = 0.f;
+  for (int j = 0; j < V; ++j) sum += std::exp(x[j] - mx);
+  *max_out = mx;
+  *log_sum_out = std::log(sum);
+}
+}  // namespace
+
+void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V,
+                          int ignore_index) {
+  parallel_for(size_t(N), 1, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      if (targets[i] == ignore_index) {
+        losses[i] = 0.f;
+        continue;
+      }
+      const float* x = logits + i * V;
+      float mx, log_sum;
+      row_logsumexp(x, V, &mx, &log_sum);
+      losses[i] = log_sum - (x[targets[i]] - mx);
+    }
+  });
+}
+
+void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                   const int32_t* targets, int N, int V, float dloss,
+                                   int ignore_index) {
+  parallel_for(size_t(N), 1, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) {
+      const float* x = logits + i * V;
+      float* d = dlogits + i * V;
+      int target = targets[i];
+      if (target == ignore_index) {
+        losses[i] = 0.f;
+        for (int j = 0; j < V; ++j) d[j] = 0.f;
+        continue;
+      }
+      float mx, log_sum;
+      row_logsumexp(x, V, &mx, &log_sum);
+      float target_logit = x[target];  // read before d (which may alias x) is written
+      losses[i] = log_sum - (target_logit - mx);
+      float shift = mx + log_sum;
+      for (int j = 0; j < V; ++j) d[j] = dloss * std::exp(x[j] - shift);
+      d[target] -= dloss;
+    }
+  });
+}
+
+}  // namespace gptcuda::cpu

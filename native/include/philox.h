@@ -1,0 +1,50 @@
+// Philox4x32-10 counter-based RNG (Salmon et al., "Parallel random numbers: as
+// easy as 1, 2, 3"). A pure function of (key, counter): the CPU and CUDA
+// backends compile this same header, so both draw identical dropout masks, and
+// a backward pass regenerates the forward's mask from its index.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define GPTCUDA_HD __host__ __device__ __forceinline__
+#else
+#define GPTCUDA_HD inline
+#endif
+
+namespace gptcuda {
+
+GPTCUDA_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
+  uint64_t p = static_cast<uint64_t>(a) * static_cast<uint64_t>(b);
+  *hi = static_cast<uint32_t>(p >> 32);
+  return static_cast<uint32_t>(p);
+}
+
+// Returns the first 32-bit word of Philox4x32-10 at counter
+// (index_lo, index_hi, stream_lo, stream_hi) under key (seed_lo, seed_hi).
+GPTCUDA_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
+  uint32_t c0 = static_cast<uint32_t>(index), c1 = static_cast<uint32_t>(index >> 32);
+  uint32_t c2 = static_cast<uint32_t>(stream), c3 = static_cast<uint32_t>(stream >> 32);
+  uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  for (int round = 0; round < 10; ++round) {
+    uint32_t hi0, hi1;
+    uint32_t lo0 = mulhilo32(0xD2511F53u, c0, &hi0);
+    uint32_t lo1 = mulhilo32(0xCD9E8D57u, c2, &hi1);
+    uint32_t n0 = hi1 ^ c1 ^ k0, n1 = lo1, n2 = hi0 ^ c3 ^ k1, n3 = lo0;
+    c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c0;
+}
+
+// Uniform in [0, 1) with 24 bits of resolution.
+GPTCUDA_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
+  return static_cast<float>(philox_u32(seed, stream, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+// Dropout keeps an element when its uniform draw is >= p.
+GPTCUDA_HD bool dropout_keep(uint64_t seed, uint64_t stream, uint64_t index, float p) {
+  return philox_uniform(seed, stream, index) >= p;
+}
+
+}  // namespace gptcuda

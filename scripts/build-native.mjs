@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// `npm install` / `npm run build`: builds the native addon, then compiles the
+// TypeScript. cmake-js when cmake is on the PATH (CPU + optional CUDA
+// backend), else node-gyp with binding.gyp (CPU only). Exactly one of them runs.
+//
+// Environment:
+//   GPTCUDA_CUDA=auto|on|off   CUDA backend (default auto: built when nvcc and cuBLAS are found)
+//   CUBLAS_ROOT=<dir>          cuBLAS include/ and lib/ (e.g. an unpacked nvidia-cublas wheel)
+//   GPTCUDA_BLAS=auto|on|off   OpenBLAS for CPU GEMM (default auto)
+//   GPTCUDA_SKIP_NATIVE=1      skip the addon (TypeScript only)
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(import.meta.url);
+const has = (cmd) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+
+function run(cmd, args) {
+  console.log(`> ${cmd} ${args.join(' ')}`);
+  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error(`gptcuda: '${cmd} ${args[0] ?? ''}' failed (exit ${r.status ?? r.signal}).`);
+    process.exit(r.status ?? 1);
+  }
+}
+
+if (process.env.GPTCUDA_SKIP_NATIVE !== '1') {
+  if (has('cmake')) {
+    const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
+    const defs = [
+      `--CDGPTCUDA_CUDA=${process.env.GPTCUDA_CUDA ?? 'auto'}`,
+      `--CDGPTCUDA_BLAS=${process.env.GPTCUDA_BLAS ?? 'auto'}`,
+    ];
+    if (process.env.CUBLAS_ROOT) defs.push(`--CDCUBLAS_ROOT=${process.env.CUBLAS_ROOT}`);
+    if (process.env.GPTCUDA_CUDA_ARCHS) defs.push(`--CDGPTCUDA_CUDA_ARCHS=${process.env.GPTCUDA_CUDA_ARCHS}`);
+    run(process.execPath, [cmakeJs, 'compile', '--out', 'build', ...defs]);
+  } else {
+    console.log('gptcuda: cmake not found, building the CPU backend with node-gyp (binding.gyp)');
+    const gyp = process.env.npm_config_node_gyp ?? require.resolve('node-gyp/bin/node-gyp.js');
+    run(process.execPath, [gyp, 'rebuild']);
+  }
+}
+
+// Compile the TypeScript when the compiler is installed (a development
+// checkout); a published package ships dist/ already built.
+const tsc = join(root, 'node_modules', '.bin', 'tsc');
+if (existsSync(tsc)) run(tsc, ['-p', 'tsconfig.json']);
+else if (!existsSync(join(root, 'dist'))) {
+  console.error('gptcuda: dist/ is missing and TypeScript is not installed; run `npm install` with dev dependencies.');
+  process.exit(1);
+}

@@ -1,0 +1,136 @@
+// Activation memory for one (batch, context) shape: every buffer the forward
+// saves for the backward, and the gradient scratch the backward reuses layer
+// after layer, as views into ONE preallocated buffer. A training step
+// allocates nothing; a smaller batch lays out inside the same buffer.
+import { Tensor, type Device } from '../tensor/tensor.js';
+import type { GPTConfig } from './config.js';
+
+export interface LayerActivations {
+  ln1: Tensor; ln1Mean: Tensor; ln1Rstd: Tensor;
+  qkv: Tensor;
+  att: Tensor; lse: Tensor;
+  proj: Tensor; projDrop: Tensor;
+  res2: Tensor;
+  ln2: Tensor; ln2Mean: Tensor; ln2Rstd: Tensor;
+  fc: Tensor; gelu: Tensor;
+  fc2: Tensor; fc2Drop: Tensor;
+  res3: Tensor;
+}
+
+export interface Activations {
+  B: number;
+  T: number;
+  emb: Tensor; embDrop: Tensor;
+  layers: LayerActivations[];
+  lnf: Tensor; lnfMean: Tensor; lnfRstd: Tensor;
+  logits: Tensor;
+  losses: Tensor;
+  /** Gradient scratch: dres carries dL/d(residual stream) down the blocks. */
+  grads: {
+    region: Tensor;
+    dres: Tensor; dC: Tensor; dC2: Tensor; d4C: Tensor; d4C2: Tensor; dqkv: Tensor;
+  };
+  ids: Tensor;
+  targets: Tensor;
+}
+
+type Take = (shape: number[]) => Tensor;
+
+function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activations, 'ids' | 'targets'> {
+  const C = cfg.embDim, NH = cfg.nHeads, V = cfg.vocabSize;
+  const dropout = cfg.dropRate > 0;
+  const layers: LayerActivations[] = [];
+  const emb = take([B, T, C]);
+  const embDrop = dropout ? take([B, T, C]) : emb;
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const proj = take([B, T, C]);
+    const fc2 = take([B, T, C]);
+    layers.push({
+      ln1: take([B, T, C]), ln1Mean: take([B * T]), ln1Rstd: take([B * T]),
+      qkv: take([B, T, 3 * C]),
+      att: take([B, T, C]), lse: take([B, NH, T]),
+      proj, projDrop: dropout ? take([B, T, C]) : proj,
+      res2: take([B, T, C]),
+      ln2: take([B, T, C]), ln2Mean: take([B * T]), ln2Rstd: take([B * T]),
+      fc: take([B, T, 4 * C]), gelu: take([B, T, 4 * C]),
+      fc2, fc2Drop: dropout ? take([B, T, C]) : fc2,
+      res3: take([B, T, C]),
+    });
+  }
+  const lnf = take([B, T, C]), lnfMean = take([B * T]), lnfRstd = take([B * T]);
+  const logits = take([B, T, V]);
+  const losses = take([B * T]);
+  // The gradient scratch is contiguous so one fill zeroes it per layer.
+  const scratchNumel = B * T * (C + C + 4 * C + 4 * C + 3 * C);
+  const region = take([scratchNumel]);
+  let off = 0;
+  const sub = (shape: number[]) => {
+    const t = region.view(off, shape);
+    off += shape.reduce((a, b) => a * b, 1);
+    return t;
+  };
+  const dres = take([B, T, C]);
+  const grads = { region, dres, dC: sub([B, T, C]), dC2: sub([B, T, C]), d4C: sub([B, T, 4 * C]), d4C2: sub([B, T, 4 * C]), dqkv: sub([B, T, 3 * C]) };
+  return { B, T, emb, embDrop, layers, lnf, lnfMean, lnfRstd, logits, losses, grads };
+}
+
+function countNumel(cfg: GPTConfig, B: number, T: number): number {
+  let n = 0;
+  const fake = { view: () => fake } as unknown as Tensor;
+  layout(cfg, B, T, (shape) => {
+    n += shape.reduce((a, b) => a * b, 1);
+    return fake;
+  });
+  return n;
+}
+
+/** Owns the activation buffer; hands out layouts for any (B, T) within the plan. */
+export class ActivationPool {
+  private buffer: Tensor | null = null;
+  private idsBuffer: Tensor | null = null;
+  private targetsBuffer: Tensor | null = null;
+  private capacity = 0;
+  private tokenCapacity = 0;
+  private cache = new Map<string, Activations>();
+
+  constructor(private readonly cfg: GPTConfig, private readonly device: Device) {}
+
+  get bytes(): number {
+    return this.capacity * 4;
+  }
+
+  get(B: number, T: number): Activations {
+    const key = `${B}x${T}`;
+    const hit = this.cache.get(key);
+    if (hit) return hit;
+    const need = countNumel(this.cfg, B, T);
+    if (need > this.capacity || B * T > this.tokenCapacity) {
+      this.dispose();
+      this.buffer = Tensor.zeros([need], { device: this.device });
+      this.idsBuffer = Tensor.zeros([B * T], { dtype: 'int32', device: this.device });
+      this.targetsBuffer = Tensor.zeros([B * T], { dtype: 'int32', device: this.device });
+      this.capacity = need;
+      this.tokenCapacity = B * T;
+    }
+    let off = 0;
+    const buffer = this.buffer!;
+    const acts = layout(this.cfg, B, T, (shape) => {
+      const t = buffer.view(off, shape);
+      off += shape.reduce((a, b) => a * b, 1);
+      return t;
+    }) as Activations;
+    acts.ids = this.idsBuffer!.view(0, [B, T]);
+    acts.targets = this.targetsBuffer!.view(0, [B * T]);
+    this.cache.set(key, acts);
+    return acts;
+  }
+
+  dispose(): void {
+    this.buffer?.dispose();
+    this.idsBuffer?.dispose();
+    this.targetsBuffer?.dispose();
+    this.buffer = this.idsBuffer = this.targetsBuffer = null;
+    this.capacity = this.tokenCapacity = 0;
+    this.cache.clear();
+  }
+}

@@ -1,0 +1,365 @@
+// GPTModel: the book's GPT (chapter 4) with explicit forward and backward
+// passes over the native ops, llm.c style. Read top to bottom:
+//
+//   tokens -> tok_emb + pos_emb -> dropout
+//          -> n_layers x [ x + drop(att(norm1(x))) ; x + drop(ff(norm2(x))) ]
+//          -> final_norm -> out_head -> logits -> cross-entropy
+//
+// Parameter names follow the book's PyTorch module names, so state dicts map
+// one to one. Q, K and V are separate parameters laid out back to back, which
+// makes them one fused [3C, C] projection for the matmul.
+import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
+import * as ops from '../tensor/ops.js';
+import { Rng, fillNormal } from '../tensor/rng.js';
+import { Tensor, type Device } from '../tensor/tensor.js';
+import { ActivationPool, type Activations } from './activations.js';
+import { validateConfig, type GPTConfig } from './config.js';
+
+interface Param {
+  value: Tensor;
+  grad: Tensor;
+}
+
+interface BlockParams {
+  norm1: { scale: Param; shift: Param };
+  qkvWeight: Param; // [3C, C]: W_query, W_key, W_value
+  qkvBias: Param | null; // [3C]
+  outProj: { weight: Param; bias: Param };
+  norm2: { scale: Param; shift: Param };
+  fc: { weight: Param; bias: Param }; // ff.layers.0: [4C, C]
+  fcProj: { weight: Param; bias: Param }; // ff.layers.2: [C, 4C]
+}
+
+export interface ForwardOptions {
+  /** Dropout on, and the backward's state kept. */
+  training?: boolean;
+  /** Compute the loss gradient during the forward (then call backward()). */
+  grad?: boolean;
+  /** Multiplies the loss gradient (e.g. 1 / grad-accumulation steps). */
+  lossScale?: number;
+}
+
+export interface ModelInit {
+  seed?: number;
+  device?: Device;
+  /** Leave parameters zero (they are about to be loaded). */
+  skipInit?: boolean;
+}
+
+// Dropout sites draw from disjoint RNG streams: stream = forwardCount * SITES + site.
+const SITES = 4096;
+
+export class GPTModel {
+  readonly config: GPTConfig;
+  readonly device: Device;
+  readonly params: ParameterStore;
+  /** Seeds dropout masks; with `dropoutCounter` it fully determines them. */
+  dropoutSeed: number;
+  /** Training forwards run so far (advances the dropout streams). */
+  dropoutCounter = 0;
+
+  private readonly tokEmb: Param;
+  private readonly posEmb: Param;
+  private readonly blocks: BlockParams[] = [];
+  private readonly finalNorm: { scale: Param; shift: Param };
+  private readonly outHead: Param;
+  private readonly pool: ActivationPool;
+  private last: { acts: Activations; training: boolean; grad: boolean; stream0: number } | null = null;
+
+  constructor(config: GPTConfig, init: ModelInit = {}) {
+    validateConfig(config);
+    this.config = { ...config };
+    this.device = init.device ?? 'cpu';
+    this.dropoutSeed = init.seed ?? 123;
+    this.params = new ParameterStore(GPTModel.parameterSpecs(config), this.device);
+    const p = (name: string): Param => this.params.get(name);
+    const C = config.embDim;
+    this.tokEmb = p('tok_emb.weight');
+    this.posEmb = p('pos_emb.weight');
+    for (let l = 0; l < config.nLayers; l++) {
+      const pre = `trf_blocks.${l}`;
+      this.blocks.push({
+        norm1: { scale: p(`${pre}.norm1.scale`), shift: p(`${pre}.norm1.shift`) },
+        qkvWeight: this.params.span(`${pre}.att.W_query.weight`, `${pre}.att.W_value.weight`, [3 * C, C]),
+        qkvBias: config.qkvBias ? this.params.span(`${pre}.att.W_query.bias`, `${pre}.att.W_value.bias`, [3 * C]) : null,
+        outProj: { weight: p(`${pre}.att.out_proj.weight`), bias: p(`${pre}.att.out_proj.bias`) },
+        norm2: { scale: p(`${pre}.norm2.scale`), shift: p(`${pre}.norm2.shift`) },
+        fc: { weight: p(`${pre}.ff.layers.0.weight`), bias: p(`${pre}.ff.layers.0.bias`) },
+        fcProj: { weight: p(`${pre}.ff.layers.2.weight`), bias: p(`${pre}.ff.layers.2.bias`) },
+      });
+    }
+    this.finalNorm = { scale: p('final_norm.scale'), shift: p('final_norm.shift') };
+    this.outHead = config.tieWeights ? this.tokEmb : p('out_head.weight');
+    this.pool = new ActivationPool(config, this.device);
+    if (!init.skipInit) this.initialize(init.seed ?? 123);
+  }
+
+  /** Names, shapes, initialisation and weight-decay switch of every parameter, in layout order. */
+  static parameterSpecs(c: GPTConfig): ParameterSpec[] {
+    const C = c.embDim;
+    const normal = { kind: 'normal', std: 0.02 } as const;
+    // GPT-2 scales the init of projections into the residual stream by
+    // 1/sqrt(2 * n_layers) so the stream's variance does not grow with depth.
+    const residual = { kind: 'normal', std: 0.02 / Math.sqrt(2 * c.nLayers) } as const;
+    const zeros = { kind: 'zeros' } as const, ones = { kind: 'ones' } as const;
+    const specs: ParameterSpec[] = [
+      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: normal, decay: true },
+      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: normal, decay: true },
+    ];
+    for (let l = 0; l < c.nLayers; l++) {
+      const pre = `trf_blocks.${l}`;
+      specs.push(
+        { name: `${pre}.norm1.scale`, shape: [C], init: ones, decay: true },
+        { name: `${pre}.norm1.shift`, shape: [C], init: zeros, decay: true },
+        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: normal, decay: true },
+        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: normal, decay: true },
+        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: normal, decay: true },
+      );
+      if (c.qkvBias) {
+        specs.push(
+          { name: `${pre}.att.W_query.bias`, shape: [C], init: zeros, decay: true },
+          { name: `${pre}.att.W_key.bias`, shape: [C], init: zeros, decay: true },
+          { name: `${pre}.att.W_value.bias`, shape: [C], init: zeros, decay: true },
+        );
+      }
+      specs.push(
+        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: residual, decay: true },
+        { name: `${pre}.att.out_proj.bias`, shape: [C], init: zeros, decay: true },
+        { name: `${pre}.norm2.scale`, shape: [C], init: ones, decay: true },
+        { name: `${pre}.norm2.shift`, shape: [C], init: zeros, decay: true },
+        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: normal, decay: true },
+        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: zeros, decay: true },
+        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: residual, decay: true },
+        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: zeros, decay: true },
+      );
+    }
+    specs.push(
+      { name: 'final_norm.scale', shape: [C], init: ones, decay: true },
+      { name: 'final_norm.shift', shape: [C], init: zeros, decay: true },
+    );
+    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: normal, decay: true });
+    return specs;
+  }
+
+  /** Seeded GPT-2 initialisation, drawn on the host in layout order (reproducible). */
+  initialize(seed: number): void {
+    const rng = new Rng(seed);
+    const all = new Float32Array(this.params.numel);
+    for (const p of this.params.params) {
+      const view = all.subarray(p.offset, p.offset + p.numel);
+      if (p.init.kind === 'normal') fillNormal(view, p.init.std, rng);
+      else if (p.init.kind === 'ones') view.fill(1);
+    }
+    this.params.writeAll(all);
+  }
+
+  get numParameters(): number {
+    return this.params.numel;
+  }
+
+  /** Parameter names and shapes, in layout order. */
+  namedParameters(): { name: string; shape: number[]; value: Tensor; grad: Tensor }[] {
+    return this.params.params.map((p) => ({ name: p.name, shape: p.shape, value: p.value, grad: p.grad }));
+  }
+
+  // ---- forward ------------------------------------------------------------------------
+
+  /**
+   * Runs the model on token ids [B, T] (row-major). With targets, returns the
+   * mean cross-entropy over targets that are not -100; without, returns NaN and
+   * leaves the logits in `logits()`.
+   */
+  forward(ids: Int32Array, B: number, T: number, targets?: Int32Array, options: ForwardOptions = {}): number {
+    const cfg = this.config;
+    if (ids.length !== B * T) throw new Error(`forward: ${ids.length} ids do not make a [${B}, ${T}] batch`);
+    if (T > cfg.contextLength)
+      throw new Error(`forward: sequence length ${T} exceeds the model's context length ${cfg.contextLength}`);
+    if (targets && targets.length !== B * T) throw new Error(`forward: targets must have ${B * T} entries`);
+    const training = options.training ?? false;
+    const grad = (options.grad ?? false) && targets !== undefined;
+    const acts = this.pool.get(B, T);
+    acts.ids.write(ids);
+    const p = training ? cfg.dropRate : 0;
+    const stream0 = training ? this.dropoutCounter++ * SITES : 0;
+    const rng = (site: number) => ({ seed: this.dropoutSeed, stream: stream0 + site });
+
+    ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, 0);
+    if (p > 0) ops.dropoutForward(acts.embDrop, acts.emb, p, rng(0));
+    let x = acts.embDrop;
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const w = this.blocks[l], a = acts.layers[l];
+      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
+      ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
+      ops.attentionForward(a.att, a.lse, a.qkv, cfg.nHeads, p, rng(1 + 3 * l));
+      ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
+      if (p > 0) ops.dropoutForward(a.projDrop, a.proj, p, rng(2 + 3 * l));
+      ops.add(a.res2, x, a.projDrop);
+      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
+      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
+      ops.geluForward(a.gelu, a.fc);
+      ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
+      if (p > 0) ops.dropoutForward(a.fc2Drop, a.fc2, p, rng(3 + 3 * l));
+      ops.add(a.res3, a.res2, a.fc2Drop);
+      x = a.res3;
+    }
+    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
+    ops.matmulForward(acts.logits, acts.lnf, this.outHead.value, null);
+    this.last = { acts, training, grad, stream0 };
+    if (!targets) return NaN;
+
+    acts.targets.write(targets);
+    let valid = 0;
+    for (let i = 0; i < targets.length; i++) if (targets[i] !== ops.IGNORE_INDEX) valid++;
+    if (valid === 0) throw new Error('forward: every target is the ignore index -100; nothing to compute a loss on');
+    if (grad) {
+      // Fused classifier: the logits buffer now holds dL/dlogits.
+      const dloss = (options.lossScale ?? 1) / valid;
+      ops.crossentropyForwardBackward(acts.losses, acts.logits, acts.logits, acts.targets, dloss);
+    } else {
+      ops.crossentropyForward(acts.losses, acts.logits, acts.targets);
+    }
+    const losses = acts.losses.toFloat32Array();
+    let sum = 0;
+    for (let i = 0; i < losses.length; i++) sum += losses[i];
+    return sum / valid;
+  }
+
+  /** Logits [B, T, V] of the last forward without gradient. */
+  logits(): Tensor {
+    if (!this.last || this.last.grad) throw new Error('logits: run forward() without grad first');
+    return this.last.acts.logits;
+  }
+
+  // ---- backward --------------------------------------------------------------------------
+
+  /** Accumulates dL/dparams into the gradient buffer (call zeroGrad() between steps). */
+  backward(): void {
+    if (!this.last || !this.last.grad) throw new Error('backward: call forward(ids, B, T, targets, { grad: true }) first');
+    const { acts, training, stream0 } = this.last;
+    this.last = null; // the logits now hold gradients; one backward per forward
+    const cfg = this.config;
+    const p = training ? cfg.dropRate : 0;
+    const rng = (site: number) => ({ seed: this.dropoutSeed, stream: stream0 + site });
+    const g = acts.grads;
+
+    ops.fill(g.region, 0);
+    ops.fill(g.dres, 0);
+    ops.matmulBackward(g.dC, this.outHead.grad, null, acts.logits, acts.lnf, this.outHead.value);
+    const lastX = cfg.nLayers > 0 ? acts.layers[cfg.nLayers - 1].res3 : acts.embDrop;
+    ops.layernormBackward(g.dres, this.finalNorm.scale.grad, this.finalNorm.shift.grad, g.dC, lastX,
+      this.finalNorm.scale.value, acts.lnfMean, acts.lnfRstd);
+
+    for (let l = cfg.nLayers - 1; l >= 0; l--) {
+      const w = this.blocks[l], a = acts.layers[l];
+      const x = l > 0 ? acts.layers[l - 1].res3 : acts.embDrop;
+      ops.fill(g.region, 0);
+      // MLP branch: out = res2 + drop(fcProj(gelu(fc(norm2(res2)))))
+      let dfc2 = g.dres;
+      if (p > 0) {
+        ops.dropoutBackward(g.dC2, g.dres, p, rng(3 + 3 * l));
+        dfc2 = g.dC2;
+      }
+      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, dfc2, a.gelu, w.fcProj.weight.value);
+      ops.geluBackward(g.d4C2, a.fc, g.d4C);
+      ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C2, a.ln2, w.fc.weight.value);
+      ops.layernormBackward(g.dres, w.norm2.scale.grad, w.norm2.shift.grad, g.dC, a.res2, w.norm2.scale.value, a.ln2Mean, a.ln2Rstd);
+      // Attention branch: res2 = x + drop(outProj(att(qkv(norm1(x)))))
+      ops.fill(g.region, 0);
+      let dproj = g.dres;
+      if (p > 0) {
+        ops.dropoutBackward(g.dC2, g.dres, p, rng(2 + 3 * l));
+        dproj = g.dC2;
+      }
+      ops.matmulBackward(g.dC, w.outProj.weight.grad, w.outProj.bias.grad, dproj, a.att, w.outProj.weight.value);
+      ops.attentionBackward(g.dqkv, g.dC, a.qkv, a.att, a.lse, cfg.nHeads, p, rng(1 + 3 * l));
+      ops.fill(g.dC, 0);
+      ops.matmulBackward(g.dC, w.qkvWeight.grad, w.qkvBias?.grad ?? null, g.dqkv, a.ln1, w.qkvWeight.value);
+      ops.layernormBackward(g.dres, w.norm1.scale.grad, w.norm1.shift.grad, g.dC, x, w.norm1.scale.value, a.ln1Mean, a.ln1Rstd);
+    }
+    let demb = g.dres;
+    if (p > 0) {
+      ops.fill(g.dC, 0);
+      ops.dropoutBackward(g.dC, g.dres, p, rng(0));
+      demb = g.dC;
+    }
+    ops.embeddingBackward(this.tokEmb.grad, this.posEmb.grad, demb, acts.ids, 0);
+  }
+
+  zeroGrad(): void {
+    this.params.zeroGrad();
+  }
+
+  // ---- inference with a KV cache -----------------------------------------------------------
+
+  /**
+   * Runs positions pos0..pos0+T-1 of B sequences through the model, reading and
+   * extending `cache`, and returns the logits of the LAST position of each
+   * sequence as a host array [B, V].
+   */
+  forwardCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Float32Array {
+    const cfg = this.config;
+    if (pos0 + T > cfg.contextLength)
+      throw new Error(`forwardCached: positions up to ${pos0 + T} exceed the context length ${cfg.contextLength}`);
+    if (cache.batch !== B) throw new Error(`forwardCached: cache was made for batch ${cache.batch}, not ${B}`);
+    const acts = this.pool.get(B, T);
+    acts.ids.write(ids);
+    ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, pos0);
+    let x = acts.emb;
+    for (let l = 0; l < cfg.nLayers; l++) {
+      const w = this.blocks[l], a = acts.layers[l];
+      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
+      ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
+      ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, pos0);
+      ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
+      ops.add(a.res2, x, a.proj);
+      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
+      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
+      ops.geluForward(a.gelu, a.fc);
+      ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
+      ops.add(a.res3, a.res2, a.fc2);
+      x = a.res3;
+    }
+    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
+    this.last = null;
+    const V = cfg.vocabSize, C = cfg.embDim;
+    if (B === 1) {
+      // Only the last position's logits are needed: one row through the head.
+      const lastRow = acts.lnf.view((T - 1) * C, [1, C]);
+      const out = acts.logits.view(0, [1, V]);
+      ops.matmulForward(out, lastRow, this.outHead.value, null);
+      return out.toFloat32Array();
+    }
+    ops.matmulForward(acts.logits, acts.lnf, this.outHead.value, null);
+    const all = acts.logits.toFloat32Array();
+    const result = new Float32Array(B * V);
+    for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
+    return result;
+  }
+
+  createKVCache(batch: number): KVCache {
+    return new KVCache(this.config, batch, this.device);
+  }
+
+  /** Frees parameters and activations now. */
+  dispose(): void {
+    this.pool.dispose();
+    this.params.dispose();
+  }
+}
+
+/** Keys and values of past positions, per layer: [B, heads, context, head_dim]. */
+export class KVCache {
+  readonly keys: Tensor[] = [];
+  readonly values: Tensor[] = [];
+  constructor(readonly config: GPTConfig, readonly batch: number, device: Device) {
+    const hs = config.embDim / config.nHeads;
+    const shape = [batch, config.nHeads, config.contextLength, hs];
+    for (let l = 0; l < config.nLayers; l++) {
+      this.keys.push(Tensor.zeros(shape, { device }));
+      this.values.push(Tensor.zeros(shape, { device }));
+    }
+  }
+  dispose(): void {
+    for (const t of [...this.keys, ...this.values]) t.dispose();
+  }
+}

@@ -1,0 +1,103 @@
+// Loads the native addon once, from the package's build/ folder (the same
+// path whether running from ts/ under vitest or from dist/).
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export type DType = 'float32' | 'int32' | 'bfloat16';
+export type Device = 'cpu' | 'cuda';
+
+/** The handle the addon gives for a tensor: a view into one device allocation. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DType;
+  readonly device: Device;
+  readonly disposed: boolean;
+  readonly offset: number;
+  view(offset: number, shape: number[]): NativeTensor;
+  dispose(): void;
+  read(): Float32Array | Int32Array | Uint16Array;
+  write(data: Float32Array | Int32Array | Uint16Array): void;
+  sameStorage(other: NativeTensor): boolean;
+}
+
+export interface BackendsInfo {
+  cpu: { threads: number; gemm: string };
+  cuda: { built: boolean; buildInfo: string; available: boolean; reason?: string };
+}
+
+export interface DeviceInfo {
+  name: string;
+  totalMemory: number;
+  freeMemory: number;
+  computeCapability: string;
+  memoryInUse: number;
+  peakMemory: number;
+}
+
+type T = NativeTensor;
+type OptT = NativeTensor | null;
+
+/** The op table: every op validates its arguments natively. */
+export interface NativeOps {
+  fill(x: T, value: number): void;
+  scale(x: T, factor: number): void;
+  add(out: T, a: T, b: T): void;
+  accumulate(dst: T, src: T): void;
+  copy(dst: T, src: T): void;
+  embeddingForward(out: T, ids: T, wte: T, wpe: T, pos0: number): void;
+  embeddingBackward(dwte: OptT, dwpe: OptT, dout: T, ids: T, pos0: number): void;
+  layernormForward(out: T, mean: T, rstd: T, inp: T, weight: T, bias: T): void;
+  layernormBackward(dinp: OptT, dweight: OptT, dbias: OptT, dout: T, inp: T, weight: T, mean: T, rstd: T): void;
+  gemm(c: T, a: T, b: T, transA: boolean, transB: boolean, alpha: number, beta: number): void;
+  matmulForward(out: T, inp: T, weight: T, bias: OptT): void;
+  matmulBackward(dinp: OptT, dweight: OptT, dbias: OptT, dout: T, inp: T, weight: T): void;
+  geluForward(out: T, inp: T): void;
+  geluBackward(dinp: T, inp: T, dout: T): void;
+  dropoutForward(out: T, inp: T, p: number, seed: number, stream: number): void;
+  dropoutBackward(dinp: T, dout: T, p: number, seed: number, stream: number): void;
+  attentionForward(out: T, lse: T, qkv: T, nHeads: number, p: number, seed: number, stream: number): void;
+  attentionBackward(dqkv: T, dout: T, qkv: T, out: T, lse: T, nHeads: number, p: number, seed: number, stream: number): void;
+  attentionDecode(out: T, kcache: T, vcache: T, qkv: T, pos0: number): void;
+  crossentropyForward(losses: T, logits: T, targets: T, ignoreIndex: number): void;
+  crossentropyForwardBackward(losses: T, dlogits: T, logits: T, targets: T, dloss: number, ignoreIndex: number): void;
+  adamw(params: T, grads: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  sumSquares(out: T, x: T): void;
+  clipByNorm(x: T, normSq: T, maxNorm: number): void;
+}
+
+export interface Addon {
+  createTensor(shape: number[], dtype: DType, device: Device): NativeTensor;
+  backends(): BackendsInfo;
+  deviceInfo(device: Device): DeviceInfo;
+  resetPeakMemory(device: Device): void;
+  synchronize(device: Device): void;
+  ops: NativeOps;
+}
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) throw new Error('gptcuda: cannot find the package root (package.json)');
+    dir = parent;
+  }
+  return dir;
+}
+
+export const PACKAGE_ROOT = packageRoot();
+
+let addon: Addon | undefined;
+
+export function native(): Addon {
+  if (addon) return addon;
+  const path = join(PACKAGE_ROOT, 'build', 'Release', 'gptcuda.node');
+  if (!existsSync(path)) {
+    throw new Error(
+      `gptcuda: the native addon is not built (${path} is missing). Run \`npm install\` or \`npm run build\` in ${PACKAGE_ROOT}.`,
+    );
+  }
+  addon = createRequire(import.meta.url)(path) as Addon;
+  return addon;
+}

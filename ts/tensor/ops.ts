@@ -1,0 +1,86 @@
+// Typed entry points to the native ops. Each takes Tensors and forwards their
+// handles; shapes, dtypes, devices and liveness are checked natively.
+// Backward ops ACCUMULATE into their gradient outputs (see backend.h).
+import { native } from './native.js';
+import type { Tensor } from './tensor.js';
+
+const h = (t: Tensor) => t.handle;
+const hOpt = (t: Tensor | null | undefined) => (t ? t.handle : null);
+const o = () => native().ops;
+
+/** Counter-based RNG address of a dropout site: the same (seed, stream) gives the same mask. */
+export interface DropoutRng {
+  seed: number;
+  stream: number;
+}
+
+export const fill = (x: Tensor, value: number) => o().fill(h(x), value);
+export const scale = (x: Tensor, factor: number) => o().scale(h(x), factor);
+export const add = (out: Tensor, a: Tensor, b: Tensor) => o().add(h(out), h(a), h(b));
+export const accumulate = (dst: Tensor, src: Tensor) => o().accumulate(h(dst), h(src));
+export const copy = (dst: Tensor, src: Tensor) => o().copy(h(dst), h(src));
+
+export const embeddingForward = (out: Tensor, ids: Tensor, wte: Tensor, wpe: Tensor, pos0 = 0) =>
+  o().embeddingForward(h(out), h(ids), h(wte), h(wpe), pos0);
+export const embeddingBackward = (dwte: Tensor | null, dwpe: Tensor | null, dout: Tensor, ids: Tensor, pos0 = 0) =>
+  o().embeddingBackward(hOpt(dwte), hOpt(dwpe), h(dout), h(ids), pos0);
+
+export const layernormForward = (out: Tensor, mean: Tensor, rstd: Tensor, inp: Tensor, weight: Tensor, bias: Tensor) =>
+  o().layernormForward(h(out), h(mean), h(rstd), h(inp), h(weight), h(bias));
+export const layernormBackward = (
+  dinp: Tensor | null, dweight: Tensor | null, dbias: Tensor | null,
+  dout: Tensor, inp: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor,
+) => o().layernormBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight), h(mean), h(rstd));
+
+/** c = alpha * op(a) op(b) + beta * c for 2-D tensors; op transposes when asked. */
+export const gemm = (c: Tensor, a: Tensor, b: Tensor, transA = false, transB = false, alpha = 1, beta = 0) =>
+  o().gemm(h(c), h(a), h(b), transA, transB, alpha, beta);
+/** out = inp weight^T + bias, weight [out_features, in_features] as PyTorch's Linear. */
+export const matmulForward = (out: Tensor, inp: Tensor, weight: Tensor, bias: Tensor | null = null) =>
+  o().matmulForward(h(out), h(inp), h(weight), hOpt(bias));
+export const matmulBackward = (
+  dinp: Tensor | null, dweight: Tensor | null, dbias: Tensor | null, dout: Tensor, inp: Tensor, weight: Tensor,
+) => o().matmulBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight));
+
+export const geluForward = (out: Tensor, inp: Tensor) => o().geluForward(h(out), h(inp));
+export const geluBackward = (dinp: Tensor, inp: Tensor, dout: Tensor) => o().geluBackward(h(dinp), h(inp), h(dout));
+
+export const dropoutForward = (out: Tensor, inp: Tensor, p: number, rng: DropoutRng) =>
+  o().dropoutForward(h(out), h(inp), p, rng.seed, rng.stream);
+export const dropoutBackward = (dinp: Tensor, dout: Tensor, p: number, rng: DropoutRng) =>
+  o().dropoutBackward(h(dinp), h(dout), p, rng.seed, rng.stream);
+
+/** Causal self-attention over qkv [B,T,3C]; saves lse [B,nHeads,T] for the backward. */
+export const attentionForward = (out: Tensor, lse: Tensor, qkv: Tensor, nHeads: number, p = 0, rng: DropoutRng = { seed: 0, stream: 0 }) =>
+  o().attentionForward(h(out), h(lse), h(qkv), nHeads, p, rng.seed, rng.stream);
+export const attentionBackward = (
+  dqkv: Tensor, dout: Tensor, qkv: Tensor, out: Tensor, lse: Tensor, nHeads: number,
+  p = 0, rng: DropoutRng = { seed: 0, stream: 0 },
+) => o().attentionBackward(h(dqkv), h(dout), h(qkv), h(out), h(lse), nHeads, p, rng.seed, rng.stream);
+/** KV-cache attention: stores K/V of the new positions at pos0.. and attends over 0..each position. */
+export const attentionDecode = (out: Tensor, kcache: Tensor, vcache: Tensor, qkv: Tensor, pos0: number) =>
+  o().attentionDecode(h(out), h(kcache), h(vcache), h(qkv), pos0);
+
+export const IGNORE_INDEX = -100;
+export const crossentropyForward = (losses: Tensor, logits: Tensor, targets: Tensor, ignoreIndex = IGNORE_INDEX) =>
+  o().crossentropyForward(h(losses), h(logits), h(targets), ignoreIndex);
+/** Losses, and dlogits = dloss (softmax - onehot) WRITTEN (dlogits may be logits itself). */
+export const crossentropyForwardBackward = (
+  losses: Tensor, dlogits: Tensor, logits: Tensor, targets: Tensor, dloss: number, ignoreIndex = IGNORE_INDEX,
+) => o().crossentropyForwardBackward(h(losses), h(dlogits), h(logits), h(targets), dloss, ignoreIndex);
+
+export interface AdamWParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** 1-based step count, for bias correction. */
+  step: number;
+}
+export const adamw = (params: Tensor, grads: Tensor, m: Tensor, v: Tensor, a: AdamWParams) =>
+  o().adamw(h(params), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step);
+/** out[0] = sum(x^2), written on the device. */
+export const sumSquares = (out: Tensor, x: Tensor) => o().sumSquares(h(out), h(x));
+/** x *= min(1, maxNorm / (sqrt(normSq[0]) + 1e-6)), reading normSq on the device. */
+export const clipByNorm = (x: Tensor, normSq: Tensor, maxNorm: number) => o().clipByNorm(h(x), h(normSq), maxNorm);

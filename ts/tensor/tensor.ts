@@ -1,0 +1,119 @@
+// Tensor: a typed handle to native memory on a device. Memory is freed by
+// dispose(); a FinalizationRegistry frees what was forgotten, as a backstop
+// only (GC timing is no way to manage GPU memory).
+import { native, type DType, type Device, type NativeTensor } from './native.js';
+
+export type { DType, Device } from './native.js';
+export type TypedData = Float32Array | Int32Array | Uint16Array;
+
+export interface TensorOptions {
+  dtype?: DType;
+  device?: Device;
+}
+
+const leakBackstop = new FinalizationRegistry<NativeTensor>((handle) => {
+  if (!handle.disposed) handle.dispose();
+});
+
+export class Tensor {
+  readonly handle: NativeTensor;
+  /** The tensor owning the memory; a view keeps it reachable. */
+  readonly base: Tensor | null;
+
+  private constructor(handle: NativeTensor, base: Tensor | null) {
+    this.handle = handle;
+    this.base = base;
+    if (!base) leakBackstop.register(this, handle, this);
+  }
+
+  /** A new zero-filled tensor. */
+  static zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
+    return new Tensor(native().createTensor([...shape], options.dtype ?? 'float32', options.device ?? 'cpu'), null);
+  }
+
+  /** A new tensor holding a copy of `data` (dtype from the array type unless given). */
+  static from(data: TypedData | readonly number[], shape: readonly number[], options: TensorOptions = {}): Tensor {
+    const dtype: DType =
+      options.dtype ?? (data instanceof Int32Array ? 'int32' : data instanceof Uint16Array ? 'bfloat16' : 'float32');
+    const typed =
+      dtype === 'int32'
+        ? data instanceof Int32Array ? data : Int32Array.from(data as ArrayLike<number>)
+        : dtype === 'float32'
+          ? data instanceof Float32Array ? data : Float32Array.from(data as ArrayLike<number>)
+          : data instanceof Uint16Array ? data : Uint16Array.from(data as ArrayLike<number>);
+    const t = Tensor.zeros(shape, { dtype, device: options.device });
+    try {
+      t.handle.write(typed);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+
+  get shape(): number[] {
+    return this.handle.shape;
+  }
+  get dtype(): DType {
+    return this.handle.dtype;
+  }
+  get device(): Device {
+    return this.handle.device;
+  }
+  get disposed(): boolean {
+    return this.handle.disposed;
+  }
+  get numel(): number {
+    return this.handle.shape.reduce((a, b) => a * b, 1);
+  }
+
+  /** A contiguous window of `shape` starting `offset` elements in; shares memory. */
+  view(offset: number, shape: readonly number[]): Tensor {
+    return new Tensor(this.handle.view(offset, [...shape]), this.base ?? this);
+  }
+
+  reshape(shape: readonly number[]): Tensor {
+    return this.view(0, shape);
+  }
+
+  /** Copies the data to a new typed array on the host. */
+  toArray(): TypedData {
+    return this.handle.read();
+  }
+  toFloat32Array(): Float32Array {
+    if (this.dtype !== 'float32') throw new Error(`toFloat32Array: tensor is ${this.dtype}`);
+    return this.handle.read() as Float32Array;
+  }
+  toInt32Array(): Int32Array {
+    if (this.dtype !== 'int32') throw new Error(`toInt32Array: tensor is ${this.dtype}`);
+    return this.handle.read() as Int32Array;
+  }
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.numel !== 1) throw new Error(`item: tensor has shape [${this.shape.join(', ')}], not one element`);
+    return this.handle.read()[0];
+  }
+
+  /** Overwrites the contents from a typed array of the same dtype and length. */
+  write(data: TypedData): void {
+    this.handle.write(data);
+  }
+
+  /** A copy on `device` (the same object if it is already there). */
+  to(device: Device): Tensor {
+    if (device === this.device) return this;
+    const t = Tensor.zeros(this.shape, { dtype: this.dtype, device });
+    native().ops.copy(t.handle, this.handle);
+    return t;
+  }
+
+  /** Frees the memory now (for a view, only invalidates the view). */
+  dispose(): void {
+    if (!this.base) leakBackstop.unregister(this);
+    this.handle.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+}

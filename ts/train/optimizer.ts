@@ -1,0 +1,65 @@
+// AdamW over the flat parameter buffer: one native call per run of
+// parameters sharing a weight-decay switch (one call with the book's settings).
+import type { ParameterStore } from '../nn/parameters.js';
+import * as ops from '../tensor/ops.js';
+import { Tensor } from '../tensor/tensor.js';
+
+export interface AdamWConfig {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+/** torch.optim.AdamW(lr=4e-4, weight_decay=0.1) as the book uses it. */
+export const BOOK_ADAMW: AdamWConfig = { lr: 4e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
+
+export class AdamW {
+  readonly m: Tensor;
+  readonly v: Tensor;
+  /** Updates applied so far (PyTorch's `step` in the state). */
+  step = 0;
+  private readonly ranges: { offset: number; numel: number; decay: boolean }[];
+  private readonly normSq: Tensor;
+
+  constructor(readonly params: ParameterStore, public config: AdamWConfig = BOOK_ADAMW) {
+    this.m = Tensor.zeros([params.numel], { device: params.device });
+    this.v = Tensor.zeros([params.numel], { device: params.device });
+    this.normSq = Tensor.zeros([1], { device: params.device });
+    this.ranges = params.decayRanges();
+  }
+
+  /**
+   * Global L2 norm of the gradients (read back to the host: one sync), and,
+   * when maxNorm is given, clipping to it on the device.
+   */
+  clipGradNorm(maxNorm?: number): number {
+    ops.sumSquares(this.normSq, this.params.flatGrad);
+    if (maxNorm !== undefined && maxNorm > 0) ops.clipByNorm(this.params.flatGrad, this.normSq, maxNorm);
+    return Math.sqrt(this.normSq.item());
+  }
+
+  /** One AdamW update at learning rate `lr` (defaults to config.lr). */
+  update(lr = this.config.lr): void {
+    this.step += 1;
+    const c = this.config;
+    for (const r of this.ranges) {
+      const view = (t: Tensor) => t.view(r.offset, [r.numel]);
+      const single = this.ranges.length === 1;
+      ops.adamw(
+        single ? this.params.flat : view(this.params.flat),
+        single ? this.params.flatGrad : view(this.params.flatGrad),
+        single ? this.m : view(this.m),
+        single ? this.v : view(this.v),
+        { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: r.decay ? c.weightDecay : 0, step: this.step },
+      );
+    }
+  }
+
+  dispose(): void {
+    this.m.dispose();
+    this.v.dispose();
+    this.normSq.dispose();
+  }
+}
