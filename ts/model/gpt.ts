@@ -12,6 +12,7 @@ import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { Rng, fillNormal } from '../tensor/rng.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
+import { generate, stream, type GenerateOptions } from '../generate/generate.js';
 import { ActivationPool, type Activations } from './activations.js';
 import { validateConfig, type GPTConfig } from './config.js';
 
@@ -183,23 +184,26 @@ export class GPTModel {
     const stream0 = training ? this.dropoutCounter++ * SITES : 0;
     const rng = (site: number) => ({ seed: this.dropoutSeed, stream: stream0 + site });
 
+    // Without dropout the *Drop buffers are skipped: `dropped` picks the live one.
+    const dropped = (out: Tensor, inp: Tensor, site: number) => {
+      if (p === 0) return inp;
+      ops.dropoutForward(out, inp, p, rng(site));
+      return out;
+    };
     ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, 0);
-    if (p > 0) ops.dropoutForward(acts.embDrop, acts.emb, p, rng(0));
-    let x = acts.embDrop;
+    let x = dropped(acts.embDrop, acts.emb, 0);
     for (let l = 0; l < cfg.nLayers; l++) {
       const w = this.blocks[l], a = acts.layers[l];
       ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
       ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
       ops.attentionForward(a.att, a.lse, a.qkv, cfg.nHeads, p, rng(1 + 3 * l));
       ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
-      if (p > 0) ops.dropoutForward(a.projDrop, a.proj, p, rng(2 + 3 * l));
-      ops.add(a.res2, x, a.projDrop);
+      ops.add(a.res2, x, dropped(a.projDrop, a.proj, 2 + 3 * l));
       ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
       ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
       ops.geluForward(a.gelu, a.fc);
       ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
-      if (p > 0) ops.dropoutForward(a.fc2Drop, a.fc2, p, rng(3 + 3 * l));
-      ops.add(a.res3, a.res2, a.fc2Drop);
+      ops.add(a.res3, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l));
       x = a.res3;
     }
     ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
@@ -245,13 +249,14 @@ export class GPTModel {
     ops.fill(g.region, 0);
     ops.fill(g.dres, 0);
     ops.matmulBackward(g.dC, this.outHead.grad, null, acts.logits, acts.lnf, this.outHead.value);
-    const lastX = cfg.nLayers > 0 ? acts.layers[cfg.nLayers - 1].res3 : acts.embDrop;
+    const embOut = p > 0 ? acts.embDrop : acts.emb;
+    const lastX = cfg.nLayers > 0 ? acts.layers[cfg.nLayers - 1].res3 : embOut;
     ops.layernormBackward(g.dres, this.finalNorm.scale.grad, this.finalNorm.shift.grad, g.dC, lastX,
       this.finalNorm.scale.value, acts.lnfMean, acts.lnfRstd);
 
     for (let l = cfg.nLayers - 1; l >= 0; l--) {
       const w = this.blocks[l], a = acts.layers[l];
-      const x = l > 0 ? acts.layers[l - 1].res3 : acts.embDrop;
+      const x = l > 0 ? acts.layers[l - 1].res3 : embOut;
       ops.fill(g.region, 0);
       // MLP branch: out = res2 + drop(fcProj(gelu(fc(norm2(res2)))))
       let dfc2 = g.dres;
@@ -336,8 +341,35 @@ export class GPTModel {
     return result;
   }
 
+  /** The prompt plus new token ids (see ts/generate): greedy by default, or temperature / topK / topP sampling. */
+  generate(ids: ArrayLike<number>, options?: GenerateOptions): Promise<number[]>;
+  generate(ids: ArrayLike<number>[], options?: GenerateOptions): Promise<number[][]>;
+  generate(ids: ArrayLike<number> | ArrayLike<number>[], options: GenerateOptions = {}): Promise<number[] | number[][]> {
+    return generate(this, ids as ArrayLike<number>[], options);
+  }
+
+  /** Async iterator over new token ids as they are produced. */
+  stream(ids: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<number> {
+    return stream(this, ids, options);
+  }
+
   createKVCache(batch: number): KVCache {
     return new KVCache(this.config, batch, this.device);
+  }
+
+  /**
+   * Loads a model from a checkpoint, a run directory, an OpenAI GPT-2 folder
+   * or a Hugging Face GPT-2 safetensors file (the format is detected).
+   */
+  static async load(path: string, options: { device?: Device } = {}): Promise<GPTModel> {
+    const { loadModel } = await import('../weights/load.js');
+    return (await loadModel(path, options)).model;
+  }
+
+  /** Saves the weights (and config) as a gptcuda checkpoint archive. */
+  async save(path: string): Promise<void> {
+    const { saveCheckpoint } = await import('../checkpoint/checkpoint.js');
+    await saveCheckpoint(path, { model: this });
   }
 
   /** Frees parameters and activations now. */

@@ -1,6 +1,6 @@
 // Loads the native addon once, from the package's build/ folder (the same
 // path whether running from ts/ under vitest or from dist/).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,6 +90,27 @@ export const PACKAGE_ROOT = packageRoot();
 
 let addon: Addon | undefined;
 
+/**
+ * OpenBLAS picks its kernels from the CPU model, and releases that predate a
+ * CPU fall back to a generic x86 core several times slower ("Prescott" on
+ * this project's CI machines: 20 instead of 90+ GFLOP/s). The vector
+ * features are what matter, so name the core from them unless the user did;
+ * OpenBLAS reads the variable when the addon loads it.
+ */
+function pickOpenBlasCore(): void {
+  if (process.env.OPENBLAS_CORETYPE || process.arch !== 'x64' || process.platform !== 'linux') return;
+  let flags = '';
+  try {
+    const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
+    flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1] ?? '';
+  } catch {
+    return;
+  }
+  const has = (f: string) => new RegExp(`\\b${f}\\b`).test(flags);
+  if (has('avx512f') && has('avx512bw') && has('avx512vl')) process.env.OPENBLAS_CORETYPE = 'SkylakeX';
+  else if (has('avx2') && has('fma')) process.env.OPENBLAS_CORETYPE = 'Haswell';
+}
+
 export function native(): Addon {
   if (addon) return addon;
   const path = join(PACKAGE_ROOT, 'build', 'Release', 'gptcuda.node');
@@ -98,6 +119,7 @@ export function native(): Addon {
       `gptcuda: the native addon is not built (${path} is missing). Run \`npm install\` or \`npm run build\` in ${PACKAGE_ROOT}.`,
     );
   }
+  pickOpenBlasCore();
   addon = createRequire(import.meta.url)(path) as Addon;
   return addon;
 }
