@@ -1,0 +1,37 @@
+export { crc32c, crc32cUpdate, maskCrc, unmaskCrc } from './crc32c.js';
+export { snappyDecompress, snappyUncompressedLength, SnappyError, type SnappyOptions } from './snappy.js';
+export {
+  openTfCheckpoint,
+  resolveCheckpointPrefix,
+  dataFileName,
+  parseTable,
+  float16ToFloat32,
+  bfloat16ToFloat32,
+  TfCheckpoint,
+  TfCheckpointError,
+  type TfDType,
+  type TfTensorEntry,
+  type TfBundleHeader,
+  type TfVerifyProgress,
+  type TfReadOptions,
+  type TableEntry,
+} from './tf-checkpoint.js';
+export {
+  downloadOpenAIModel,
+  gpt2ParamCount,
+  DownloadError,
+  OPENAI_MODEL_SIZES,
+  OPENAI_FILES,
+  OPENAI_BASE_URL,
+  FALLBACK_MIRROR_URL,
+  OPENAI_GPT2_HPARAMS,
+  OPENAI_KNOWN_SIZES,
+  type OpenAIModelSize,
+  type OpenAIFile,
+  type Gpt2HParams,
+  type DownloadOptions,
+  type DownloadProgress,
+  type DownloadResult,
+  type DownloadedFile,
+  type DownloadErrorCode,
+} from './openai-download.js';

@@ -1,0 +1,724 @@
+/**
+ * Downloads OpenAI's released GPT-2 checkpoints (the TensorFlow files) with
+ * resumable transfers, mirror fallback and end-to-end verification.
+ *
+ * Design choices:
+ * - Each file is fetched into `<file>.partial` and renamed only when complete,
+ *   so the presence of `<file>` means "finished"; an interrupted run resumes
+ *   from the partial with an HTTP Range request instead of starting over
+ *   (the 1558M data file is 6.2 GB).
+ * - Sizes are checked against a table of known sizes and the server's
+ *   Content-Length; after that the checkpoint's own per-tensor CRC32Cs are
+ *   verified, which catches corruption that a size check cannot.
+ * - A run where every file is already present and verified touches no network,
+ *   so `gptcuda download` is safe to call before every offline training run.
+ */
+
+import { promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import * as path from 'node:path';
+import { openTfCheckpoint, TfCheckpointError } from './tf-checkpoint.js';
+
+// ---------------------------------------------------------------------------
+// Model facts
+
+export type OpenAIModelSize = '124M' | '355M' | '774M' | '1558M';
+export const OPENAI_MODEL_SIZES: readonly OpenAIModelSize[] = ['124M', '355M', '774M', '1558M'];
+
+export const OPENAI_FILES = [
+  'checkpoint',
+  'encoder.json',
+  'hparams.json',
+  'model.ckpt.data-00000-of-00001',
+  'model.ckpt.index',
+  'model.ckpt.meta',
+  'vocab.bpe',
+] as const;
+export type OpenAIFile = (typeof OPENAI_FILES)[number];
+
+const DATA_FILE: OpenAIFile = 'model.ckpt.data-00000-of-00001';
+const INDEX_FILE: OpenAIFile = 'model.ckpt.index';
+
+export const OPENAI_BASE_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/models';
+export const FALLBACK_MIRROR_URL = 'https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2';
+
+export interface Gpt2HParams {
+  n_vocab: number;
+  n_ctx: number;
+  n_embd: number;
+  n_head: number;
+  n_layer: number;
+}
+
+/** The hparams.json of each released model. */
+export const OPENAI_GPT2_HPARAMS: Record<OpenAIModelSize, Gpt2HParams> = {
+  '124M': { n_vocab: 50257, n_ctx: 1024, n_embd: 768, n_head: 12, n_layer: 12 },
+  '355M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1024, n_head: 16, n_layer: 24 },
+  '774M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1280, n_head: 20, n_layer: 36 },
+  '1558M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1600, n_head: 25, n_layer: 48 },
+};
+
+/**
+ * Parameters stored in an OpenAI GPT-2 checkpoint (no separate output head:
+ * it is tied to wte). With C = n_embd:
+ *   wte V*C + wpe T*C + ln_f 2C
+ *   + per layer: ln_1, ln_2 4C; c_attn 3C^2+3C; attn c_proj C^2+C;
+ *                c_fc 4C^2+4C; mlp c_proj 4C^2+C   => 12C^2 + 13C
+ * 124M: 124,439,808   355M: 354,823,168   774M: 774,030,080   1558M: 1,557,611,200
+ */
+export function gpt2ParamCount(h: Pick<Gpt2HParams, 'n_vocab' | 'n_ctx' | 'n_embd' | 'n_layer'>): number {
+  const C = h.n_embd;
+  return h.n_vocab * C + h.n_ctx * C + 2 * C + h.n_layer * (12 * C * C + 13 * C);
+}
+
+/**
+ * Known byte sizes. The data file holds float32 tensors back to back, so its
+ * size is 4 x the parameter count; the 124M and 355M figures are also the
+ * observed sizes of the published files. Index sizes are known for the two
+ * smaller models only; other files are checked against Content-Length.
+ */
+export const OPENAI_KNOWN_SIZES: Record<OpenAIModelSize, Partial<Record<OpenAIFile, number>>> = {
+  '124M': { [DATA_FILE]: 497_759_232, [INDEX_FILE]: 5_215 },
+  '355M': { [DATA_FILE]: 1_419_292_672, [INDEX_FILE]: 10_399 },
+  '774M': { [DATA_FILE]: 4 * gpt2ParamCount(OPENAI_GPT2_HPARAMS['774M']) },
+  '1558M': { [DATA_FILE]: 4 * gpt2ParamCount(OPENAI_GPT2_HPARAMS['1558M']) },
+};
+
+// ---------------------------------------------------------------------------
+// Public API types
+
+export interface DownloadProgress {
+  file: OpenAIFile;
+  /** Bytes present so far (including bytes from a resumed partial file). */
+  bytes: number;
+  /** Final size, or null while unknown. */
+  total: number | null;
+  /** Transfer rate in bytes per second over this run's transfer of the file (0 when nothing was fetched). */
+  rate: number;
+  /**
+   * 'download' while bytes arrive, 'done' when a file finished, 'skipped' for a
+   * file already complete, 'verify' while tensor CRCs are checked (file is the
+   * data file, bytes/total count tensor bytes hashed).
+   */
+  phase: 'download' | 'done' | 'skipped' | 'verify';
+  /** URL being fetched ('download' and 'done'). */
+  url?: string;
+}
+
+export interface DownloadOptions {
+  model: OpenAIModelSize;
+  /** Parent folder; files go into `<dir>/<model>/`. */
+  dir: string;
+  /**
+   * Extra server to try after the built-in ones. Files are fetched from
+   * `<mirror>/<model>/<file>`, or, if the string contains `{model}` / `{file}`,
+   * from the string with those substituted.
+   */
+  mirror?: string;
+  /** Replaces the primary server (default {@link OPENAI_BASE_URL}); same URL rules as `mirror`. */
+  baseUrl?: string;
+  /** Servers tried after the primary (default [{@link FALLBACK_MIRROR_URL}]). */
+  fallbackUrls?: string[];
+  /** Replaces the built-in table of known sizes for this model (tests, private mirrors). */
+  expectedSizes?: Partial<Record<OpenAIFile, number>>;
+  onProgress?: (p: DownloadProgress) => void;
+  /** Short human-readable notes (fallbacks, retries, deletions). */
+  onLog?: (message: string) => void;
+  /**
+   * Check every tensor's CRC32C after downloading (default true). The check is
+   * remembered in `.gptcuda-verified.json`, so unchanged files are not rehashed.
+   */
+  verify?: boolean;
+  /** Consecutive failed attempts without progress before leaving a server (default 4). */
+  maxAttempts?: number;
+  /** First retry delay in ms, doubled per failure up to 30 s (default 1000). */
+  retryDelayMs?: number;
+  /** Abort and retry a transfer that receives nothing for this long (default 60 s). */
+  stallTimeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface DownloadedFile {
+  file: OpenAIFile;
+  path: string;
+  bytes: number;
+  /** False when the file was already complete and skipped. */
+  downloaded: boolean;
+  url?: string;
+}
+
+export interface DownloadResult {
+  model: OpenAIModelSize;
+  /** `<dir>/<model>`: pass this to openTfCheckpoint. */
+  dir: string;
+  files: DownloadedFile[];
+  /** True when tensor CRCs were checked in this run (false when skipped as already verified, or verify: false). */
+  verified: boolean;
+}
+
+export type DownloadErrorCode = 'OFFLINE' | 'HTTP' | 'NETWORK' | 'DISK_FULL' | 'SIZE_MISMATCH' | 'CORRUPT' | 'ABORTED' | 'IO';
+
+export class DownloadError extends Error {
+  constructor(
+    message: string,
+    readonly code: DownloadErrorCode,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'DownloadError';
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+
+const STAMP_FILE = '.gptcuda-verified.json';
+/** Download small files first so a bad server or missing network shows up before the long transfer. */
+const DOWNLOAD_ORDER: OpenAIFile[] = [
+  'checkpoint',
+  'hparams.json',
+  'encoder.json',
+  'vocab.bpe',
+  'model.ckpt.index',
+  'model.ckpt.meta',
+  'model.ckpt.data-00000-of-00001',
+];
+/** Error codes meaning "could not connect at all": the machine is offline or the host is unreachable. */
+const UNREACHABLE_CODES = new Set([
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ECONNREFUSED',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+  'ENETDOWN',
+  'EHOSTDOWN',
+  'UND_ERR_CONNECT_TIMEOUT',
+]);
+
+function buildUrl(base: string, model: string, file: string): string {
+  if (base.includes('{file}') || base.includes('{model}')) {
+    return base.replaceAll('{model}', model).replaceAll('{file}', file);
+  }
+  return `${base.replace(/\/+$/, '')}/${model}/${file}`;
+}
+
+/** Finds a system error code in an error or its cause chain (fetch wraps them: TypeError('fetch failed').cause). */
+function errorCode(err: unknown, depth = 0): string | undefined {
+  if (!err || typeof err !== 'object' || depth > 5) return undefined;
+  const e = err as { code?: unknown; cause?: unknown; errors?: unknown };
+  if (typeof e.code === 'string') return e.code;
+  if (Array.isArray(e.errors)) {
+    for (const sub of e.errors) {
+      const c = errorCode(sub, depth + 1);
+      if (c) return c;
+    }
+  }
+  return errorCode(e.cause, depth + 1);
+}
+
+function errorText(err: unknown): string {
+  const code = errorCode(err);
+  const msg = err instanceof Error ? err.message : String(err);
+  const cause = err instanceof Error && err.cause instanceof Error ? err.cause.message : undefined;
+  const detail = cause && cause !== msg ? `${msg}: ${cause}` : msg;
+  return code && !detail.includes(code) ? `${detail} (${code})` : detail;
+}
+
+async function fileSize(p: string): Promise<number | undefined> {
+  try {
+    return (await fsp.stat(p)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
+  return `${n} bytes`;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Why one server could not deliver a file; collected to explain a final failure. */
+class SourceFailure extends Error {
+  constructor(
+    readonly kind: 'unreachable' | 'http' | 'size' | 'network',
+    readonly url: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Failures that no other server can fix (disk full, permissions, cancellation). */
+class FatalError extends Error {
+  constructor(readonly error: DownloadError) {
+    super(error.message);
+  }
+}
+
+function parseContentRange(v: string | null): { start: number; total: number | null } | { unsatisfied: number | null } | null {
+  if (!v) return null;
+  let m = /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(v.trim());
+  if (m) return { start: Number(m[1]), total: m[3] === '*' ? null : Number(m[3]) };
+  m = /^bytes\s+\*\/(\d+|\*)$/i.exec(v.trim());
+  if (m) return { unsatisfied: m[1] === '*' ? null : Number(m[1]) };
+  return null;
+}
+
+// ---------------------------------------------------------------------------
+// One file from one server
+
+interface TransferContext {
+  model: OpenAIModelSize;
+  file: OpenAIFile;
+  partial: string;
+  expected: number | undefined;
+  maxAttempts: number;
+  retryDelayMs: number;
+  stallTimeoutMs: number;
+  signal: AbortSignal | undefined;
+  onProgress: ((p: DownloadProgress) => void) | undefined;
+  log: (m: string) => void;
+}
+
+/**
+ * Brings `ctx.partial` to the complete file from `url`, resuming what is
+ * already there. Throws SourceFailure when this server cannot deliver it,
+ * FatalError when nothing else would help.
+ */
+async function fetchFromSource(url: string, ctx: TransferContext): Promise<void> {
+  let failures = 0;
+  const startedAt = Date.now();
+  let fetched = 0; // bytes received in this call, for the rate
+
+  for (;;) {
+    if (ctx.signal?.aborted) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+    let have = (await fileSize(ctx.partial)) ?? 0;
+    if (ctx.expected !== undefined && have > ctx.expected) {
+      // Longer than the real file: not a prefix of it, so it cannot be resumed.
+      ctx.log(`${ctx.partial} is larger than ${ctx.file} should be; starting it over`);
+      await fsp.truncate(ctx.partial, 0);
+      have = 0;
+    }
+
+    const attemptStartBytes = have;
+    const retryable = async (why: string): Promise<void> => {
+      const now = (await fileSize(ctx.partial)) ?? 0;
+      failures = now > attemptStartBytes ? 1 : failures + 1;
+      if (failures >= ctx.maxAttempts) {
+        throw new SourceFailure('network', url, `${why} (gave up after ${failures} attempts without progress)`);
+      }
+      const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (failures - 1));
+      ctx.log(`${ctx.file}: ${why}; retrying from byte ${now} in ${(delay / 1000).toFixed(1)} s`);
+      try {
+        await sleep(delay, ctx.signal);
+      } catch {
+        throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+      }
+    };
+
+    const ac = new AbortController();
+    let stalled = false;
+    let stallTimer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        stalled = true;
+        ac.abort(new Error(`no data for ${ctx.stallTimeoutMs / 1000} s`));
+      }, ctx.stallTimeoutMs);
+    };
+    const onUserAbort = () => ac.abort(ctx.signal!.reason);
+    ctx.signal?.addEventListener('abort', onUserAbort, { once: true });
+    const cancelled = () => ctx.signal?.aborted === true;
+
+    try {
+      const headers: Record<string, string> = { 'accept-encoding': 'identity' };
+      if (have > 0) headers.range = `bytes=${have}-`;
+      let res: Response;
+      arm();
+      try {
+        res = await fetch(url, { headers, signal: ac.signal, redirect: 'follow' });
+      } catch (err) {
+        if (cancelled()) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+        const code = errorCode(err);
+        if (!stalled && code && UNREACHABLE_CODES.has(code)) {
+          throw new SourceFailure('unreachable', url, `cannot connect (${code})`);
+        }
+        await retryable(stalled ? 'server did not answer' : `request failed: ${errorText(err)}`);
+        continue;
+      }
+
+      // Work out where the body starts and how big the whole file is.
+      let total: number | null = null;
+      let append = false;
+      const contentLength = res.headers.get('content-length');
+      const encoded = (res.headers.get('content-encoding') ?? 'identity').toLowerCase() !== 'identity';
+      const bodyLength = contentLength !== null && !encoded ? Number(contentLength) : null;
+      if (res.status === 416) {
+        await res.body?.cancel().catch(() => {});
+        const cr = parseContentRange(res.headers.get('content-range'));
+        const realSize = cr && 'unsatisfied' in cr ? cr.unsatisfied : null;
+        if (have > 0 && (realSize === have || (realSize === null && ctx.expected === have))) return; // already complete
+        ctx.log(`${ctx.file}: server rejected resuming at byte ${have}; starting over`);
+        await fsp.truncate(ctx.partial, 0);
+        await retryable('range not satisfiable');
+        continue;
+      } else if (res.status === 206 && have > 0) {
+        const cr = parseContentRange(res.headers.get('content-range'));
+        if (!cr || !('start' in cr) || cr.start !== have) {
+          await res.body?.cancel().catch(() => {});
+          ctx.log(`${ctx.file}: server answered the resume request with an unexpected range; starting over`);
+          await fsp.truncate(ctx.partial, 0);
+          continue;
+        }
+        total = cr.total ?? (bodyLength !== null ? have + bodyLength : null);
+        append = true;
+      } else if (res.status === 200 || res.status === 206) {
+        // 200 to a Range request means the server ignores ranges: take the whole body.
+        if (have > 0) ctx.log(`${ctx.file}: server does not support resuming; downloading from the start`);
+        total = bodyLength;
+        have = 0;
+      } else {
+        await res.body?.cancel().catch(() => {});
+        const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
+        if (res.status >= 500 || res.status === 429 || res.status === 408) {
+          await retryable(status);
+          continue;
+        }
+        throw new SourceFailure('http', url, status);
+      }
+
+      if (ctx.expected !== undefined && total !== null && total !== ctx.expected) {
+        await res.body?.cancel().catch(() => {});
+        throw new SourceFailure(
+          'size',
+          url,
+          `size mismatch: the server's ${ctx.file} is ${total} bytes, expected ${ctx.expected} (wrong model size or a different file?)`,
+        );
+      }
+      if (!res.body) throw new SourceFailure('http', url, `HTTP ${res.status} with no body`);
+
+      // Stream the body to disk.
+      let fh: FileHandle;
+      try {
+        fh = await fsp.open(ctx.partial, append ? 'a' : 'w');
+      } catch (err) {
+        throw new FatalError(ioError(err, ctx.partial, ctx));
+      }
+      let lastReport = 0;
+      const report = (bytes: number, phase: 'download' | 'done') => {
+        const now = Date.now();
+        if (phase === 'download' && now - lastReport < 100) return;
+        lastReport = now;
+        const secs = (now - startedAt) / 1000;
+        ctx.onProgress?.({ file: ctx.file, bytes, total, rate: secs > 0 ? fetched / secs : 0, phase, url });
+      };
+      let bytes = have;
+      let bodyError: unknown;
+      const reader = res.body.getReader();
+      try {
+        report(bytes, 'download');
+        for (;;) {
+          let chunk: ReadableStreamReadResult<Uint8Array>;
+          try {
+            chunk = await reader.read();
+          } catch (err) {
+            bodyError = err;
+            break;
+          }
+          if (chunk.done) break;
+          arm();
+          const data = chunk.value;
+          try {
+            for (let off = 0; off < data.length; ) {
+              const { bytesWritten } = await fh.write(data, off, data.length - off);
+              off += bytesWritten;
+            }
+          } catch (err) {
+            throw new FatalError(ioError(err, ctx.partial, ctx));
+          }
+          bytes += data.length;
+          fetched += data.length;
+          if (total !== null && bytes > total) {
+            throw new SourceFailure('size', url, `size mismatch: received more than the announced ${total} bytes`);
+          }
+          report(bytes, 'download');
+        }
+      } finally {
+        reader.cancel().catch(() => {});
+        try {
+          await fh.close();
+        } catch (err) {
+          // close() can report delayed write errors, ENOSPC among them.
+          throw new FatalError(ioError(err, ctx.partial, ctx));
+        }
+      }
+
+      if (cancelled()) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+      if (bodyError !== undefined || (total !== null && bytes < total)) {
+        const why = stalled
+          ? `transfer stalled at byte ${bytes}`
+          : `connection lost at byte ${bytes}${total !== null ? ` of ${total}` : ''}` +
+            (bodyError !== undefined ? ` (${errorText(bodyError)})` : '');
+        await retryable(why);
+        continue;
+      }
+      if (ctx.expected !== undefined && bytes !== ctx.expected) {
+        await fsp.rm(ctx.partial, { force: true });
+        throw new SourceFailure('size', url, `size mismatch: received ${bytes} bytes, expected ${ctx.expected}`);
+      }
+      report(bytes, 'done');
+      return;
+    } finally {
+      clearTimeout(stallTimer);
+      ctx.signal?.removeEventListener('abort', onUserAbort);
+    }
+  }
+}
+
+function ioError(err: unknown, file: string, ctx: { model: string; expected?: number | undefined }): DownloadError {
+  const code = errorCode(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new DownloadError(
+      `Disk full (${code}) while writing ${file}. Free some space in ${path.dirname(file)}` +
+        (ctx.expected !== undefined ? ` (this file needs ${formatBytes(ctx.expected)} in total)` : '') +
+        ` and run \`gptcuda download --model ${ctx.model}\` again: the download resumes from the bytes already saved.`,
+      'DISK_FULL',
+      { cause: err },
+    );
+  }
+  return new DownloadError(`Cannot write ${file}: ${errorText(err)}`, 'IO', { cause: err });
+}
+
+// ---------------------------------------------------------------------------
+// Verification stamp
+
+interface Stamp {
+  version: 1;
+  files: Record<string, { size: number; mtimeMs: number }>;
+}
+
+async function currentStamp(modelDir: string): Promise<Stamp> {
+  const files: Stamp['files'] = {};
+  for (const f of [INDEX_FILE, DATA_FILE]) {
+    const st = await fsp.stat(path.join(modelDir, f));
+    files[f] = { size: st.size, mtimeMs: Math.floor(st.mtimeMs) };
+  }
+  return { version: 1, files };
+}
+
+async function stampMatches(modelDir: string): Promise<boolean> {
+  try {
+    const saved = JSON.parse(await fsp.readFile(path.join(modelDir, STAMP_FILE), 'utf8')) as Stamp;
+    return JSON.stringify(saved) === JSON.stringify(await currentStamp(modelDir));
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Entry point
+
+/**
+ * Downloads (or completes, or just checks) one released GPT-2 model into
+ * `<dir>/<model>/` and returns where its files are.
+ */
+export async function downloadOpenAIModel(options: DownloadOptions): Promise<DownloadResult> {
+  const { model } = options;
+  if (!OPENAI_MODEL_SIZES.includes(model)) {
+    throw new DownloadError(
+      `Unknown GPT-2 model "${String(model)}": choose one of ${OPENAI_MODEL_SIZES.join(', ')} (117M is now 124M, 345M is 355M)`,
+      'IO',
+    );
+  }
+  const modelDir = path.resolve(options.dir, model);
+  const sizes = options.expectedSizes ?? OPENAI_KNOWN_SIZES[model];
+  const sources = [
+    options.baseUrl ?? OPENAI_BASE_URL,
+    ...(options.fallbackUrls ?? [FALLBACK_MIRROR_URL]),
+    ...(options.mirror ? [options.mirror] : []),
+  ];
+  const log = options.onLog ?? (() => {});
+
+  try {
+    await fsp.mkdir(modelDir, { recursive: true });
+  } catch (err) {
+    throw new DownloadError(`Cannot create ${modelDir}: ${errorText(err)}`, 'IO', { cause: err });
+  }
+
+  const results: DownloadedFile[] = [];
+  let changed = false;
+
+  for (const file of DOWNLOAD_ORDER) {
+    const finalPath = path.join(modelDir, file);
+    const partial = `${finalPath}.partial`;
+    const expected = sizes[file];
+
+    const existing = await fileSize(finalPath);
+    if (existing !== undefined) {
+      if (expected === undefined || existing === expected) {
+        results.push({ file, path: finalPath, bytes: existing, downloaded: false });
+        options.onProgress?.({ file, bytes: existing, total: existing, rate: 0, phase: 'skipped' });
+        continue;
+      }
+      if (existing < expected && (await fileSize(partial)) === undefined) {
+        // Probably an interrupted copy: keep its bytes and resume after them.
+        log(`${file} is ${existing} bytes, expected ${expected}; resuming it`);
+        await fsp.rename(finalPath, partial);
+      } else {
+        log(`${file} is ${existing} bytes, expected ${expected}; downloading it again`);
+        await fsp.rm(finalPath, { force: true });
+      }
+    }
+
+    await checkFreeSpace(modelDir, partial, expected, model);
+
+    const ctx: TransferContext = {
+      model,
+      file,
+      partial,
+      expected,
+      maxAttempts: Math.max(1, options.maxAttempts ?? 4),
+      retryDelayMs: options.retryDelayMs ?? 1000,
+      stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
+      signal: options.signal,
+      onProgress: options.onProgress,
+      log,
+    };
+    const failures: SourceFailure[] = [];
+    let doneUrl: string | undefined;
+    for (const base of sources) {
+      const url = buildUrl(base, model, file);
+      try {
+        await fetchFromSource(url, ctx);
+        doneUrl = url;
+        break;
+      } catch (err) {
+        if (err instanceof FatalError) throw err.error;
+        if (!(err instanceof SourceFailure)) throw err;
+        failures.push(err);
+        log(`${url}: ${err.message}${base !== sources[sources.length - 1] ? '; trying the next server' : ''}`);
+      }
+    }
+    if (doneUrl === undefined) throw allSourcesFailed(file, model, modelDir, failures);
+
+    try {
+      await fsp.rename(partial, finalPath);
+    } catch (err) {
+      throw new DownloadError(`Cannot rename ${partial} to ${finalPath}: ${errorText(err)}`, 'IO', { cause: err });
+    }
+    changed = true;
+    results.push({ file, path: finalPath, bytes: (await fileSize(finalPath)) ?? 0, downloaded: true, url: doneUrl });
+  }
+
+  let verified = false;
+  if (options.verify !== false && (changed || !(await stampMatches(modelDir)))) {
+    await verifyCheckpoint(modelDir, model, options.onProgress);
+    await fsp.writeFile(path.join(modelDir, STAMP_FILE), JSON.stringify(await currentStamp(modelDir)));
+    verified = true;
+  }
+
+  // Report in the canonical file order, not download order.
+  results.sort((a, b) => OPENAI_FILES.indexOf(a.file) - OPENAI_FILES.indexOf(b.file));
+  return { model, dir: modelDir, files: results, verified };
+}
+
+async function checkFreeSpace(dir: string, partial: string, expected: number | undefined, model: string): Promise<void> {
+  if (expected === undefined) return;
+  const need = expected - ((await fileSize(partial)) ?? 0);
+  let free: number;
+  try {
+    const st = await fsp.statfs(dir);
+    free = st.bavail * st.bsize;
+  } catch {
+    return; // statfs unsupported here: rely on ENOSPC during the write
+  }
+  if (free < need) {
+    throw new DownloadError(
+      `Not enough disk space in ${dir}: ${path.basename(partial, '.partial')} needs ${formatBytes(need)} more, ` +
+        `only ${formatBytes(free)} free. Free some space (or pass another --dir) and run \`gptcuda download --model ${model}\` again.`,
+      'DISK_FULL',
+    );
+  }
+}
+
+function allSourcesFailed(file: string, model: string, modelDir: string, failures: SourceFailure[]): DownloadError {
+  const list = failures.map((f) => `  ${f.url}: ${f.message}`).join('\n');
+  if (failures.length > 0 && failures.every((f) => f.kind === 'unreachable')) {
+    return new DownloadError(
+      `Cannot download ${file} for GPT-2 ${model}: you appear to be offline (no server could be reached):\n${list}\n` +
+        `Connect to the internet, pass --mirror with a server you can reach, or copy the files ` +
+        `(${OPENAI_FILES.join(', ')}) into ${modelDir} and run again.`,
+      'OFFLINE',
+    );
+  }
+  const code: DownloadErrorCode = failures.some((f) => f.kind === 'size')
+    ? 'SIZE_MISMATCH'
+    : failures.some((f) => f.kind === 'http')
+      ? 'HTTP'
+      : 'NETWORK';
+  return new DownloadError(
+    `Cannot download ${file} for GPT-2 ${model}; every server failed:\n${list}\n` +
+      `Partial data (if any) is kept and resumes on the next run; --mirror adds another server to try.`,
+    code,
+  );
+}
+
+/**
+ * Hashes every tensor against the CRC32C stored in the index. A corrupt file is
+ * deleted so the next run fetches it again instead of trusting it.
+ */
+async function verifyCheckpoint(
+  modelDir: string,
+  model: OpenAIModelSize,
+  onProgress: ((p: DownloadProgress) => void) | undefined,
+): Promise<void> {
+  const startedAt = Date.now();
+  let lastReport = 0;
+  let ckpt;
+  try {
+    ckpt = await openTfCheckpoint(path.join(modelDir, 'model.ckpt'));
+    await ckpt.verifyAll((p) => {
+      const now = Date.now();
+      if (p.index !== p.count && now - lastReport < 100) return;
+      lastReport = now;
+      const secs = (now - startedAt) / 1000;
+      onProgress?.({
+        file: DATA_FILE,
+        bytes: p.bytes,
+        total: p.totalBytes,
+        rate: secs > 0 ? p.bytes / secs : 0,
+        phase: 'verify',
+      });
+    });
+  } catch (err) {
+    if (!(err instanceof TfCheckpointError)) throw err;
+    const bad = err.file && path.basename(err.file) === INDEX_FILE ? INDEX_FILE : DATA_FILE;
+    await fsp.rm(path.join(modelDir, bad), { force: true });
+    await fsp.rm(path.join(modelDir, STAMP_FILE), { force: true });
+    throw new DownloadError(
+      `${err.message}\nThe corrupt ${bad} was deleted; run \`gptcuda download --model ${model}\` again to fetch it afresh.`,
+      'CORRUPT',
+      { cause: err },
+    );
+  } finally {
+    await ckpt?.close();
+  }
+}
