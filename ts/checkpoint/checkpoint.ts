@@ -1,0 +1,175 @@
+// Training checkpoints: model weights, AdamW moments and the trainer's state
+// in one archive (see archive.ts for the on-disk format and its guarantees).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GPTModel } from '../model/gpt.js';
+import { validateConfig, type GPTConfig } from '../model/config.js';
+import type { Device } from '../tensor/tensor.js';
+import { PACKAGE_ROOT } from '../tensor/native.js';
+import type { TrainOptions, TrainState } from '../train/trainer.js';
+import { readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
+import type { NamedTensor } from './safetensors.js';
+
+export const LIBRARY_VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
+
+/** The book's config keys, as stored in manifests and exported configs. */
+export interface StoredConfig {
+  vocab_size: number;
+  context_length: number;
+  emb_dim: number;
+  n_heads: number;
+  n_layers: number;
+  drop_rate: number;
+  qkv_bias: boolean;
+  tie_weights: boolean;
+}
+
+export const toStoredConfig = (c: GPTConfig): StoredConfig => ({
+  vocab_size: c.vocabSize,
+  context_length: c.contextLength,
+  emb_dim: c.embDim,
+  n_heads: c.nHeads,
+  n_layers: c.nLayers,
+  drop_rate: c.dropRate,
+  qkv_bias: c.qkvBias,
+  tie_weights: c.tieWeights,
+});
+
+export function fromStoredConfig(s: StoredConfig): GPTConfig {
+  if (!s || typeof s !== 'object') throw new Error('checkpoint manifest has no model config');
+  const c: GPTConfig = {
+    vocabSize: s.vocab_size,
+    contextLength: s.context_length,
+    embDim: s.emb_dim,
+    nHeads: s.n_heads,
+    nLayers: s.n_layers,
+    dropRate: s.drop_rate,
+    qkvBias: s.qkv_bias,
+    tieWeights: s.tie_weights ?? false,
+  };
+  validateConfig(c);
+  return c;
+}
+
+export interface OptimizerSnapshot {
+  step: number;
+  m: Float32Array;
+  v: Float32Array;
+  hyper: TrainOptions['optimizer'];
+}
+
+export interface SaveCheckpointInput {
+  model: GPTModel;
+  optimizer?: { step: number; m: Float32Array; v: Float32Array; hyper: TrainOptions['optimizer'] };
+  train?: { state: TrainState; options: TrainOptions; seed: number; loaderConfig: Record<string, unknown> };
+  extra?: Record<string, unknown>;
+}
+
+function modelTensors(model: GPTModel, flat: Float32Array): NamedTensor[] {
+  return model.params.params.map((p) => ({
+    name: p.name,
+    dtype: 'F32',
+    shape: p.shape,
+    data: flat.subarray(p.offset, p.offset + p.numel),
+  }));
+}
+
+/** Writes model (+ optimizer + trainer state) atomically to `path`. */
+export async function saveCheckpoint(path: string, input: SaveCheckpointInput): Promise<CheckpointManifest> {
+  const { model } = input;
+  const flat = model.params.readAll();
+  const files = [{ name: 'model.safetensors', tensors: modelTensors(model, flat) }];
+  if (input.optimizer) {
+    files.push({
+      name: 'optimizer.safetensors',
+      tensors: [
+        { name: 'exp_avg', dtype: 'F32', shape: [input.optimizer.m.length], data: input.optimizer.m },
+        { name: 'exp_avg_sq', dtype: 'F32', shape: [input.optimizer.v.length], data: input.optimizer.v },
+      ],
+    });
+  }
+  const manifest: Record<string, unknown> = {
+    library: 'gptcuda',
+    library_version: LIBRARY_VERSION,
+    created: new Date().toISOString(),
+    tokenizer: 'gpt2',
+    config: toStoredConfig(model.config),
+    dropout: { seed: model.dropoutSeed, counter: model.dropoutCounter },
+    ...(input.optimizer ? { optimizer: { name: 'AdamW', step: input.optimizer.step, ...input.optimizer.hyper } } : {}),
+    ...(input.train
+      ? {
+          step: input.train.state.step,
+          epoch: input.train.state.epoch,
+          tokens_seen: input.train.state.tokensSeen,
+          seed: input.train.seed,
+          train_state: input.train.state,
+          train_options: input.train.options,
+          data: input.train.loaderConfig,
+        }
+      : {}),
+    ...input.extra,
+  };
+  return writeCheckpointArchive(path, { manifest, files });
+}
+
+export interface LoadedCheckpoint {
+  model: GPTModel;
+  manifest: CheckpointManifest;
+  optimizer: OptimizerSnapshot | null;
+  trainState: TrainState | null;
+  trainOptions: TrainOptions | null;
+  warnings: string[];
+}
+
+/**
+ * Reads and fully verifies a checkpoint before building anything: a damaged
+ * file never yields a half-loaded model.
+ */
+export async function loadCheckpoint(path: string, options: { device?: Device; nonFinite?: 'error' | 'warn' } = {}): Promise<LoadedCheckpoint> {
+  const archive = await readCheckpointArchive(path, { nonFinite: options.nonFinite ?? 'error' });
+  const manifest = archive.manifest;
+  const config = fromStoredConfig(manifest.config as StoredConfig);
+  const weights = archive.files.get('model.safetensors');
+  if (!weights) throw new Error(`${path}: checkpoint has no model.safetensors`);
+  const specs = GPTModel.parameterSpecs(config);
+  const expected = new Set(specs.map((s) => s.name));
+  for (const name of weights.keys())
+    if (!expected.has(name)) throw new Error(`${path}: unexpected tensor '${name}' for the model config in the manifest`);
+  let total = 0;
+  for (const s of specs) {
+    const t = weights.get(s.name);
+    if (!t) throw new Error(`${path}: tensor '${s.name}' is missing from model.safetensors`);
+    if (t.dtype !== 'F32') throw new Error(`${path}: tensor '${s.name}' is ${t.dtype}, expected F32`);
+    if (t.shape.join(',') !== s.shape.join(','))
+      throw new Error(`${path}: tensor '${s.name}' has shape [${t.shape}] but the config needs [${s.shape}]`);
+    total += t.data.length;
+  }
+  const flat = new Float32Array(total);
+  let offset = 0;
+  for (const s of specs) {
+    const data = weights.get(s.name)!.data as Float32Array;
+    flat.set(data, offset);
+    offset += data.length;
+  }
+  let optimizer: OptimizerSnapshot | null = null;
+  const opt = archive.files.get('optimizer.safetensors');
+  if (opt) {
+    const m = opt.get('exp_avg')?.data, v = opt.get('exp_avg_sq')?.data;
+    if (!(m instanceof Float32Array) || !(v instanceof Float32Array) || m.length !== total || v.length !== total)
+      throw new Error(`${path}: optimizer.safetensors does not match the model (${total} parameters)`);
+    const info = manifest.optimizer as { step: number } & TrainOptions['optimizer'];
+    optimizer = { step: info.step, m, v, hyper: { lr: info.lr, beta1: info.beta1, beta2: info.beta2, eps: info.eps, weightDecay: info.weightDecay } };
+  }
+  const dropout = manifest.dropout as { seed: number; counter: number } | undefined;
+  const model = new GPTModel(config, { device: options.device, skipInit: true, seed: dropout?.seed });
+  model.params.writeAll(flat);
+  model.dropoutCounter = dropout?.counter ?? 0;
+  return {
+    model,
+    manifest,
+    optimizer,
+    trainState: (manifest.train_state as TrainState | undefined) ?? null,
+    trainOptions: (manifest.train_options as TrainOptions | undefined) ?? null,
+    warnings: archive.warnings,
+  };
+}

@@ -1,0 +1,86 @@
+// `gptcuda generate`: stream text from a model to stdout.
+import type { Argv } from 'yargs';
+import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
+import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
+import { loadModel } from '../weights/load.js';
+
+export interface GenerateArgs {
+  weights?: string;
+  prompt: string;
+  maxNewTokens: number;
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  seed: number;
+  eos: boolean;
+  device: DeviceRequest;
+  json: boolean;
+}
+
+export function generateCommand(y: Argv): Argv<GenerateArgs> {
+  return y
+    .usage('$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.')
+    .option('weights', { type: 'string', describe: 'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
+    .option('prompt', { type: 'string', default: 'Every effort moves you' })
+    .option('max-new-tokens', { type: 'number', default: 25 })
+    .option('temperature', { type: 'number', default: 0, describe: '0 = greedy' })
+    .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens' })
+    .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass' })
+    .option('seed', { type: 'number', default: 123 })
+    .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' })
+    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto' })
+    .option('json', { type: 'boolean', default: false, describe: 'print {"ids","text","tokens_per_s"} at the end instead of streaming' })
+    .example('$0 generate --weights runs/20261122-101500 --prompt "Every effort moves you"', 'greedy, from your latest checkpoint')
+    .example('$0 generate --weights models/124M --prompt "Every effort moves" --max-new-tokens 30', "OpenAI's GPT-2 124M")
+    .example('$0 generate --weights models/124M --temperature 1.4 --top-k 25 --seed 123', 'the book\'s sampling settings') as unknown as Argv<GenerateArgs>;
+}
+
+export async function runGenerate(args: GenerateArgs): Promise<void> {
+  if (!args.weights)
+    throw new Error('generate needs --weights: train a model first (`gptcuda train`, then --weights runs/<run>) or download GPT-2 (`gptcuda download --model 124M`, then --weights models/124M)');
+  const { device } = resolveDevice(args.device);
+  const { model } = await loadModel(args.weights, { device });
+  const controller = new AbortController();
+  const onSigint = () => controller.abort();
+  process.once('SIGINT', onSigint);
+  try {
+    const prompt = textToTokenIds(args.prompt);
+    const ids = [...prompt];
+    const start = performance.now();
+    let printed = tokenIdsToText(prompt);
+    if (!args.json) process.stdout.write(printed);
+    try {
+      for await (const token of model.stream(prompt, {
+        maxNewTokens: args.maxNewTokens,
+        temperature: args.temperature,
+        topK: args.topK,
+        topP: args.topP,
+        seed: args.seed,
+        eosId: args.eos ? EOT_ID : undefined,
+        signal: controller.signal,
+      })) {
+        ids.push(token);
+        if (!args.json) {
+          // Decode the whole text so multi-token characters print once complete.
+          const text = tokenIdsToText(ids);
+          if (!text.endsWith('\uFFFD')) {
+            process.stdout.write(text.slice(printed.length));
+            printed = text;
+          }
+        }
+      }
+    } catch (e) {
+      if (!controller.signal.aborted) throw e;
+    }
+    const seconds = (performance.now() - start) / 1000;
+    const text = tokenIdsToText(ids);
+    if (args.json) {
+      console.log(JSON.stringify({ ids, text, tokens_per_s: (ids.length - prompt.length) / Math.max(seconds, 1e-9) }));
+    } else {
+      process.stdout.write(text.slice(printed.length) + '\n');
+    }
+  } finally {
+    process.off('SIGINT', onSigint);
+    model.dispose();
+  }
+}

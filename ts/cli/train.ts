@@ -1,0 +1,296 @@
+// `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
+import { mkdirSync, writeFileSync, appendFileSync, existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { checkpointFileName, latestCheckpoint, pruneCheckpoints } from '../checkpoint/archive.js';
+import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
+import { createLoaders, loadText } from '../data/dataset.js';
+import { resolveConfig, type GPTConfig } from '../model/config.js';
+import { GPTModel } from '../model/gpt.js';
+import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
+import { PACKAGE_ROOT } from '../tensor/native.js';
+import { BOOK_ADAMW } from '../train/optimizer.js';
+import { lossPlotSvg } from '../train/plot.js';
+import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
+import { loadModel } from '../weights/load.js';
+import { JsonLines, Progress, formatDuration } from './progress.js';
+
+export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
+
+export interface TrainArgs {
+  data?: string[];
+  model?: string;
+  initFrom?: string;
+  resume?: string;
+  contextLength?: number;
+  embDim?: number;
+  nLayers?: number;
+  nHeads?: number;
+  dropRate?: number;
+  qkvBias?: boolean;
+  epochs: number;
+  maxSteps?: number;
+  batchSize: number;
+  lr: number;
+  weightDecay: number;
+  warmupSteps: number;
+  minLr?: number;
+  gradClip?: number;
+  gradAccum: number;
+  trainRatio: number;
+  stride?: number;
+  shuffle: boolean;
+  seed: number;
+  evalFreq: number;
+  evalIter: number;
+  samplePrompt: string;
+  out?: string;
+  device: DeviceRequest;
+  json: boolean;
+  saveEvery?: number;
+  keepCheckpoints: number;
+}
+
+export function trainCommand(yargs: Argv): Argv<TrainArgs> {
+  return yargs
+    .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
+    .option('data', { type: 'string', array: true, describe: 'text file(s) or a directory of .txt files (default: bundled the-verdict.txt)' })
+    .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl', default: undefined })
+    .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
+    .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint)' })
+    .option('context-length', { type: 'number', describe: 'context length (model and data windows)' })
+    .option('emb-dim', { type: 'number', describe: 'embedding width' })
+    .option('n-layers', { type: 'number', describe: 'transformer blocks' })
+    .option('n-heads', { type: 'number', describe: 'attention heads' })
+    .option('drop-rate', { type: 'number', describe: 'dropout rate' })
+    .option('qkv-bias', { type: 'boolean', describe: 'bias in the Q/K/V projections' })
+    .option('epochs', { type: 'number', default: 10 })
+    .option('max-steps', { type: 'number', describe: 'stop after this many optimizer updates' })
+    .option('batch-size', { type: 'number', default: 2 })
+    .option('lr', { type: 'number', default: BOOK_ADAMW.lr, describe: 'peak learning rate (AdamW)' })
+    .option('weight-decay', { type: 'number', default: BOOK_ADAMW.weightDecay })
+    .option('warmup-steps', { type: 'number', default: 0, describe: 'linear learning-rate warmup (Appendix D)' })
+    .option('min-lr', { type: 'number', describe: 'cosine-decay the learning rate to this after warmup (Appendix D)' })
+    .option('grad-clip', { type: 'number', describe: 'clip the global gradient norm to this' })
+    .option('grad-accum', { type: 'number', default: 1, describe: 'micro-batches per optimizer update' })
+    .option('train-ratio', { type: 'number', default: 0.9 })
+    .option('stride', { type: 'number', describe: 'window stride in tokens (default: context length)' })
+    .option('shuffle', { type: 'boolean', default: true, describe: 'shuffle training windows (--no-shuffle to keep order)' })
+    .option('seed', { type: 'number', default: 123 })
+    .option('eval-freq', { type: 'number', default: 5, describe: 'evaluate every N optimizer updates' })
+    .option('eval-iter', { type: 'number', default: 5, describe: 'batches per evaluation' })
+    .option('sample-prompt', { type: 'string', default: 'Every effort moves you' })
+    .option('out', { type: 'string', describe: 'run directory: log, loss plot, checkpoints (default runs/<date-time>)' })
+    .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (and always at the end)' })
+    .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })
+    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto' })
+    .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
+    .example('$0 train', "the book's run on the bundled text")
+    .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
+    .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
+    .example('$0 train --resume runs/notes', 'continue an interrupted run')
+    .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
+}
+
+function timestamp(): string {
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
+  return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
+}
+
+export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
+  const { device, reason } = resolveDevice(args.device);
+  const json = args.json ? new JsonLines() : null;
+  const say = (line: string) => {
+    if (!json) console.log(line);
+  };
+
+  // Resuming restores model, optimizer, data position and settings from the checkpoint.
+  let resumePath: string | undefined;
+  if (args.resume) {
+    const target = resolve(args.resume);
+    if (!existsSync(target)) throw new Error(`--resume ${args.resume}: no such file or directory`);
+    if (statSync(target).isDirectory()) {
+      const latest = await latestCheckpoint(target, { onWarning: (m) => console.error(`warning: ${m}`) });
+      if (!latest) throw new Error(`--resume ${args.resume}: the run directory has no checkpoints yet`);
+      resumePath = latest.path;
+    } else resumePath = target;
+  }
+  const resumed = resumePath ? await loadCheckpoint(resumePath, { device }) : null;
+  if (resumed && !resumed.trainState) throw new Error(`--resume: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
+  const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
+  mkdirSync(runDir, { recursive: true });
+
+  // Data settings come from the checkpoint on resume, so the order continues.
+  const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
+  const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
+  const text = loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+
+  let model: GPTModel;
+  if (resumed) model = resumed.model;
+  else if (args.initFrom) {
+    model = (await loadModel(args.initFrom, { device })).model;
+    if (args.dropRate !== undefined) (model.config as GPTConfig).dropRate = args.dropRate;
+    model.dropoutSeed = args.seed;
+  } else {
+    const config = resolveConfig(args.model, {
+      contextLength: args.contextLength,
+      embDim: args.embDim,
+      nLayers: args.nLayers,
+      nHeads: args.nHeads,
+      dropRate: args.dropRate,
+      qkvBias: args.qkvBias,
+    });
+    model = new GPTModel(config, { seed: args.seed, device });
+  }
+  const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? model.config.contextLength, model.config.contextLength);
+  if (args.contextLength !== undefined && args.contextLength > model.config.contextLength)
+    throw new Error(`--context-length ${args.contextLength} exceeds the model's context length ${model.config.contextLength}`);
+  const loaderConfig = {
+    paths: dataPaths.map((p) => resolve(p)),
+    train_ratio: (dataCfg?.train_ratio as number | undefined) ?? args.trainRatio,
+    context_length: windowLength,
+    stride: (dataCfg?.stride as number | undefined) ?? args.stride ?? windowLength,
+    batch_size: (dataCfg?.batch_size as number | undefined) ?? args.batchSize,
+    shuffle: (dataCfg?.shuffle as boolean | undefined) ?? args.shuffle,
+    seed: (dataCfg?.seed as number | undefined) ?? args.seed,
+  };
+  const loaders = createLoaders({
+    text,
+    trainRatio: loaderConfig.train_ratio,
+    contextLength: loaderConfig.context_length,
+    stride: loaderConfig.stride,
+    batchSize: loaderConfig.batch_size,
+    shuffle: loaderConfig.shuffle,
+    seed: loaderConfig.seed,
+  });
+
+  const options: TrainOptions = resumed?.trainOptions ?? {
+    epochs: args.epochs,
+    maxSteps: args.maxSteps,
+    optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
+    warmupSteps: args.warmupSteps,
+    minLr: args.minLr,
+    gradClip: args.gradClip,
+    gradAccum: args.gradAccum,
+    evalFreq: args.evalFreq,
+    evalIter: args.evalIter,
+    samplePrompt: args.samplePrompt,
+  };
+  if (resumed) {
+    // A resumed run may be extended: a larger --epochs / --max-steps given now wins.
+    if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
+    if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
+  }
+  const trainer = new Trainer(model, loaders.train, loaders.val, options);
+  if (resumed && resumed.trainState && resumed.optimizer) {
+    trainer.optimizer.m.write(resumed.optimizer.m);
+    trainer.optimizer.v.write(resumed.optimizer.v);
+    trainer.restore(resumed.trainState, resumed.optimizer.step);
+  }
+
+  const logPath = join(runDir, 'log.jsonl');
+  const log = (record: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(record) + '\n');
+  const header = {
+    event: 'start',
+    device,
+    device_reason: reason,
+    parameters: model.numParameters,
+    config: model.config,
+    train_tokens: loaders.trainTokens,
+    val_tokens: loaders.valTokens,
+    train_batches: loaders.train.numBatches,
+    val_batches: loaders.val.numBatches,
+    total_steps: trainer.totalSteps,
+    run_dir: runDir,
+    resumed_from: resumePath ?? null,
+    step: trainer.state.step,
+  };
+  log(header);
+  json?.write(header);
+  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters on ${reason}`);
+  say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
+  if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
+  say(`run directory: ${runDir}`);
+
+  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true });
+  const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
+  let lastTick = performance.now();
+  let rate = 0;
+  const writePlot = () => {
+    const h = trainer.state.history;
+    if (h.trainLosses.length === 0) return;
+    writeFileSync(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
+  };
+
+  const onEvent = (e: TrainEvent) => {
+    log(e as unknown as Record<string, unknown>);
+    if (json) return json.write(e as unknown as Record<string, unknown>);
+    if (e.event === 'step') {
+      const now = performance.now();
+      const inst = tokensPerStep / Math.max((now - lastTick) / 1000, 1e-9);
+      rate = rate === 0 ? inst : 0.8 * rate + 0.2 * inst;
+      lastTick = now;
+      progress.update(e.step + 1, `loss ${e.loss.toFixed(3)} | ${Math.round(rate)} tok/s`);
+    } else if (e.event === 'eval') {
+      progress.log(formatEval(e));
+    } else {
+      progress.log(e.text);
+    }
+  };
+
+  let stopping = false;
+  const onSignal = (sig: string) => {
+    if (stopping) {
+      console.error(`\n${sig} again: exiting without a final checkpoint`);
+      process.exit(130);
+    }
+    stopping = true;
+    progress.log(`${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`);
+    trainer.requestStop();
+  };
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+
+  const checkpoint = async (t: Trainer) => {
+    const path = join(runDir, checkpointFileName(t.state.step));
+    await saveCheckpoint(path, {
+      model,
+      optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
+      train: { state: t.state, options, seed: args.seed, loaderConfig },
+    });
+    await pruneCheckpoints(runDir, args.keepCheckpoints);
+    const record = { event: 'checkpoint', step: t.state.step, path };
+    log(record);
+    if (json) json.write(record);
+    writePlot();
+  };
+
+  let summary: TrainSummary;
+  try {
+    summary = await trainer.run({ onEvent, onCheckpoint: checkpoint, saveEvery: args.saveEvery });
+  } finally {
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+    progress.finish();
+  }
+  writePlot();
+  const done = { event: 'done', ...summary, run_dir: runDir };
+  log(done);
+  if (json) json.write(done);
+  else {
+    say(`done: ${summary.steps} steps, ${summary.tokens_seen} tokens seen in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)`);
+    say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
+    say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
+    if (summary.stopped_early) say(`stopped early; resume with: gptcuda train --resume ${runDir}`);
+  }
+  model.dispose();
+  trainer.optimizer.dispose();
+  return summary;
+}

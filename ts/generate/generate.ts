@@ -1,0 +1,151 @@
+// Text generation with a KV cache: the prompt runs once through the model
+// (prefill), then every new token is one single-position forward pass that
+// reads the cached keys and values. Once a sequence outgrows the context, only
+// its last contextLength tokens condition the next one (as the book's
+// generate), and since position embeddings are absolute the window is
+// recomputed from scratch at each slide.
+//
+// Between tokens the loop yields to the event loop, so servers stay
+// responsive and an AbortSignal stops generation within one token.
+import type { GPTModel, KVCache } from '../model/gpt.js';
+import { Rng } from '../tensor/rng.js';
+import { nextToken, validateSampling, type SamplingOptions } from './sampling.js';
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to add (default 25). */
+  maxNewTokens?: number;
+  /** Stop a sequence when it produces this id (e.g. 50256, <|endoftext|>). */
+  eosId?: number;
+  /** Seeds sampling (default 123, as the book's torch.manual_seed(123)). */
+  seed?: number;
+  signal?: AbortSignal;
+  /** Use the KV cache (default true); false recomputes the whole window per token. */
+  useCache?: boolean;
+}
+
+export interface StreamedToken {
+  /** Which prompt of the batch this token extends. */
+  sequence: number;
+  token: number;
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+function checkPrompt(model: GPTModel, ids: ArrayLike<number>): void {
+  if (ids.length === 0) throw new Error('generate: the prompt is empty; give at least one token id');
+  const V = model.config.vocabSize;
+  for (let i = 0; i < ids.length; i++) {
+    const t = ids[i];
+    if (!Number.isInteger(t) || t < 0 || t >= V)
+      throw new Error(`generate: token id ${t} at position ${i} is outside the vocabulary [0, ${V})`);
+  }
+}
+
+/** Next-token logits for B equal-length sequences, with or without the cache. */
+export class LogitSource {
+  private cache: KVCache | null;
+  private cached = 0; // positions held in the cache
+
+  constructor(private readonly model: GPTModel, private readonly B: number, useCache: boolean) {
+    this.cache = useCache ? model.createKVCache(B) : null;
+  }
+
+  /** Logits [B, V] for the token after the end of `seqs` (all the same length). */
+  next(seqs: number[][], appended: boolean): Float32Array {
+    const ctx = this.model.config.contextLength;
+    const len = seqs[0].length;
+    if (this.cache && appended && len <= ctx && this.cached === len - 1) {
+      const ids = Int32Array.from(seqs.map((s) => s[len - 1]));
+      const logits = this.model.forwardCached(ids, this.B, 1, len - 1, this.cache);
+      this.cached = len;
+      return logits;
+    }
+    const T = Math.min(len, ctx);
+    const ids = new Int32Array(this.B * T);
+    seqs.forEach((s, b) => ids.set(s.slice(len - T), b * T));
+    if (this.cache) {
+      const logits = this.model.forwardCached(ids, this.B, T, 0, this.cache);
+      this.cached = T;
+      return logits;
+    }
+    this.model.forward(ids, this.B, T);
+    const all = this.model.logits().toFloat32Array();
+    const V = this.model.config.vocabSize;
+    const out = new Float32Array(this.B * V);
+    for (let b = 0; b < this.B; b++) out.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
+    return out;
+  }
+
+  dispose(): void {
+    this.cache?.dispose();
+  }
+}
+
+/**
+ * Yields each new token as it is produced. `prompts` are token-id sequences of
+ * equal length (a batch shares one forward pass per token).
+ */
+export async function* streamBatch(
+  model: GPTModel,
+  prompts: ArrayLike<number>[],
+  options: GenerateOptions = {},
+): AsyncGenerator<StreamedToken> {
+  validateSampling(options);
+  const maxNew = options.maxNewTokens ?? 25;
+  if (!(Number.isInteger(maxNew) && maxNew >= 0)) throw new Error(`maxNewTokens must be a non-negative integer (got ${maxNew})`);
+  if (prompts.length === 0) return;
+  prompts.forEach((p) => checkPrompt(model, p));
+  if (prompts.some((p) => p.length !== prompts[0].length))
+    throw new Error('streamBatch: prompts of a batch must have the same length (generate() handles mixed lengths)');
+  const B = prompts.length;
+  const V = model.config.vocabSize;
+  const seqs = prompts.map((p) => Array.from(p));
+  const done = new Array<boolean>(B).fill(false);
+  const rng = new Rng(options.seed ?? 123);
+  const source = new LogitSource(model, B, options.useCache ?? true);
+  try {
+    for (let step = 0; step < maxNew; step++) {
+      options.signal?.throwIfAborted();
+      const logits = source.next(seqs, step > 0);
+      for (let b = 0; b < B; b++) {
+        const token = done[b] ? (options.eosId ?? 0) : nextToken(logits.subarray(b * V, (b + 1) * V), options, rng);
+        seqs[b].push(token);
+        if (done[b]) continue;
+        if (token === options.eosId) done[b] = true;
+        yield { sequence: b, token };
+      }
+      if (done.every(Boolean)) return;
+      await yieldToEventLoop();
+    }
+  } finally {
+    source.dispose();
+  }
+}
+
+/** Yields each new token of one prompt as it is produced. */
+export async function* stream(model: GPTModel, ids: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<number> {
+  for await (const t of streamBatch(model, [ids], options)) yield t.token;
+}
+
+/**
+ * The prompt followed by the new tokens (as the book's generate). For a batch
+ * (an array of prompts) returns one array per prompt; prompts of different
+ * lengths run one after another.
+ */
+export async function generate(model: GPTModel, ids: ArrayLike<number>, options?: GenerateOptions): Promise<number[]>;
+export async function generate(model: GPTModel, ids: ArrayLike<number>[], options?: GenerateOptions): Promise<number[][]>;
+export async function generate(
+  model: GPTModel,
+  ids: ArrayLike<number> | ArrayLike<number>[],
+  options: GenerateOptions = {},
+): Promise<number[] | number[][]> {
+  const isBatch = Array.isArray(ids) && ids.length > 0 && typeof ids[0] !== 'number';
+  const prompts = isBatch ? (ids as ArrayLike<number>[]) : [ids as ArrayLike<number>];
+  const out = prompts.map((p) => Array.from(p));
+  const sameLength = prompts.every((p) => p.length === prompts[0].length);
+  const groups = sameLength ? [prompts.map((_, i) => i)] : prompts.map((_, i) => [i]);
+  for (const group of groups) {
+    for await (const t of streamBatch(model, group.map((i) => prompts[i]), options)) out[group[t.sequence]].push(t.token);
+  }
+  return isBatch ? out : out[0];
+}

@@ -1,0 +1,25 @@
+// The book's loss helpers: calc_loss_batch, calc_loss_loader, and perplexity.
+import type { Batch, DataLoader } from '../data/dataset.js';
+import type { GPTModel } from '../model/gpt.js';
+
+export function batchLoss(model: GPTModel, batch: Batch): number {
+  return model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets);
+}
+
+/**
+ * Mean of the batch losses over the first `numBatches` batches (all when
+ * omitted), as the book's calc_loss_loader: NaN for an empty loader.
+ */
+export function loaderLoss(model: GPTModel, loader: DataLoader, numBatches?: number): number {
+  if (loader.numBatches === 0) return NaN;
+  const n = Math.min(numBatches ?? loader.numBatches, loader.numBatches);
+  let total = 0;
+  let count = 0;
+  for (const batch of loader.peek(n)) {
+    total += batchLoss(model, batch);
+    count++;
+  }
+  return total / count;
+}
+
+export const perplexity = (loss: number): number => Math.exp(loss);

@@ -1,0 +1,251 @@
+// The training loop: the book's train_model_simple (AdamW, evaluation every
+// eval_freq steps over eval_iter batches, a greedy sample after each epoch),
+// plus Appendix D's warmup, cosine decay and gradient clipping, gradient
+// accumulation, max steps, and a state that checkpoints and resumes exactly.
+import type { DataLoader, DataLoaderState } from '../data/dataset.js';
+import { textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
+import type { GPTModel } from '../model/gpt.js';
+import * as ops from '../tensor/ops.js';
+import { LogitSource } from '../generate/generate.js';
+import { argmax } from '../generate/sampling.js';
+import { loaderLoss } from './loss.js';
+import { AdamW, type AdamWConfig } from './optimizer.js';
+
+export interface TrainOptions {
+  epochs: number;
+  /** Stop after this many optimizer updates (over all epochs). */
+  maxSteps?: number;
+  optimizer: AdamWConfig;
+  /** Linear warmup from lr/warmupSteps to lr over this many updates. */
+  warmupSteps?: number;
+  /** With a minimum lr, cosine decay from lr to it after warmup; without, constant lr. */
+  minLr?: number;
+  /** Clip the global gradient norm to this value. */
+  gradClip?: number;
+  /** Micro-batches per optimizer update. */
+  gradAccum?: number;
+  evalFreq: number;
+  evalIter: number;
+  samplePrompt: string;
+  sampleTokens?: number;
+}
+
+export interface StepEvent { event: 'step'; step: number; epoch: number; loss: number; lr: number; tokens_seen: number; grad_norm?: number }
+export interface EvalEvent { event: 'eval'; step: number; epoch: number; train_loss: number; val_loss: number; tokens_seen: number }
+export interface SampleEvent { event: 'sample'; epoch: number; step: number; text: string }
+export type TrainEvent = StepEvent | EvalEvent | SampleEvent;
+
+export interface LossHistory {
+  steps: number[];
+  epochsSeen: number[];
+  tokensSeen: number[];
+  trainLosses: number[];
+  valLosses: number[];
+}
+
+/** Everything besides weights and moments that a resumed run needs. */
+export interface TrainState {
+  /** Optimizer updates done. */
+  step: number;
+  /** 0-based epoch the loader is in. */
+  epoch: number;
+  tokensSeen: number;
+  loader: DataLoaderState;
+  dropoutCounter: number;
+  history: LossHistory;
+  /** Step losses, one per update (for the log and plots). */
+  stepLosses: number[];
+}
+
+export interface TrainSummary {
+  steps: number;
+  epochs: number;
+  tokens_seen: number;
+  seconds: number;
+  tokens_per_s: number;
+  final_train_loss: number;
+  final_val_loss: number;
+  stopped_early: boolean;
+}
+
+export interface TrainHooks {
+  onEvent?(e: TrainEvent): void;
+  /** Called after updates where `saveEvery` divides the step, and at the end. */
+  onCheckpoint?(trainer: Trainer, reason: 'interval' | 'end' | 'stop'): Promise<void> | void;
+  saveEvery?: number;
+}
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  state: TrainState;
+  private stopRequested = false;
+
+  constructor(
+    readonly model: GPTModel,
+    readonly train: DataLoader,
+    readonly val: DataLoader,
+    readonly options: TrainOptions,
+  ) {
+    if (train.numBatches === 0) throw new Error('training loader has no batches: lower --batch-size or --context-length, or give more text');
+    const accum = options.gradAccum ?? 1;
+    if (!(Number.isInteger(accum) && accum >= 1)) throw new Error(`--grad-accum must be a positive integer (got ${accum})`);
+    if (!(options.evalFreq >= 1)) throw new Error(`--eval-freq must be >= 1 (got ${options.evalFreq})`);
+    this.optimizer = new AdamW(model.params, options.optimizer);
+    this.state = {
+      step: 0,
+      epoch: 0,
+      tokensSeen: 0,
+      loader: train.getState(),
+      dropoutCounter: model.dropoutCounter,
+      history: { steps: [], epochsSeen: [], tokensSeen: [], trainLosses: [], valLosses: [] },
+      stepLosses: [],
+    };
+  }
+
+  /** Updates in the whole run (for the schedule and progress). */
+  get totalSteps(): number {
+    const perEpoch = Math.ceil(this.train.numBatches / (this.options.gradAccum ?? 1));
+    const all = perEpoch * this.options.epochs;
+    return this.options.maxSteps !== undefined ? Math.min(all, this.options.maxSteps) : all;
+  }
+
+  /** Learning rate for update number `step` (0-based). */
+  learningRate(step: number): number {
+    const peak = this.options.optimizer.lr;
+    const warmup = this.options.warmupSteps ?? 0;
+    if (step < warmup) return (peak * (step + 1)) / warmup;
+    if (this.options.minLr === undefined) return peak;
+    const decaySteps = Math.max(1, this.totalSteps - warmup);
+    const progress = Math.min(1, (step - warmup) / decaySteps);
+    return this.options.minLr + (peak - this.options.minLr) * 0.5 * (1 + Math.cos(Math.PI * progress));
+  }
+
+  /** Finish the current update, then stop (e.g. on SIGINT). */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  /** Restores a checkpointed state (weights and moments are loaded separately). */
+  restore(state: TrainState, optimizerStep: number): void {
+    this.state = structuredClone(state);
+    this.train.setState(state.loader);
+    this.model.dropoutCounter = state.dropoutCounter;
+    this.optimizer.step = optimizerStep;
+  }
+
+  private captureLoader(): void {
+    this.state.loader = this.train.getState();
+    this.state.dropoutCounter = this.model.dropoutCounter;
+    this.state.epoch = this.train.epoch;
+  }
+
+  evaluate(): { trainLoss: number; valLoss: number } {
+    return {
+      trainLoss: loaderLoss(this.model, this.train, this.options.evalIter),
+      valLoss: loaderLoss(this.model, this.val, this.options.evalIter),
+    };
+  }
+
+  /** The book's generate_and_print_sample: greedy, newlines shown as spaces. */
+  sample(): string {
+    const prompt = textToTokenIds(this.options.samplePrompt);
+    const ids = generateGreedySync(this.model, prompt, this.options.sampleTokens ?? 50);
+    return tokenIdsToText(ids).replace(/\n/g, ' ');
+  }
+
+  async run(hooks: TrainHooks = {}): Promise<TrainSummary> {
+    const emit = (e: TrainEvent) => hooks.onEvent?.(e);
+    const accum = this.options.gradAccum ?? 1;
+    const total = this.totalSteps;
+    const start = performance.now();
+    const startTokens = this.state.tokensSeen;
+    let stoppedEarly = false;
+    const s = this.state;
+
+    outer: while (s.epoch < this.options.epochs && s.step < total) {
+      const epoch = s.epoch;
+      let micro = 0;
+      let lossSum = 0;
+      this.model.zeroGrad();
+      const batches = this.train.numBatches - this.train.batchIndex;
+      let seen = 0;
+      for (const batch of this.train) {
+        seen++;
+        const loss = this.model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets, {
+          training: true,
+          grad: true,
+          lossScale: 1 / accum,
+        });
+        this.model.backward();
+        lossSum += loss;
+        micro++;
+        s.tokensSeen += batch.batchSize * batch.contextLength;
+        if (micro < accum && seen < batches) continue;
+        // An epoch ending mid-accumulation updates with what it has.
+        if (micro < accum) ops.scale(this.model.params.flatGrad, accum / micro);
+        const lr = this.learningRate(s.step);
+        const gradNorm = this.options.gradClip !== undefined ? this.optimizer.clipGradNorm(this.options.gradClip) : undefined;
+        this.optimizer.update(lr);
+        const stepLoss = lossSum / micro;
+        const step = s.step;
+        s.step += 1;
+        s.stepLosses.push(stepLoss);
+        this.captureLoader();
+        emit({ event: 'step', step, epoch: epoch + 1, loss: stepLoss, lr, tokens_seen: s.tokensSeen, ...(gradNorm !== undefined ? { grad_norm: gradNorm } : {}) });
+        if (step % this.options.evalFreq === 0) {
+          const { trainLoss, valLoss } = this.evaluate();
+          const h = s.history;
+          h.steps.push(step);
+          h.trainLosses.push(trainLoss);
+          h.valLosses.push(valLoss);
+          h.tokensSeen.push(s.tokensSeen);
+          h.epochsSeen.push(epoch + (this.train.epoch > epoch ? 1 : this.train.batchIndex / this.train.numBatches));
+          emit({ event: 'eval', step, epoch: epoch + 1, train_loss: trainLoss, val_loss: valLoss, tokens_seen: s.tokensSeen });
+        }
+        micro = 0;
+        lossSum = 0;
+        this.model.zeroGrad();
+        if (hooks.saveEvery && s.step % hooks.saveEvery === 0) await hooks.onCheckpoint?.(this, 'interval');
+        if (this.stopRequested) {
+          stoppedEarly = true;
+          break outer;
+        }
+        if (s.step >= total) break;
+        // Let signal handlers and I/O run between updates.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+      // The epoch is over (or max steps reached mid-epoch): the book samples here.
+      if (this.train.epoch > epoch || s.step >= total) {
+        emit({ event: 'sample', epoch: epoch + 1, step: s.step, text: this.sample() });
+      }
+      this.captureLoader();
+      if (s.step >= total) break;
+    }
+    this.captureLoader();
+    await hooks.onCheckpoint?.(this, stoppedEarly ? 'stop' : 'end');
+    const seconds = (performance.now() - start) / 1000;
+    const h = s.history;
+    return {
+      steps: s.step,
+      epochs: s.epoch,
+      tokens_seen: s.tokensSeen,
+      seconds,
+      tokens_per_s: (s.tokensSeen - startTokens) / Math.max(seconds, 1e-9),
+      final_train_loss: h.trainLosses[h.trainLosses.length - 1] ?? NaN,
+      final_val_loss: h.valLosses[h.valLosses.length - 1] ?? NaN,
+      stopped_early: stoppedEarly,
+    };
+  }
+}
+
+/** Greedy decoding with the KV cache, synchronously (samples during training). */
+export function generateGreedySync(model: GPTModel, prompt: number[], maxNew: number): number[] {
+  const seq = [...prompt];
+  const source = new LogitSource(model, 1, true);
+  try {
+    for (let i = 0; i < maxNew; i++) seq.push(argmax(source.next([seq], i > 0)));
+  } finally {
+    source.dispose();
+  }
+  return seq;
+}

@@ -1,0 +1,164 @@
+// `--weights` / `--init-from`: load a GPTModel from any supported source,
+// detecting which it is:
+//   * a gptcuda checkpoint (.tar), or a run directory (its latest checkpoint);
+//   * an OpenAI GPT-2 folder (model.ckpt.index + data + hparams.json);
+//   * a Hugging Face GPT-2 model.safetensors (file, or a folder with it and config.json).
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { latestCheckpoint } from '../checkpoint/archive.js';
+import { loadCheckpoint } from '../checkpoint/checkpoint.js';
+import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
+import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
+import { GPTModel } from '../model/gpt.js';
+import type { Device } from '../tensor/tensor.js';
+import { GPT2_HEADS_BY_WIDTH, gpt2Tensors, transpose2d } from './gpt2-layout.js';
+import { bfloat16ToFloat32, float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
+
+export type WeightsFormat = 'gptcuda-checkpoint' | 'openai-tf' | 'hf-safetensors';
+
+export interface WeightsSource {
+  format: WeightsFormat;
+  /** The file or folder to read. */
+  path: string;
+}
+
+export interface LoadedModel {
+  model: GPTModel;
+  source: WeightsSource;
+}
+
+function isTar(path: string): boolean {
+  const fd = openSync(path, 'r');
+  try {
+    const magic = Buffer.alloc(5);
+    readSync(fd, magic, 0, 5, 257);
+    return magic.toString('latin1') === 'ustar';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function detectWeights(pathArg: string): Promise<WeightsSource> {
+  const path = resolve(pathArg);
+  if (!existsSync(path)) throw new Error(`weights not found: ${pathArg} does not exist (train a model, or run \`gptcuda download --model 124M\`)`);
+  if (statSync(path).isDirectory()) {
+    const names = readdirSync(path);
+    if (names.includes('model.ckpt.index') || names.includes('checkpoint')) return { format: 'openai-tf', path };
+    if (names.includes('model.safetensors')) return { format: 'hf-safetensors', path: join(path, 'model.safetensors') };
+    const latest = await latestCheckpoint(path, { onWarning: (m) => console.error(`warning: ${m}`) });
+    if (latest) return { format: 'gptcuda-checkpoint', path: latest.path };
+    throw new Error(`${pathArg}: not a weights folder (expected an OpenAI folder with model.ckpt.index, a Hugging Face folder with model.safetensors, or a run directory with ckpt-step*.tar)`);
+  }
+  if (path.endsWith('.safetensors')) return { format: 'hf-safetensors', path };
+  if (path.endsWith('.index')) return { format: 'openai-tf', path: dirname(path) };
+  if (statSync(path).size >= 512 && isTar(path)) return { format: 'gptcuda-checkpoint', path };
+  throw new Error(`${pathArg}: unrecognised weights file (expected a gptcuda checkpoint .tar, a .safetensors file, or an OpenAI folder)`);
+}
+
+export async function loadModel(pathArg: string, options: { device?: Device } = {}): Promise<LoadedModel> {
+  const source = await detectWeights(pathArg);
+  let model: GPTModel;
+  if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
+  else if (source.format === 'openai-tf') model = await loadOpenAI(source.path, options.device);
+  else model = await loadHuggingFace(source.path, options.device);
+  return { model, source };
+}
+
+/** Writes GPT-2 tensors into a fresh model one at a time (host memory stays near one tensor). */
+async function fillFromGpt2(config: GPTConfig, device: Device | undefined, read: (t: ReturnType<typeof gpt2Tensors>[number]) => Promise<Float32Array>): Promise<GPTModel> {
+  const model = new GPTModel(config, { device, skipInit: true });
+  try {
+    for (const t of gpt2Tensors(config)) {
+      let data = await read(t);
+      const expected = t.shape.reduce((a, b) => a * b, 1);
+      if (data.length !== expected) throw new Error(`tensor ${t.hf} has ${data.length} values, expected ${expected} for shape [${t.shape}]`);
+      if (t.transpose) data = transpose2d(data, t.shape[0], t.shape[1]);
+      let offset = 0;
+      for (const name of t.ours) {
+        const p = model.params.get(name);
+        p.value.write(data.subarray(offset, offset + p.numel));
+        offset += p.numel;
+      }
+      // The book loads wte into the output head as an independent copy.
+      if (t.openai === 'model/wte' && !config.tieWeights) model.params.get('out_head.weight').value.write(data);
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+function gpt2Config(hp: { n_vocab: number; n_ctx: number; n_embd: number; n_head: number; n_layer: number }): GPTConfig {
+  const config: GPTConfig = {
+    ...BOOK_CONFIG,
+    vocabSize: hp.n_vocab,
+    contextLength: hp.n_ctx,
+    embDim: hp.n_embd,
+    nHeads: hp.n_head,
+    nLayers: hp.n_layer,
+    qkvBias: true,
+    tieWeights: false,
+  };
+  validateConfig(config);
+  return config;
+}
+
+export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel> {
+  const hpPath = join(dir, 'hparams.json');
+  if (!existsSync(hpPath)) throw new Error(`${dir}: hparams.json is missing (re-run \`gptcuda download\`)`);
+  const config = gpt2Config(JSON.parse(readFileSync(hpPath, 'utf8')));
+  const ckpt = await openTfCheckpoint(dir);
+  try {
+    return await fillFromGpt2(config, device, async (t) => {
+      const entry = ckpt.entry(t.openai);
+      const got = entry.shape.filter((d, i) => !(i === 0 && d === 1 && entry.shape.length === t.shape.length + 1));
+      if (got.join(',') !== t.shape.join(','))
+        throw new Error(`${t.openai} has shape [${entry.shape}] but hparams.json implies [${t.shape}]`);
+      const data = await ckpt.readTensor(t.openai);
+      if (!(data instanceof Float32Array)) throw new Error(`${t.openai} is not a float tensor`);
+      return data;
+    });
+  } finally {
+    await ckpt.close();
+  }
+}
+
+export async function loadHuggingFace(file: string, device?: Device): Promise<GPTModel> {
+  const contents = await readSafetensorsFile(file);
+  const tensors = new Map<string, NamedTensor>();
+  for (const [name, t] of contents.tensors) tensors.set(name.replace(/^transformer\./, ''), t);
+  const get = (name: string) => {
+    const t = tensors.get(name);
+    if (!t) throw new Error(`${basename(file)}: tensor ${name} is missing; is this a GPT-2 model.safetensors?`);
+    return t;
+  };
+  const wte = get('wte.weight'), wpe = get('wpe.weight');
+  const C = wte.shape[1];
+  let nLayers = 0;
+  while (tensors.has(`h.${nLayers}.ln_1.weight`)) nLayers++;
+  const cfgPath = join(dirname(file), 'config.json');
+  const hfConfig = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : null;
+  const nHeads = hfConfig?.n_head ?? GPT2_HEADS_BY_WIDTH[C];
+  if (!nHeads) throw new Error(`${file}: cannot tell the number of heads (no config.json beside it and width ${C} is not a GPT-2 size)`);
+  const config = gpt2Config({ n_vocab: wte.shape[0], n_ctx: wpe.shape[0], n_embd: C, n_head: nHeads, n_layer: nLayers });
+  const model = await fillFromGpt2(config, device, async (t) => floatData(get(t.hf), t));
+  // An untied head (tie_word_embeddings: false, as our export writes for the book's models).
+  const head = tensors.get('lm_head.weight');
+  if (head && hfConfig?.tie_word_embeddings === false) {
+    if (head.shape.join(',') !== wte.shape.join(',')) throw new Error(`lm_head.weight has shape [${head.shape}], expected [${wte.shape}]`);
+    model.params.get('out_head.weight').value.write(floatData(head, { hf: 'lm_head.weight', shape: wte.shape }));
+  }
+  return model;
+}
+
+function floatData(x: NamedTensor, t: { hf: string; shape: number[] }): Float32Array {
+  if (x.shape.join(',') !== t.shape.join(',')) throw new Error(`${t.hf} has shape [${x.shape}], expected [${t.shape}]`);
+  if (x.dtype === 'F32') return x.data as Float32Array;
+  if (x.dtype === 'F16' || x.dtype === 'BF16') {
+    const out = new Float32Array(x.data.length);
+    (x.dtype === 'F16' ? float16ToFloat32 : bfloat16ToFloat32)(x.data as Uint16Array, out);
+    return out;
+  }
+  throw new Error(`${t.hf} has dtype ${x.dtype}; expected a float type`);
+}
