@@ -7,6 +7,7 @@
 
 #include "backends.h"
 #include "ops.h"
+#include "recording.h"
 #include "tensor.h"
 
 namespace gptcuda {
@@ -146,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeakMemory, "resetPeakMemory"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   register_ops(env, exports);
+  register_recording(env, exports);
   return exports;
 }
 

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "backends.h"
+#include "recording.h"
 
 namespace gptcuda {
 
@@ -116,8 +117,10 @@ int64_t Args::last_dim(NativeTensor* t, const char* name) {
 }
 
 int64_t Args::rows(NativeTensor* t, const char* name) {
-  int64_t c = last_dim(t, name);
-  return c == 0 ? 0 : static_cast<int64_t>(t->numel()) / c;
+  last_dim(t, name);  // checks there is one
+  int64_t n = 1;
+  for (size_t i = 0; i + 1 < t->shape().size(); ++i) n *= t->shape()[i];
+  return n;
 }
 
 Backend* Args::backend() {
@@ -129,6 +132,19 @@ Backend* Args::backend() {
            device_name(t->device()) + " and " + tensors_[0].first + " on " + device_name(kind));
   }
   return tensors_[0].second->backend();
+}
+
+}  // namespace gptcuda
+
+namespace gptcuda {
+
+void Args::launch_on(Backend* backend, std::function<void(Backend*)> fn) {
+  if (Recording* rec = open_recording()) {
+    for (auto& entry : tensors_) rec->keep_alive(entry.second->storage_ref());
+    rec->add([backend, fn = std::move(fn)] { fn(backend); }, op_);
+    return;
+  }
+  fn(backend);
 }
 
 }  // namespace gptcuda

@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ class Args {
 
   // The one backend all tensor arguments live on (checked to agree).
   Backend* backend();
+
+  // Runs fn on the tensors' backend now, or appends it to the open recording
+  // (keeping every tensor argument's memory alive until the recording ran).
+  void launch(std::function<void(Backend*)> fn) { launch_on(backend(), std::move(fn)); }
+  void launch_on(Backend* backend, std::function<void(Backend*)> fn);
 
   [[noreturn]] void fail(const std::string& message);
   const char* op() const { return op_; }

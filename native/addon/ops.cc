@@ -3,8 +3,20 @@
 
 #include <stdexcept>
 
+#include <tuple>
+
 #include "args.h"
 #include "backends.h"
+
+// Evaluates the arguments now (pointers, sizes) and runs the backend method
+// now, or later on a worker thread when a recording is open (see recording.h).
+#define LAUNCH(args, method, ...)                                                      \
+  do {                                                                                 \
+    auto bound_args = std::make_tuple(__VA_ARGS__);                                    \
+    (args).launch([bound_args](Backend* be) {                                          \
+      std::apply([be](auto... xs) { be->method(xs...); }, bound_args);                 \
+    });                                                                                \
+  } while (0)
 
 namespace gptcuda {
 namespace {
@@ -27,14 +39,14 @@ DropoutRng rng_arg(Args& a, size_t seed_index) {
 Napi::Value Fill(Args& a) {
   auto x = a.tensor(0, "x");
   float v = static_cast<float>(a.number(1, "value"));
-  a.backend()->fill(f32(x), x->numel(), v);
+  LAUNCH(a, fill, f32(x), x->numel(), v);
   return Napi::Value();
 }
 
 Napi::Value Scale(Args& a) {
   auto x = a.tensor(0, "x");
   float s = static_cast<float>(a.number(1, "factor"));
-  a.backend()->scale(f32(x), x->numel(), s);
+  LAUNCH(a, scale, f32(x), x->numel(), s);
   return Napi::Value();
 }
 
@@ -42,14 +54,14 @@ Napi::Value Add(Args& a) {
   auto out = a.tensor(0, "out"), x = a.tensor(1, "a"), y = a.tensor(2, "b");
   a.expect_shape(x, "a", out->shape());
   a.expect_shape(y, "b", out->shape());
-  a.backend()->add(f32(out), f32(x), f32(y), out->numel());
+  LAUNCH(a, add, f32(out), f32(x), f32(y), out->numel());
   return Napi::Value();
 }
 
 Napi::Value Accumulate(Args& a) {
   auto dst = a.tensor(0, "dst"), src = a.tensor(1, "src");
   a.expect_numel(src, "src", dst->numel());
-  a.backend()->accumulate(f32(dst), f32(src), dst->numel());
+  LAUNCH(a, accumulate, f32(dst), f32(src), dst->numel());
   return Napi::Value();
 }
 
@@ -60,9 +72,19 @@ Napi::Value Copy(Args& a) {
   a.expect_numel(src, "src", dst->numel());
   size_t bytes = dst->numel() * dtype_size(dst->dtype());
   if (bytes == 0) return Napi::Value();
-  if (dst->device() == src->device()) dst->backend()->copy(dst->data(), src->data(), bytes);
-  else if (src->device() == DeviceKind::CPU) dst->backend()->upload(dst->data(), src->data(), bytes);
-  else src->backend()->download(dst->data(), src->data(), bytes);
+  void* to = dst->data();
+  const void* from = src->data();
+  if (dst->device() == src->device()) {
+    LAUNCH(a, copy, to, from, bytes);
+  } else {
+    // Across devices: the device side's backend moves the bytes.
+    Backend* device_side = src->device() == DeviceKind::CPU ? dst->backend() : src->backend();
+    bool up = src->device() == DeviceKind::CPU;
+    a.launch_on(device_side, [=](Backend* be) {
+      if (up) be->upload(to, from, bytes);
+      else be->download(to, from, bytes);
+    });
+  }
   return Napi::Value();
 }
 
@@ -81,9 +103,8 @@ Napi::Value EmbeddingForward(Args& a) {
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + T - 1) +
            " exceed the " + std::to_string(wpe->shape()[0]) +
            " rows of wpe (the model's context length); use a shorter sequence");
-  Backend* b = a.backend();
-  b->embedding_forward(f32(out), i32(ids), f32(wte), f32(wpe), as_int(a, B, "B"), as_int(a, T, "T"),
-                       as_int(a, C, "C"), as_int(a, V, "V"), pos0);
+  LAUNCH(a, embedding_forward, f32(out), i32(ids), f32(wte), f32(wpe), as_int(a, B, "B"),
+         as_int(a, T, "T"), as_int(a, C, "C"), as_int(a, V, "V"), pos0);
   return Napi::Value();
 }
 
@@ -98,7 +119,6 @@ Napi::Value EmbeddingBackward(Args& a) {
   a.expect_shape(dwte, "dwte", {-1, C});
   a.expect_shape(dwpe, "dwpe", {-1, C});
   if (dwpe && pos0 + T > dwpe->shape()[0]) a.fail("positions exceed the rows of dwpe");
-  Backend* b = a.backend();
   if (dwte) {
     // Validate ids on the host for the CPU: an out-of-range id must not write
     // outside dwte. (The CUDA backend clamps and reports at the next sync.)
@@ -111,8 +131,8 @@ Napi::Value EmbeddingBackward(Args& a) {
                  " is out of range [0, " + std::to_string(V) + ")");
     }
   }
-  b->embedding_backward(f32(dwte), f32(dwpe), f32(dout), i32(ids), as_int(a, B, "B"),
-                        as_int(a, T, "T"), as_int(a, C, "C"), pos0);
+  LAUNCH(a, embedding_backward, f32(dwte), f32(dwpe), f32(dout), i32(ids), as_int(a, B, "B"),
+         as_int(a, T, "T"), as_int(a, C, "C"), pos0);
   return Napi::Value();
 }
 
@@ -126,7 +146,7 @@ Napi::Value LayernormForward(Args& a) {
   a.expect_numel(rstd, "rstd", N);
   a.expect_shape(w, "weight", {C});
   a.expect_shape(bias, "bias", {C});
-  a.backend()->layernorm_forward(f32(out), f32(mean), f32(rstd), f32(inp), f32(w), f32(bias),
+  LAUNCH(a, layernorm_forward, f32(out), f32(mean), f32(rstd), f32(inp), f32(w), f32(bias),
                                  as_int(a, N, "N"), as_int(a, C, "C"));
   return Napi::Value();
 }
@@ -144,7 +164,7 @@ Napi::Value LayernormBackward(Args& a) {
   a.expect_shape(db, "dbias", {C});
   a.expect_numel(mean, "mean", N);
   a.expect_numel(rstd, "rstd", N);
-  a.backend()->layernorm_backward(f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
+  LAUNCH(a, layernorm_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
                                   f32(mean), f32(rstd), as_int(a, N, "N"), as_int(a, C, "C"));
   return Napi::Value();
 }
@@ -162,7 +182,7 @@ Napi::Value Gemm(Args& a) {
   int64_t K = ta ? Am->shape()[0] : Am->shape()[1];
   a.expect_shape(Am, "A", ta ? std::vector<int64_t>{K, M} : std::vector<int64_t>{M, K});
   a.expect_shape(Bm, "B", tb ? std::vector<int64_t>{N, K} : std::vector<int64_t>{K, N});
-  a.backend()->gemm(ta, tb, as_int(a, M, "M"), as_int(a, N, "N"), as_int(a, K, "K"), alpha, f32(Am),
+  LAUNCH(a, gemm, ta, tb, as_int(a, M, "M"), as_int(a, N, "N"), as_int(a, K, "K"), alpha, f32(Am),
                     as_int(a, Am->shape()[1], "lda"), f32(Bm), as_int(a, Bm->shape()[1], "ldb"), beta,
                     f32(Cm), as_int(a, N, "ldc"));
   return Napi::Value();
@@ -181,7 +201,7 @@ Napi::Value MatmulForward(Args& a) {
   out_shape.back() = N;
   a.expect_shape(out, "out", out_shape);
   a.expect_shape(bias, "bias", {N});
-  a.backend()->matmul_forward(f32(out), f32(inp), f32(w), f32(bias), as_int(a, M, "M"),
+  LAUNCH(a, matmul_forward, f32(out), f32(inp), f32(w), f32(bias), as_int(a, M, "M"),
                               as_int(a, K, "K"), as_int(a, N, "N"));
   return Napi::Value();
 }
@@ -200,7 +220,7 @@ Napi::Value MatmulBackward(Args& a) {
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dw, "dweight", {N, K});
   a.expect_shape(db, "dbias", {N});
-  a.backend()->matmul_backward(f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
+  LAUNCH(a, matmul_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
                                as_int(a, M, "M"), as_int(a, K, "K"), as_int(a, N, "N"));
   return Napi::Value();
 }
@@ -209,7 +229,7 @@ Napi::Value MatmulBackward(Args& a) {
 Napi::Value GeluForward(Args& a) {
   auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp");
   a.expect_shape(out, "out", inp->shape());
-  a.backend()->gelu_forward(f32(out), f32(inp), inp->numel());
+  LAUNCH(a, gelu_forward, f32(out), f32(inp), inp->numel());
   return Napi::Value();
 }
 
@@ -217,7 +237,7 @@ Napi::Value GeluBackward(Args& a) {
   auto dinp = a.tensor(0, "dinp"), inp = a.tensor(1, "inp"), dout = a.tensor(2, "dout");
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dout, "dout", inp->shape());
-  a.backend()->gelu_backward(f32(dinp), f32(inp), f32(dout), inp->numel());
+  LAUNCH(a, gelu_backward, f32(dinp), f32(inp), f32(dout), inp->numel());
   return Napi::Value();
 }
 
@@ -226,7 +246,7 @@ Napi::Value DropoutForward(Args& a) {
   float p = static_cast<float>(a.number_in(2, "p", 0.0, 0.999999));
   DropoutRng rng = rng_arg(a, 3);
   a.expect_shape(out, "out", inp->shape());
-  a.backend()->dropout_forward(f32(out), f32(inp), inp->numel(), p, rng);
+  LAUNCH(a, dropout_forward, f32(out), f32(inp), inp->numel(), p, rng);
   return Napi::Value();
 }
 
@@ -235,7 +255,7 @@ Napi::Value DropoutBackward(Args& a) {
   float p = static_cast<float>(a.number_in(2, "p", 0.0, 0.999999));
   DropoutRng rng = rng_arg(a, 3);
   a.expect_shape(dinp, "dinp", dout->shape());
-  a.backend()->dropout_backward(f32(dinp), f32(dout), dout->numel(), p, rng);
+  LAUNCH(a, dropout_backward, f32(dinp), f32(dout), dout->numel(), p, rng);
   return Napi::Value();
 }
 
@@ -263,7 +283,7 @@ Napi::Value AttentionForward(Args& a) {
   DropoutRng rng = rng_arg(a, 5);
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
-  a.backend()->attention_forward(f32(out), f32(lse), f32(qkv), d.B, d.T, d.C, d.NH, p, rng);
+  LAUNCH(a, attention_forward, f32(out), f32(lse), f32(qkv), d.B, d.T, d.C, d.NH, p, rng);
   return Napi::Value();
 }
 
@@ -277,7 +297,7 @@ Napi::Value AttentionBackward(Args& a) {
   a.expect_shape(dout, "dout", {d.B, d.T, d.C});
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
-  a.backend()->attention_backward(f32(dqkv), f32(dout), f32(qkv), f32(out), f32(lse), d.B, d.T, d.C,
+  LAUNCH(a, attention_backward, f32(dqkv), f32(dout), f32(qkv), f32(out), f32(lse), d.B, d.T, d.C,
                                   d.NH, p, rng);
   return Napi::Value();
 }
@@ -297,7 +317,7 @@ Napi::Value AttentionDecode(Args& a) {
   if (pos0 + Tn > Tmax)
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
            " do not fit in a cache of " + std::to_string(Tmax) + " positions");
-  a.backend()->attention_decode(f32(out), f32(kc), f32(vc), f32(qkv), as_int(a, B, "B"),
+  LAUNCH(a, attention_decode, f32(out), f32(kc), f32(vc), f32(qkv), as_int(a, B, "B"),
                                 as_int(a, Tn, "Tn"), as_int(a, C, "C"), as_int(a, NH, "NH"),
                                 as_int(a, Tmax, "Tmax"), pos0);
   return Napi::Value();
@@ -322,7 +342,7 @@ Napi::Value CrossentropyForward(Args& a) {
   a.expect_numel(targets, "targets", N);
   a.expect_numel(losses, "losses", N);
   check_targets(a, targets, V, ignore);
-  a.backend()->crossentropy_forward(f32(losses), f32(logits), i32(targets), as_int(a, N, "N"),
+  LAUNCH(a, crossentropy_forward, f32(losses), f32(logits), i32(targets), as_int(a, N, "N"),
                                     as_int(a, V, "V"), ignore);
   return Napi::Value();
 }
@@ -337,7 +357,7 @@ Napi::Value CrossentropyForwardBackward(Args& a) {
   a.expect_numel(targets, "targets", N);
   a.expect_numel(losses, "losses", N);
   check_targets(a, targets, V, ignore);
-  a.backend()->crossentropy_forward_backward(f32(losses), f32(dlogits), f32(logits), i32(targets),
+  LAUNCH(a, crossentropy_forward_backward, f32(losses), f32(dlogits), f32(logits), i32(targets),
                                              as_int(a, N, "N"), as_int(a, V, "V"), dloss, ignore);
   return Napi::Value();
 }
@@ -355,14 +375,14 @@ Napi::Value Adamw(Args& a) {
   a.expect_numel(g, "grads", p->numel());
   a.expect_numel(m, "m", p->numel());
   a.expect_numel(v, "v", p->numel());
-  a.backend()->adamw(f32(p), f32(g), f32(m), f32(v), p->numel(), lr, b1, b2, eps, wd, t);
+  LAUNCH(a, adamw, f32(p), f32(g), f32(m), f32(v), p->numel(), lr, b1, b2, eps, wd, t);
   return Napi::Value();
 }
 
 Napi::Value SumSquares(Args& a) {
   auto out = a.tensor(0, "out"), x = a.tensor(1, "x");
   a.expect_numel(out, "out", 1);
-  a.backend()->sum_squares(f32(out), f32(x), x->numel());
+  LAUNCH(a, sum_squares, f32(out), f32(x), x->numel());
   return Napi::Value();
 }
 
@@ -370,7 +390,7 @@ Napi::Value ClipByNorm(Args& a) {
   auto x = a.tensor(0, "x"), norm_sq = a.tensor(1, "normSq");
   float max_norm = static_cast<float>(a.number_in(2, "maxNorm", 0, 1e30));
   a.expect_numel(norm_sq, "normSq", 1);
-  a.backend()->clip_by_norm(f32(x), x->numel(), f32(norm_sq), max_norm);
+  LAUNCH(a, clip_by_norm, f32(x), x->numel(), f32(norm_sq), max_norm);
   return Napi::Value();
 }
 

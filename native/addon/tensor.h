@@ -18,11 +18,24 @@ struct Storage {
   void* data = nullptr;
   size_t bytes = 0;
   bool freed = false;
+  // Recordings queued or running on a worker thread that use this memory; a
+  // dispose() meanwhile only marks it, and the last user frees it.
+  int pins = 0;
+  bool free_requested = false;
 
-  ~Storage() { free_now(); }
+  ~Storage() { release_memory(); }
   void free_now() {
-    if (!freed && data) backend->release(data);
-    freed = true;
+    freed = true;  // unusable from JS from now on
+    if (pins > 0) free_requested = true;
+    else release_memory();
+  }
+  void unpin() {
+    if (--pins == 0 && free_requested) release_memory();
+  }
+
+ private:
+  void release_memory() {
+    if (data) backend->release(data);
     data = nullptr;
   }
 };
@@ -46,6 +59,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   const std::vector<int64_t>& shape() const { return shape_; }
   size_t numel() const;
   const Storage* storage() const { return storage_.get(); }
+  std::shared_ptr<Storage> storage_ref() const { return storage_; }
   std::string describe() const;  // e.g. "float32[2, 3] on cpu"
 
  private:

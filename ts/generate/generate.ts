@@ -5,8 +5,9 @@
 // generate), and since position embeddings are absolute the window is
 // recomputed from scratch at each slide.
 //
-// Between tokens the loop yields to the event loop, so servers stay
-// responsive and an AbortSignal stops generation within one token.
+// Each token's forward pass runs on a worker thread (a recorded op sequence
+// replayed by a Napi::AsyncWorker), so the event loop stays free while the
+// model computes, and an AbortSignal stops generation within one token.
 import type { GPTModel, KVCache } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
 import { nextToken, validateSampling, type SamplingOptions } from './sampling.js';
@@ -52,22 +53,50 @@ export class LogitSource {
 
   /** Logits [B, V] for the token after the end of `seqs` (all the same length). */
   next(seqs: number[][], appended: boolean): Float32Array {
-    const ctx = this.model.config.contextLength;
-    const len = seqs[0].length;
-    if (this.cache && appended && len <= ctx && this.cached === len - 1) {
-      const ids = Int32Array.from(seqs.map((s) => s[len - 1]));
-      const logits = this.model.forwardCached(ids, this.B, 1, len - 1, this.cache);
-      this.cached = len;
+    const step = this.plan(seqs, appended);
+    if (step && this.cache) {
+      const logits = this.model.forwardCached(step.ids, this.B, step.T, step.pos0, this.cache);
+      this.cached = step.pos0 + step.T;
       return logits;
     }
+    return this.recompute(seqs);
+  }
+
+  /** next() with the model's arithmetic on a worker thread. */
+  async nextAsync(seqs: number[][], appended: boolean): Promise<Float32Array> {
+    const step = this.plan(seqs, appended);
+    if (step && this.cache) {
+      const logits = await this.model.forwardCachedAsync(step.ids, this.B, step.T, step.pos0, this.cache);
+      this.cached = step.pos0 + step.T;
+      return logits;
+    }
+    return this.recompute(seqs);
+  }
+
+  /**
+   * The cached forward to run: one new position when the cache holds all
+   * but the last token, else the whole (last contextLength) window from
+   * position 0. Null without a cache.
+   */
+  private plan(seqs: number[][], appended: boolean): { ids: Int32Array; T: number; pos0: number } | null {
+    if (!this.cache) return null;
+    const ctx = this.model.config.contextLength;
+    const len = seqs[0].length;
+    if (appended && len <= ctx && this.cached === len - 1)
+      return { ids: Int32Array.from(seqs.map((s) => s[len - 1])), T: 1, pos0: len - 1 };
     const T = Math.min(len, ctx);
     const ids = new Int32Array(this.B * T);
     seqs.forEach((s, b) => ids.set(s.slice(len - T), b * T));
-    if (this.cache) {
-      const logits = this.model.forwardCached(ids, this.B, T, 0, this.cache);
-      this.cached = T;
-      return logits;
-    }
+    return { ids, T, pos0: 0 };
+  }
+
+  /** Without a cache: the full forward over the last contextLength tokens. */
+  private recompute(seqs: number[][]): Float32Array {
+    const ctx = this.model.config.contextLength;
+    const len = seqs[0].length;
+    const T = Math.min(len, ctx);
+    const ids = new Int32Array(this.B * T);
+    seqs.forEach((s, b) => ids.set(s.slice(len - T), b * T));
     this.model.forward(ids, this.B, T);
     const all = this.model.logits().toFloat32Array();
     const V = this.model.config.vocabSize;
@@ -106,7 +135,7 @@ export async function* streamBatch(
   try {
     for (let step = 0; step < maxNew; step++) {
       options.signal?.throwIfAborted();
-      const logits = source.next(seqs, step > 0);
+      const logits = await source.nextAsync(seqs, step > 0);
       for (let b = 0; b < B; b++) {
         const token = done[b] ? (options.eosId ?? 0) : nextToken(logits.subarray(b * V, (b + 1) * V), options, rng);
         seqs[b].push(token);

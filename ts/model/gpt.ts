@@ -11,6 +11,7 @@
 import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { Rng, fillNormal } from '../tensor/rng.js';
+import { native, type NativeRecording } from '../tensor/native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { generate, stream, type GenerateOptions } from '../generate/generate.js';
 import { ActivationPool, type Activations } from './activations.js';
@@ -302,7 +303,39 @@ export class GPTModel {
    * sequence as a host array [B, V].
    */
   forwardCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Float32Array {
+    const out = this.enqueueCached(ids, B, T, pos0, cache);
+    return this.lastLogits(out, B, T);
+  }
+
+  /** forwardCached with the arithmetic on a worker thread: the event loop stays free. */
+  async forwardCachedAsync(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Promise<Float32Array> {
+    const addon = native();
+    addon.beginRecording();
+    let out: Tensor;
+    let recording: NativeRecording;
+    try {
+      out = this.enqueueCached(ids, B, T, pos0, cache);
+    } finally {
+      recording = addon.endRecording();
+    }
+    await addon.runRecording(recording);
+    return this.lastLogits(out, B, T);
+  }
+
+  private lastLogits(out: Tensor, B: number, T: number): Float32Array {
+    const V = this.config.vocabSize;
+    const all = out.toFloat32Array();
+    if (out.shape[0] === B && out.shape.length === 2) return all;
+    const result = new Float32Array(B * V);
+    for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
+    return result;
+  }
+
+  /** Validates and issues the ops of a cached forward; returns the logits tensor to read. */
+  private enqueueCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Tensor {
     const cfg = this.config;
+    if (ids.length !== B * T) throw new Error(`forwardCached: ${ids.length} ids do not make a [${B}, ${T}] batch`);
+    if (!(T >= 1)) throw new Error('forwardCached: needs at least one position');
     if (pos0 + T > cfg.contextLength)
       throw new Error(`forwardCached: positions up to ${pos0 + T} exceed the context length ${cfg.contextLength}`);
     if (cache.batch !== B) throw new Error(`forwardCached: cache was made for batch ${cache.batch}, not ${B}`);
@@ -332,13 +365,10 @@ export class GPTModel {
       const lastRow = acts.lnf.view((T - 1) * C, [1, C]);
       const out = acts.logits.view(0, [1, V]);
       ops.matmulForward(out, lastRow, this.outHead.value, null);
-      return out.toFloat32Array();
+      return out;
     }
     ops.matmulForward(acts.logits, acts.lnf, this.outHead.value, null);
-    const all = acts.logits.toFloat32Array();
-    const result = new Float32Array(B * V);
-    for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
-    return result;
+    return acts.logits;
   }
 
   /** The prompt plus new token ids (see ts/generate): greedy by default, or temperature / topK / topP sampling. */

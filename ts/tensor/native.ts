@@ -22,6 +22,9 @@ export interface NativeTensor {
   sameStorage(other: NativeTensor): boolean;
 }
 
+/** Opaque handle of a recorded op sequence. */
+export type NativeRecording = { readonly __recording: unique symbol };
+
 export interface BackendsInfo {
   cpu: { threads: number; gemm: string };
   cuda: { built: boolean; buildInfo: string; available: boolean; reason?: string };
@@ -74,6 +77,11 @@ export interface Addon {
   resetPeakMemory(device: Device): void;
   synchronize(device: Device): void;
   ops: NativeOps;
+  /** Op calls until endRecording() are validated and queued instead of run. */
+  beginRecording(): void;
+  endRecording(): NativeRecording;
+  /** Runs a recording on a worker thread; the event loop stays free meanwhile. */
+  runRecording(recording: NativeRecording): Promise<void>;
 }
 
 function packageRoot(): string {
