@@ -1,0 +1,97 @@
+// GPU benchmark for `npm run gpu-check`: training tokens/s and peak memory for
+// GPT-2 124M (context 1024, batch 8 and 16) and the book's model (context 256,
+// batch 2); batch-1 generation with the KV cache; the fraction of the GPU's
+// matmul peak the training step reaches.
+import { BOOK_CONFIG, PRESETS, type GPTConfig } from '../model/config.js';
+import { GPTModel } from '../model/gpt.js';
+import { native } from '../tensor/native.js';
+import { AdamW, BOOK_ADAMW } from '../train/optimizer.js';
+
+/** Dense TF32 tensor-core peak (TFLOP/s) by GPU name, for the utilisation column. */
+const TF32_PEAK: [RegExp, number][] = [
+  [/H200/, 494.7],
+  [/H100.*(SXM|HBM3)/, 494.7],
+  [/H100/, 378],
+  [/A100/, 156],
+  [/L40S/, 183],
+  [/A10\b/, 62.5],
+];
+
+function randomTokens(n: number, V: number, seed: number): Int32Array {
+  let s = seed >>> 0;
+  return Int32Array.from({ length: n }, () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) % V));
+}
+
+interface TrainResult {
+  name: string;
+  B: number;
+  T: number;
+  tokensPerS: number;
+  peakGiB: number;
+  tflops: number;
+}
+
+function trainBench(name: string, config: GPTConfig, B: number, T: number, steps: number): TrainResult {
+  const addon = native();
+  const model = new GPTModel(config, { seed: 1, device: 'cuda' });
+  const opt = new AdamW(model.params, BOOK_ADAMW);
+  addon.resetPeakMemory('cuda');
+  const ids = randomTokens(B * T, config.vocabSize, 1), targets = randomTokens(B * T, config.vocabSize, 2);
+  const step = () => {
+    model.zeroGrad();
+    model.forward(ids, B, T, targets, { training: true, grad: true });
+    model.backward();
+    opt.update();
+  };
+  step();
+  step();
+  addon.synchronize('cuda');
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) step();
+  addon.synchronize('cuda');
+  const seconds = (performance.now() - t0) / 1000;
+  const tokensPerS = (B * T * steps) / seconds;
+  // FLOPs per token: 6 x parameters (matmuls, forward + backward) + attention's 6 x layers x context x width.
+  const flopsPerToken = 6 * model.numParameters + 6 * config.nLayers * T * config.embDim;
+  const peakGiB = addon.deviceInfo('cuda').peakMemory / 2 ** 30;
+  model.dispose();
+  opt.dispose();
+  return { name, B, T, tokensPerS, peakGiB, tflops: (tokensPerS * flopsPerToken) / 1e12 };
+}
+
+async function generationBench(): Promise<number> {
+  const model = new GPTModel(PRESETS['gpt2-small'], { seed: 1, device: 'cuda' });
+  const prompt = Array.from(randomTokens(20, 50257, 3));
+  await model.generate(prompt, { maxNewTokens: 10 });
+  const t0 = performance.now();
+  await model.generate(prompt, { maxNewTokens: 200 });
+  const rate = 200 / ((performance.now() - t0) / 1000);
+  model.dispose();
+  return rate;
+}
+
+async function main(): Promise<void> {
+  const cuda = native().backends().cuda;
+  if (!cuda.available) {
+    console.log(`GPU benchmark skipped: ${cuda.reason}`);
+    process.exitCode = 1;
+    return;
+  }
+  const gpu = native().deviceInfo('cuda');
+  const peak = TF32_PEAK.find(([re]) => re.test(gpu.name))?.[1];
+  const results = [
+    trainBench('gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10),
+    trainBench('gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10),
+    trainBench('book (ctx 256)', BOOK_CONFIG, 2, 256, 20),
+  ];
+  const gen = await generationBench();
+  console.log(`\nGPU: ${gpu.name}, ${(gpu.totalMemory / 2 ** 30).toFixed(1)} GiB, TF32 ${process.env.GPTCUDA_TF32 === '0' ? 'off' : 'on'}`);
+  console.log('| model | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
+  console.log('| --- | --- | ---: | ---: | ---: | ---: |');
+  for (const r of results)
+    console.log(`| ${r.name} | ${r.B} x ${r.T} | ${Math.round(r.tokensPerS).toLocaleString('en-US')} | ${r.peakGiB.toFixed(2)} GiB | ${r.tflops.toFixed(1)} | ${peak ? ((100 * r.tflops) / peak).toFixed(1) + '%' : 'n/a'} |`);
+  console.log(`| generation, gpt2-124M, KV cache | 1 x 200 new | ${Math.round(gen).toLocaleString('en-US')} | | | |`);
+  console.log(JSON.stringify({ gpu: gpu.name, train: results, generation_tokens_per_s: gen }));
+}
+
+await main();
