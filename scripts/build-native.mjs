@@ -36,7 +36,9 @@ if (process.env.GPTCUDA_SKIP_NATIVE !== '1') {
     ];
     if (process.env.CUBLAS_ROOT) defs.push(`--CDCUBLAS_ROOT=${process.env.CUBLAS_ROOT}`);
     if (process.env.GPTCUDA_CUDA_ARCHS) defs.push(`--CDGPTCUDA_CUDA_ARCHS=${process.env.GPTCUDA_CUDA_ARCHS}`);
-    run(process.execPath, [cmakeJs, 'compile', '--out', 'build', ...defs]);
+    // configure every time (cheap) so changed options take effect; the build is incremental.
+    run(process.execPath, [cmakeJs, 'configure', '--out', 'build', ...defs]);
+    run(process.execPath, [cmakeJs, 'build', '--out', 'build']);
   } else {
     console.log('gptcuda: cmake not found, building the CPU backend with node-gyp (binding.gyp)');
     const gyp = process.env.npm_config_node_gyp ?? require.resolve('node-gyp/bin/node-gyp.js');

@@ -1,0 +1,146 @@
+// Optimizer helpers: AdamW over a flat buffer, the deterministic sum of squares
+// used for the gradient norm, and clipping that reads the norm on the device.
+#include <algorithm>
+#include <cmath>
+
+#include "backend_cuda.cuh"
+
+namespace gptcuda {
+namespace {
+
+constexpr int kBlock = 256;
+constexpr int kMaxReduceBlocks = 1024;
+
+struct AdamParams {
+  float lr, beta1, beta2, eps, weight_decay;
+  float inv_bc1, inv_bc2;  // 1 / (1 - beta^t), bias corrections
+};
+
+__device__ __forceinline__ void adamw_update(float& p, float g, float& m, float& v,
+                                             const AdamParams& a) {
+  m = a.beta1 * m + (1.f - a.beta1) * g;
+  v = a.beta2 * v + (1.f - a.beta2) * g * g;
+  const float m_hat = m * a.inv_bc1;
+  const float v_hat = v * a.inv_bc2;
+  p -= a.lr * (m_hat / (sqrtf(v_hat) + a.eps) + a.weight_decay * p);
+}
+
+// One launch over the whole flat buffer (grid-stride), float4 when aligned.
+__global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, size_t n,
+                             AdamParams a, bool vec) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  size_t done = 0;
+  if (vec) {
+    const size_t n4 = n / 4;
+    for (size_t i = tid; i < n4; i += stride) {
+      float4 p = reinterpret_cast<float4*>(params)[i];
+      const float4 g = reinterpret_cast<const float4*>(grads)[i];
+      float4 mm = reinterpret_cast<float4*>(m)[i];
+      float4 vv = reinterpret_cast<float4*>(v)[i];
+      adamw_update(p.x, g.x, mm.x, vv.x, a);
+      adamw_update(p.y, g.y, mm.y, vv.y, a);
+      adamw_update(p.z, g.z, mm.z, vv.z, a);
+      adamw_update(p.w, g.w, mm.w, vv.w, a);
+      reinterpret_cast<float4*>(params)[i] = p;
+      reinterpret_cast<float4*>(m)[i] = mm;
+      reinterpret_cast<float4*>(v)[i] = vv;
+    }
+    done = n4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) {
+    float p = params[i], mm = m[i], vv = v[i];
+    adamw_update(p, grads[i], mm, vv, a);
+    params[i] = p;
+    m[i] = mm;
+    v[i] = vv;
+  }
+}
+
+// Pass 1 of sum_squares: block b writes the sum of squares of its grid-stride
+// share to partial[b]. The grid size depends only on n, so the summation
+// order (and the result) is the same on every run and every GPU.
+__global__ void sum_squares_partial_kernel(float* partial, const float* x, size_t n, bool vec) {
+  __shared__ float shared[32];
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  float acc = 0.f;
+  size_t done = 0;
+  if (vec) {
+    const size_t n4 = n / 4;
+    for (size_t i = tid; i < n4; i += stride) {
+      const float4 v = reinterpret_cast<const float4*>(x)[i];
+      acc += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+    }
+    done = n4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) acc += x[i] * x[i];
+  acc = cudak::block_sum(acc, shared);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// Pass 2: out[0] = sum of the partials, in a fixed order (one block).
+__global__ void sum_partials_kernel(float* out, const float* partial, int count) {
+  __shared__ float shared[32];
+  float acc = 0.f;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
+  acc = cudak::block_sum(acc, shared);
+  if (threadIdx.x == 0) out[0] = acc;
+}
+
+// x *= min(1, max_norm / (sqrt(norm_sq[0]) + 1e-6)); the norm never leaves the GPU.
+__global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, float max_norm) {
+  const float s = max_norm / (sqrtf(norm_sq[0]) + 1e-6f);
+  if (!(s < 1.f)) return;  // nothing to clip (uniform across the grid)
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    x[i] *= s;
+}
+
+}  // namespace
+
+void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
+                        float beta1, float beta2, float eps, float weight_decay, int t) {
+  if (n == 0) return;
+  begin_op("adamw");
+  AdamParams a;
+  a.lr = lr;
+  a.beta1 = beta1;
+  a.beta2 = beta2;
+  a.eps = eps;
+  a.weight_decay = weight_decay;
+  a.inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta1), t)));
+  a.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta2), t)));
+  const bool vec = cudak::aligned16(params) && cudak::aligned16(grads) && cudak::aligned16(m) &&
+                   cudak::aligned16(v);
+  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
+  adamw_kernel<<<grid, kBlock, 0, stream_>>>(params, grads, m, v, n, a, vec);
+  cudak::check_launch("adamw");
+}
+
+void CudaBackend::sum_squares(float* out, const float* x, size_t n) {
+  const char* op = "sum_squares";
+  begin_op(op);
+  if (n == 0) {
+    fill(out, 1, 0.f);
+    return;
+  }
+  const bool vec = cudak::aligned16(x);
+  const size_t per_block = static_cast<size_t>(kBlock) * 8;  // ~8 elements per thread at least
+  const int blocks = static_cast<int>(std::min<size_t>(kMaxReduceBlocks, (n + per_block - 1) / per_block));
+  float* partial = static_cast<float*>(scratch(kScratchReduce, kMaxReduceBlocks * sizeof(float)));
+  sum_squares_partial_kernel<<<blocks, kBlock, 0, stream_>>>(partial, x, n, vec);
+  cudak::check_launch(op);
+  sum_partials_kernel<<<1, 1024, 0, stream_>>>(out, partial, blocks);
+  cudak::check_launch(op);
+}
+
+void CudaBackend::clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
+  if (n == 0) return;
+  begin_op("clip_by_norm");
+  const unsigned grid = cudak::grid_for(n, kBlock, sm_count_);
+  clip_by_norm_kernel<<<grid, kBlock, 0, stream_>>>(x, n, norm_sq, max_norm);
+  cudak::check_launch("clip_by_norm");
+}
+
+}  // namespace gptcuda

@@ -1,0 +1,182 @@
+// The CUDA backend's class. Memory, streams, cuBLAS and error handling are in
+// backend_cuda.cu; each op's kernels and its member function live in the file
+// named after the op (elementwise.cu, matmul.cu, attention.cu, ...).
+//
+// Execution model: one CUDA stream. Every op enqueues its kernels (and cuBLAS
+// calls) on it and returns; the host only waits in download() and
+// synchronize(), which also report asynchronous failures (with the name of the
+// last op enqueued) and device-side errors such as out-of-range token ids.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <vector>
+
+#include "backend.h"
+#include "cuda_common.cuh"
+
+namespace gptcuda {
+
+class CudaBackend final : public Backend {
+ public:
+  // Throws std::runtime_error with the reason when the GPU or cuBLAS is unusable.
+  CudaBackend();
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  DeviceKind kind() const override { return DeviceKind::CUDA; }
+  const char* name() const override { return name_.c_str(); }
+
+  void* alloc(size_t bytes) override;
+  void release(void* ptr) override;
+  void upload(void* dst, const void* host_src, size_t bytes) override;
+  void download(void* host_dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void synchronize() override;
+  DeviceInfo device_info() override;
+  size_t memory_in_use() const override;
+  size_t peak_memory() const override;
+  void reset_peak_memory() override;
+
+  void fill(float* x, size_t n, float value) override;
+  void scale(float* x, size_t n, float s) override;
+  void add(float* out, const float* a, const float* b, size_t n) override;
+  void accumulate(float* dst, const float* src, size_t n) override;
+
+  void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe,
+                         int B, int T, int C, int V, int pos0) override;
+  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
+                          int B, int T, int C, int pos0) override;
+
+  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                         const float* weight, const float* bias, int N, int C) override;
+  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                          const float* inp, const float* weight, const float* mean,
+                          const float* rstd, int N, int C) override;
+
+  void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+            int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
+  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
+                      int M, int K, int N) override;
+  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       const float* inp, const float* weight, int M, int K, int N) override;
+
+  void gelu_forward(float* out, const float* inp, size_t n) override;
+  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
+
+  void dropout_forward(float* out, const float* inp, size_t n, float p,
+                       DropoutRng rng) override;
+  void dropout_backward(float* dinp, const float* dout, size_t n, float p,
+                        DropoutRng rng) override;
+
+  void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
+                         int NH, float dropout_p, DropoutRng rng) override;
+  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+                          const float* lse, int B, int T, int C, int NH, float dropout_p,
+                          DropoutRng rng) override;
+  void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B,
+                        int Tn, int C, int NH, int Tmax, int pos0) override;
+
+  void crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                            int N, int V, int ignore_index) override;
+  void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+                                     const int32_t* targets, int N, int V, float dloss,
+                                     int ignore_index) override;
+
+  void adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
+             float beta1, float beta2, float eps, float weight_decay, int t) override;
+  void sum_squares(float* out, const float* x, size_t n) override;
+  void clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) override;
+
+ private:
+  // Scratch buffers private to the ops, grown on demand and kept (no per-op
+  // cudaMalloc). Ops on the one stream run in order, so a slot can be reused by
+  // the next op; within one op each concurrent use needs its own slot.
+  enum ScratchSlot {
+    kScratchReduce = 0,   // column-sum / sum_squares partials
+    kScratchAttnD,        // attention backward: D = rowsum(dout * out)
+    kScratchSortKeys,     // embedding backward: sorted ids
+    kScratchSortVals,     // embedding backward: positions in id order
+    kScratchSortIn,       // embedding backward: unsorted positions
+    kScratchSortTemp,     // embedding backward: CUB temporary storage
+    kScratchCount
+  };
+  void* scratch(ScratchSlot slot, size_t bytes);
+
+  // Marks the start of an op: the name reported for asynchronous errors.
+  void begin_op(const char* op) { last_op_ = op; }
+  // Throws for a failed cudaMemcpyAsync, naming the last op enqueued.
+  void check_transfer(const char* where, cudaError_t err);
+  // Copies the device error record back (after queued work) and throws if set.
+  void check_device_errors(const char* where);
+
+  // GEMM in row-major terms on cublasGemmEx (TF32 tensor cores unless disabled).
+  void gemm_rowmajor(const char* op, bool transA, bool transB, int M, int N, int K,
+                     float alpha, const float* A, int lda, const float* B, int ldb,
+                     float beta, float* C, int ldc);
+  // out = inp weight^T + bias through cuBLASLt's bias epilogue; false when
+  // cuBLASLt has no algorithm for this case (the caller then falls back).
+  bool matmul_bias_lt(float* out, const float* inp, const float* weight, const float* bias,
+                      int M, int K, int N);
+  // dst[c] += sum over rows r of src[r*cols + c]: the deterministic two-pass
+  // column reduction of column_reduce.cuh (matmul dbias).
+  void column_sum_accumulate(const char* op, float* dst, const float* src, int rows, int cols);
+
+  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims.
+  bool use_tc_attention(int hs) const { return tf32_ && cc_major_ >= 8 && hs <= 64; }
+
+  // Frees cached blocks (after waiting for the stream) so cudaMalloc can retry.
+  void trim_cache_locked();
+
+  int device_ = 0;
+  int sm_count_ = 1;
+  int cc_major_ = 0, cc_minor_ = 0;
+  size_t max_smem_optin_ = 48 * 1024;
+  std::string name_;
+  std::string device_name_;
+  bool tf32_ = true;
+
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t cublaslt_ = nullptr;
+  void* workspace_ = nullptr;  // shared by cuBLAS and cuBLASLt (same stream)
+  size_t workspace_size_ = 0;
+
+  cudak::DeviceError* d_error_ = nullptr;  // device record written by kernels
+  cudak::DeviceError* h_error_ = nullptr;  // pinned host copy
+  const char* last_op_ = "(none)";
+
+  void* scratch_ptr_[kScratchCount] = {};
+  size_t scratch_size_[kScratchCount] = {};
+
+  // cuBLASLt plans for matmul_forward with bias, keyed by shape (the path is
+  // only taken with 16-byte aligned pointers, which the plans assume).
+  struct LtPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo;
+    bool built = false;
+    bool ok = false;  // false: no algorithm, use the fallback
+  };
+  std::map<std::tuple<int, int, int>, LtPlan> lt_plans_;
+
+  // Memory accounting. Freed blocks are cached by size and reused (cudaFree
+  // would synchronize the device); everything is on one stream, so a block
+  // released by one op and handed out again is only touched after that op.
+  // memory_in_use/peak_memory count the bytes of live tensors (as requested),
+  // not the cache; device_info().free_memory sees the cache as used.
+  mutable std::mutex mem_mutex_;
+  std::unordered_map<void*, size_t> live_;       // ptr -> requested bytes
+  std::multimap<size_t, void*> cache_;           // block bytes -> free block
+  std::unordered_map<void*, size_t> rounded_;    // ptr -> block bytes (live + cached)
+  size_t in_use_ = 0, peak_ = 0, cached_bytes_ = 0;
+};
+
+}  // namespace gptcuda

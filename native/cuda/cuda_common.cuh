@@ -1,0 +1,121 @@
+// Internal helpers shared by the CUDA backend's translation units: error
+// checks that turn CUDA/cuBLAS failures into std::runtime_error, launch
+// helpers, warp/block reductions and small vector-load utilities.
+#pragma once
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace gptcuda {
+namespace cudak {
+
+// ---- error checks -------------------------------------------------------------------
+// Every CUDA runtime and cuBLAS call goes through one of these; a failure becomes a
+// std::runtime_error naming the op (or call site) and the library's error string.
+[[noreturn]] inline void throw_cuda(cudaError_t err, const char* op, const char* what) {
+  throw std::runtime_error(std::string(op) + ": CUDA error " + cudaGetErrorName(err) + " (" +
+                           cudaGetErrorString(err) + ") in " + what);
+}
+[[noreturn]] inline void throw_cublas(cublasStatus_t st, const char* op, const char* what) {
+  throw std::runtime_error(std::string(op) + ": cuBLAS error " + cublasGetStatusName(st) +
+                           " (" + cublasGetStatusString(st) + ") in " + what);
+}
+
+#define GPTCUDA_CHECK(op, call)                                         \
+  do {                                                                  \
+    cudaError_t gptcuda_err_ = (call);                                  \
+    if (gptcuda_err_ != cudaSuccess)                                    \
+      ::gptcuda::cudak::throw_cuda(gptcuda_err_, (op), #call);          \
+  } while (0)
+
+#define GPTCUDA_CUBLAS_CHECK(op, call)                                  \
+  do {                                                                  \
+    cublasStatus_t gptcuda_st_ = (call);                                \
+    if (gptcuda_st_ != CUBLAS_STATUS_SUCCESS)                           \
+      ::gptcuda::cudak::throw_cublas(gptcuda_st_, (op), #call);         \
+  } while (0)
+
+// After a kernel launch: catches bad launch configurations right away (and any
+// sticky asynchronous error from earlier work, which the message then says).
+inline void check_launch(const char* op) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string(op) + ": CUDA kernel launch failed: " +
+                             cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+                             "; this may also be an asynchronous error from an earlier op)");
+}
+
+// ---- device-side error reporting ------------------------------------------------------
+// Kernels cannot throw, so they record the first problem here (device memory); the
+// backend copies it back whenever the host waits (synchronize/download) and throws.
+enum DeviceErrorCode : int {
+  kNoDeviceError = 0,
+  kEmbeddingIdOutOfRange = 1,
+  kTargetOutOfRange = 2,
+};
+struct DeviceError {
+  int code;   // DeviceErrorCode; 0 when nothing went wrong
+  int value;  // the offending value
+  int bound;  // the valid range is [0, bound)
+  int pad;
+};
+
+__device__ __forceinline__ void report_device_error(DeviceError* e, int code, int value,
+                                                    int bound) {
+  // Only the first reporter writes the details; later ones see code != 0.
+  if (atomicCAS(&e->code, 0, -1) == 0) {
+    e->value = value;
+    e->bound = bound;
+    __threadfence();
+    atomicExch(&e->code, code);
+  }
+}
+
+// ---- launch helpers -------------------------------------------------------------------
+inline unsigned int ceil_div(size_t a, size_t b) { return static_cast<unsigned int>((a + b - 1) / b); }
+
+// Grid size for grid-stride elementwise kernels: enough blocks to fill the GPU,
+// never more than the work needs.
+inline unsigned int grid_for(size_t n, int block, int sm_count) {
+  size_t need = (n + block - 1) / block;
+  size_t cap = static_cast<size_t>(sm_count) * 32;
+  if (need > cap) need = cap;
+  if (need < 1) need = 1;
+  return static_cast<unsigned int>(need);
+}
+
+inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---- reductions -------------------------------------------------------------------------
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block, result returned to every thread. blockDim.x must be a
+// multiple of 32 and at most 1024; `shared` holds at least 32 floats. Uses a
+// fixed reduction tree, so the result is deterministic.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = blockDim.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // `shared` may still be read from a previous call
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  v = lane < nwarps ? shared[lane] : 0.f;
+  return warp_sum(v);
+}
+
+}  // namespace cudak
+}  // namespace gptcuda

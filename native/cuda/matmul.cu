@@ -1,0 +1,177 @@
+// GEMM through cuBLAS. The interface is row-major; cuBLAS is column-major, and
+// a row-major matrix is the column-major view of its transpose, so
+//   C = op(A) op(B)  (row-major)  <=>  C^T = op(B)^T op(A)^T  (column-major)
+// i.e. call cuBLAS with the operands swapped and M/N exchanged; the leading
+// dimensions carry over unchanged.
+//
+// float32 GEMMs use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32) unless
+// GPTCUDA_TF32=0 or the GPU predates Ampere.
+//
+// matmul_forward with a bias uses cuBLASLt's BIAS epilogue (one kernel); when
+// the pointers are not 16-byte aligned or cuBLASLt has no algorithm it falls
+// back to cublasGemmEx plus a bias kernel. matmul_backward accumulates dinp and
+// dweight with beta = 1, and dbias with the deterministic column reduction.
+#include "backend_cuda.cuh"
+#include "column_reduce.cuh"
+
+namespace gptcuda {
+namespace {
+
+// out[r, c] += bias[c] over a row-major [M, N] matrix.
+__global__ void add_bias_kernel(float* out, const float* bias, int M, int N) {
+  const size_t total = static_cast<size_t>(M) * N;
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
+    out[i] += bias[i % N];
+}
+
+// C[r, c] = beta * C[r, c] for a row-major [M, N] block with row stride ldc
+// (GEMM with K == 0). beta == 0 writes zeros, so NaNs in C do not survive.
+__global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta) {
+  const size_t total = static_cast<size_t>(M) * N;
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    float* p = C + (i / N) * static_cast<size_t>(ldc) + (i % N);
+    *p = beta == 0.f ? 0.f : beta * *p;
+  }
+}
+
+cublasOperation_t to_op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
+
+}  // namespace
+
+void CudaBackend::gemm_rowmajor(const char* op, bool transA, bool transB, int M, int N, int K,
+                                float alpha, const float* A, int lda, const float* B, int ldb,
+                                float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (beta == 1.f) return;
+    const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
+    scale_matrix_kernel<<<grid, 256, 0, stream_>>>(C, M, N, ldc, beta);
+    cudak::check_launch(op);
+    return;
+  }
+  const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  GPTCUDA_CUBLAS_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
+                                        CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F,
+                                        ldc, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+                       int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  begin_op("gemm");
+  gemm_rowmajor("gemm", transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weight,
+                                 const float* bias, int M, int K, int N) {
+  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N)];
+  if (!plan.built) {
+    // Build the plan once per shape: descriptors + the heuristic's best algorithm.
+    // Column-major view: D[N, M] = (stored [K, N] weight)^T x (stored [K, M] inp).
+    // A failure anywhere leaves plan.ok false: this shape then always falls back.
+    plan.built = true;
+    const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    if (cublasLtMatmulDescCreate(&plan.op, compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
+      plan.op = nullptr;
+      return false;
+    }
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const uint64_t ws = workspace_size_;
+    const uint32_t align = 16;  // only called with 16-byte aligned pointers
+    bool ok = true;
+    auto step = [&ok](cublasStatus_t st) { ok = ok && st == CUBLAS_STATUS_SUCCESS; };
+    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, K, N, K));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, K, M, K));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, N, M, N));
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (ok) step(cublasLtMatmulPreferenceCreate(&pref));
+    if (ok) {
+      step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &ws, sizeof ws));
+      step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                &align, sizeof align));
+      step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                &align, sizeof align));
+      step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                &align, sizeof align));
+      step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                &align, sizeof align));
+    }
+    if (ok) {
+      cublasLtMatmulHeuristicResult_t result;
+      int found = 0;
+      step(cublasLtMatmulAlgoGetHeuristic(cublaslt_, plan.op, plan.a, plan.b, plan.c, plan.c, pref,
+                                          1, &result, &found));
+      ok = ok && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+      if (ok) plan.algo = result.algo;
+    }
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    plan.ok = ok;
+  }
+  if (!plan.ok) return false;
+  if (cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                     sizeof bias) != CUBLAS_STATUS_SUCCESS)
+    return false;
+  const float alpha = 1.f, beta = 0.f;
+  const cublasStatus_t st =
+      cublasLtMatmul(cublaslt_, plan.op, &alpha, weight, plan.a, inp, plan.b, &beta, out, plan.c,
+                     out, plan.c, &plan.algo, workspace_, workspace_size_, stream_);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    plan.ok = false;  // use the fallback for this shape from now on
+    return false;
+  }
+  return true;
+}
+
+void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
+                                 const float* bias, int M, int K, int N) {
+  const char* op = "matmul_forward";
+  if (M <= 0 || N <= 0) return;
+  begin_op(op);
+  if (bias && K > 0 && cudak::aligned16(out) && cudak::aligned16(inp) &&
+      cudak::aligned16(weight) && cudak::aligned16(bias) &&
+      matmul_bias_lt(out, inp, weight, bias, M, K, N))
+    return;
+  // out = inp weight^T (K == 0 gives zeros), then the bias.
+  gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, 0.f, out, N);
+  if (bias) {
+    const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
+    add_bias_kernel<<<grid, 256, 0, stream_>>>(out, bias, M, N);
+    cudak::check_launch(op);
+  }
+}
+
+void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  const float* inp, const float* weight, int M, int K, int N) {
+  const char* op = "matmul_backward";
+  if (M <= 0 || N <= 0) return;
+  begin_op(op);
+  // dinp[M, K] += dout[M, N] weight[N, K]
+  if (dinp && K > 0) gemm_rowmajor(op, false, false, M, K, N, 1.f, dout, N, weight, K, 1.f, dinp, K);
+  // dweight[N, K] += dout^T[N, M] inp[M, K]
+  if (dweight && K > 0)
+    gemm_rowmajor(op, true, false, N, K, M, 1.f, dout, N, inp, K, 1.f, dweight, K);
+  if (dbias) column_sum_accumulate(op, dbias, dout, M, N);
+}
+
+void CudaBackend::column_sum_accumulate(const char* op, float* dst, const float* src, int rows,
+                                        int cols) {
+  const int chunks = cudak::column_chunks(rows);
+  float* part = static_cast<float*>(
+      scratch(kScratchReduce, static_cast<size_t>(chunks) * cols * sizeof(float)));
+  dim3 grid1(cudak::ceil_div(cols, 32), chunks);
+  dim3 block1(32, cudak::kColLanes);
+  cudak::column_partials_kernel<false><<<grid1, block1, 0, stream_>>>(part, nullptr, src, nullptr,
+                                                                      nullptr, nullptr, rows, cols);
+  cudak::check_launch(op);
+  cudak::column_finish_kernel<<<cudak::ceil_div(cols, 256), 256, 0, stream_>>>(dst, nullptr, part,
+                                                                               nullptr, chunks, cols);
+  cudak::check_launch(op);
+}
+
+}  // namespace gptcuda
