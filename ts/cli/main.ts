@@ -14,6 +14,7 @@ const builder = (f: (y: Argv) => unknown) => f as (y: Argv) => Argv;
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
     .scriptName('gptcuda')
+    .parserConfiguration({ 'duplicate-arguments-array': false })
     .usage('$0 <command> [options]\n\nPretrain, evaluate and sample GPT-2-style models (chapter 5 of "Build a Large Language Model (From Scratch)").')
     .command('train', 'pretrain a model on your text', builder(trainCommand), async (a) => { await runTrain(a as unknown as TrainArgs); })
     .command('eval', 'loss and perplexity of a model on a text', builder(evalCommand), async (a) => { await runEval(a as unknown as EvalArgs); })

@@ -102,7 +102,31 @@ function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
   return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
 }
 
+/** Rejects nonsensical numeric flags before anything is built (yargs turns `--lr abc` into NaN). */
+function checkFlags(args: TrainArgs): void {
+  const check = (flag: string, v: number | undefined, ok: (v: number) => boolean, what: string) => {
+    if (v !== undefined && !ok(v)) throw new Error(`--${flag} must be ${what} (got ${v})`);
+  };
+  const posInt = (v: number) => Number.isInteger(v) && v >= 1;
+  const ints: [string, number | undefined][] = [
+    ['epochs', args.epochs], ['max-steps', args.maxSteps], ['batch-size', args.batchSize], ['context-length', args.contextLength],
+    ['emb-dim', args.embDim], ['n-layers', args.nLayers], ['n-heads', args.nHeads], ['grad-accum', args.gradAccum],
+    ['stride', args.stride], ['eval-freq', args.evalFreq], ['eval-iter', args.evalIter], ['save-every', args.saveEvery],
+    ['keep-checkpoints', args.keepCheckpoints],
+  ];
+  for (const [flag, v] of ints) check(flag, v, posInt, 'a positive integer');
+  check('lr', args.lr, (v) => Number.isFinite(v) && v > 0, 'a positive number');
+  check('min-lr', args.minLr, (v) => Number.isFinite(v) && v >= 0, 'a number >= 0');
+  check('weight-decay', args.weightDecay, (v) => Number.isFinite(v) && v >= 0, 'a number >= 0');
+  check('grad-clip', args.gradClip, (v) => Number.isFinite(v) && v > 0, 'a positive number');
+  check('warmup-steps', args.warmupSteps, (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
+  check('drop-rate', args.dropRate, (v) => v >= 0 && v < 1, 'in [0, 1)');
+  check('train-ratio', args.trainRatio, (v) => v > 0 && v < 1, 'between 0 and 1');
+  check('seed', args.seed, (v) => Number.isSafeInteger(v) && v >= 0, 'an integer >= 0');
+}
+
 export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
+  checkFlags(args);
   const { device, reason } = resolveDevice(args.device);
   const json = args.json ? new JsonLines() : null;
   const say = (line: string) => {
@@ -130,14 +154,17 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
   const text = loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
-  let model: GPTModel;
-  if (resumed) model = resumed.model;
+  // A new model is built only once the data is known to be usable: its
+  // initialisation takes a while for the larger presets.
+  let loadedModel: GPTModel | null = null;
+  let newConfig: GPTConfig | null = null;
+  if (resumed) loadedModel = resumed.model;
   else if (args.initFrom) {
-    model = (await loadModel(args.initFrom, { device })).model;
-    if (args.dropRate !== undefined) (model.config as GPTConfig).dropRate = args.dropRate;
-    model.dropoutSeed = args.seed;
+    loadedModel = (await loadModel(args.initFrom, { device })).model;
+    if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
+    loadedModel.dropoutSeed = args.seed;
   } else {
-    const config = resolveConfig(args.model, {
+    newConfig = resolveConfig(args.model, {
       contextLength: args.contextLength,
       embDim: args.embDim,
       nLayers: args.nLayers,
@@ -145,11 +172,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       dropRate: args.dropRate,
       qkvBias: args.qkvBias,
     });
-    model = new GPTModel(config, { seed: args.seed, device });
   }
-  const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? model.config.contextLength, model.config.contextLength);
-  if (args.contextLength !== undefined && args.contextLength > model.config.contextLength)
-    throw new Error(`--context-length ${args.contextLength} exceeds the model's context length ${model.config.contextLength}`);
+  const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
+  const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
+  if (args.contextLength !== undefined && args.contextLength > modelContext)
+    throw new Error(`--context-length ${args.contextLength} exceeds the model's context length ${modelContext}`);
   const loaderConfig = {
     paths: dataPaths.map((p) => resolve(p)),
     train_ratio: (dataCfg?.train_ratio as number | undefined) ?? args.trainRatio,
@@ -168,6 +195,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     shuffle: loaderConfig.shuffle,
     seed: loaderConfig.seed,
   });
+  const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
   const options: TrainOptions = resumed?.trainOptions ?? {
     epochs: args.epochs,
@@ -250,7 +278,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       process.exit(130);
     }
     stopping = true;
-    progress.log(`${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`);
+    // With --json, stdout carries only JSON lines: notices go to stderr.
+    const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
+    if (json) console.error(notice);
+    else progress.log(notice);
     trainer.requestStop();
   };
   const sigint = () => onSignal('SIGINT');
@@ -258,7 +289,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   process.on('SIGINT', sigint);
   process.on('SIGTERM', sigterm);
 
-  const checkpoint = async (t: Trainer) => {
+  // The final checkpoint is not written twice when --save-every divides the last step.
+  let savedStep = -1;
+  const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
+    if (why !== 'interval' && savedStep === t.state.step) return;
+    savedStep = t.state.step;
     const path = join(runDir, checkpointFileName(t.state.step));
     await saveCheckpoint(path, {
       model,
@@ -283,8 +318,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   writePlot();
   const done = { event: 'done', ...summary, run_dir: runDir };
   log(done);
-  if (json) json.write(done);
-  else {
+  if (json) {
+    json.write(done);
+    if (summary.stopped_early) console.error(`stopped early; resume with: gptcuda train --resume ${runDir}`);
+  } else {
     say(`done: ${summary.steps} steps, ${summary.tokens_seen} tokens seen in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)`);
     say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
     say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
