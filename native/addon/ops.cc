@@ -88,6 +88,15 @@ Napi::Value Copy(Args& a) {
   return Napi::Value();
 }
 
+// fillNormal(x, mean, std, seed, stream): seeded normal initialisation.
+Napi::Value FillNormal(Args& a) {
+  auto x = a.tensor(0, "x");
+  float mean = static_cast<float>(a.number(1, "mean")), std = static_cast<float>(a.number(2, "std"));
+  DropoutRng rng = rng_arg(a, 3);
+  LAUNCH(a, fill_normal, f32(x), x->numel(), mean, std, rng);
+  return Napi::Value();
+}
+
 // ---- embedding -------------------------------------------------------------------------
 Napi::Value EmbeddingForward(Args& a) {
   auto out = a.tensor(0, "out"), ids = a.tensor(1, "ids", DType::I32);
@@ -421,6 +430,7 @@ const OpEntry kOps[] = {
     {"add", Add},
     {"accumulate", Accumulate},
     {"copy", Copy},
+    {"fillNormal", FillNormal},
     {"embeddingForward", EmbeddingForward},
     {"embeddingBackward", EmbeddingBackward},
     {"layernormForward", LayernormForward},

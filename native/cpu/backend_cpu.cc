@@ -59,6 +59,9 @@ class CpuBackend final : public Backend {
   void scale(float* x, size_t n, float s) override { cpu::scale(x, n, s); }
   void add(float* out, const float* a, const float* b, size_t n) override { cpu::add(out, a, b, n); }
   void accumulate(float* dst, const float* src, size_t n) override { cpu::accumulate(dst, src, n); }
+  void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) override {
+    cpu::fill_normal(x, n, mean, std, rng);
+  }
 
   void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
                          int T, int C, int V, int pos0) override {

@@ -71,6 +71,7 @@ class CudaBackend final : public Backend {
   void gelu_forward(float* out, const float* inp, size_t n) override;
   void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
 
+  void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) override;
   void dropout_forward(float* out, const float* inp, size_t n, float p,
                        DropoutRng rng) override;
   void dropout_backward(float* dinp, const float* dout, size_t n, float p,

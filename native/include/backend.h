@@ -74,6 +74,9 @@ class Backend {
   virtual void add(float* out, const float* a, const float* b, size_t n) = 0;  // out = a + b
   virtual void accumulate(float* dst, const float* src, size_t n) = 0;         // dst += src
 
+  // x[i] = mean + std * philox_normal(rng, i): seeded initialisation on the device.
+  virtual void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) = 0;
+
   // ---- token + position embedding ---------------------------------------------
   // out[b,t,:] = wte[ids[b,t],:] + wpe[pos0 + t,:]. ids are checked against V
   // (the CPU throws; the CUDA backend clamps and reports at the next sync).

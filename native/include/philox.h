@@ -3,6 +3,7 @@
 // backends compile this same header, so both draw identical dropout masks, and
 // a backward pass regenerates the forward's mask from its index.
 #pragma once
+#include <cmath>
 #include <cstdint>
 
 #if defined(__CUDACC__)
@@ -19,9 +20,13 @@ GPTCUDA_HD uint32_t mulhilo32(uint32_t a, uint32_t b, uint32_t* hi) {
   return static_cast<uint32_t>(p);
 }
 
-// Returns the first 32-bit word of Philox4x32-10 at counter
-// (index_lo, index_hi, stream_lo, stream_hi) under key (seed_lo, seed_hi).
-GPTCUDA_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
+struct Philox4 {
+  uint32_t w[4];
+};
+
+// Philox4x32-10 at counter (index_lo, index_hi, stream_lo, stream_hi) under
+// key (seed_lo, seed_hi): four random words.
+GPTCUDA_HD Philox4 philox4(uint64_t seed, uint64_t stream, uint64_t index) {
   uint32_t c0 = static_cast<uint32_t>(index), c1 = static_cast<uint32_t>(index >> 32);
   uint32_t c2 = static_cast<uint32_t>(stream), c3 = static_cast<uint32_t>(stream >> 32);
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
@@ -34,12 +39,29 @@ GPTCUDA_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
     k0 += 0x9E3779B9u;
     k1 += 0xBB67AE85u;
   }
-  return c0;
+  return Philox4{{c0, c1, c2, c3}};
+}
+
+// The first word: dropout's draw for element `index`.
+GPTCUDA_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
+  return philox4(seed, stream, index).w[0];
 }
 
 // Uniform in [0, 1) with 24 bits of resolution.
 GPTCUDA_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
   return static_cast<float>(philox_u32(seed, stream, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+// Standard normal sample number `index`: Box-Muller on words 0 and 1 of the
+// Philox block index/2, cosine for even and sine for odd indices (the
+// uniform is shifted by half a step so log never sees 0).
+GPTCUDA_HD float philox_normal(uint64_t seed, uint64_t stream, uint64_t index) {
+  Philox4 r = philox4(seed, stream, index >> 1);
+  float u1 = (static_cast<float>(r.w[0] >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  float u2 = static_cast<float>(r.w[1] >> 8) * (1.0f / 16777216.0f);
+  float radius = sqrtf(-2.0f * logf(u1));
+  float angle = 6.283185307179586f * u2;
+  return radius * ((index & 1) ? sinf(angle) : cosf(angle));
 }
 
 // Dropout keeps an element when its uniform draw is >= p.

@@ -10,7 +10,6 @@
 // makes them one fused [3C, C] projection for the matmul.
 import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
-import { Rng, fillNormal } from '../tensor/rng.js';
 import { native, type NativeRecording } from '../tensor/native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { generate, stream, type GenerateOptions } from '../generate/generate.js';
@@ -143,16 +142,15 @@ export class GPTModel {
     return specs;
   }
 
-  /** Seeded GPT-2 initialisation, drawn on the host in layout order (reproducible). */
+  /**
+   * Seeded GPT-2 initialisation, on the device: parameter k draws from RNG
+   * stream k, so values depend only on (seed, layout), not on thread counts.
+   */
   initialize(seed: number): void {
-    const rng = new Rng(seed);
-    const all = new Float32Array(this.params.numel);
-    for (const p of this.params.params) {
-      const view = all.subarray(p.offset, p.offset + p.numel);
-      if (p.init.kind === 'normal') fillNormal(view, p.init.std, rng);
-      else if (p.init.kind === 'ones') view.fill(1);
-    }
-    this.params.writeAll(all);
+    this.params.params.forEach((p, k) => {
+      if (p.init.kind === 'normal') ops.fillNormal(p.value, 0, p.init.std, { seed, stream: k });
+      else ops.fill(p.value, p.init.kind === 'ones' ? 1 : 0);
+    });
   }
 
   get numParameters(): number {

@@ -19,6 +19,9 @@ export const scale = (x: Tensor, factor: number) => o().scale(h(x), factor);
 export const add = (out: Tensor, a: Tensor, b: Tensor) => o().add(h(out), h(a), h(b));
 export const accumulate = (dst: Tensor, src: Tensor) => o().accumulate(h(dst), h(src));
 export const copy = (dst: Tensor, src: Tensor) => o().copy(h(dst), h(src));
+/** x = mean + std * N(0, 1) from the counter-based RNG: reproducible on every backend. */
+export const fillNormal = (x: Tensor, mean: number, std: number, rng: DropoutRng) =>
+  o().fillNormal(h(x), mean, std, rng.seed, rng.stream);
 
 export const embeddingForward = (out: Tensor, ids: Tensor, wte: Tensor, wpe: Tensor, pos0 = 0) =>
   o().embeddingForward(h(out), h(ids), h(wte), h(wpe), pos0);

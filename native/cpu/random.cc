@@ -1,0 +1,14 @@
+#include "kernels.h"
+#include "parallel.h"
+#include "philox.h"
+
+namespace gptcuda::cpu {
+
+// Counter-based, so the values do not depend on how the work is split.
+void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) {
+  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) x[i] = mean + std * philox_normal(rng.seed, rng.stream, i);
+  });
+}
+
+}  // namespace gptcuda::cpu
