@@ -19,6 +19,13 @@ export interface GenerateOptions extends SamplingOptions {
   eosId?: number;
   /** Seeds sampling (default 123, as the book's torch.manual_seed(123)). */
   seed?: number;
+  /**
+   * Checked before every forward pass: once aborted, no further forward runs
+   * (a token already being computed still finishes and is yielded, so at most
+   * one token arrives after the abort); then generate() rejects, and a
+   * stream's next() throws, with `signal.reason` (a DOMException named
+   * 'AbortError' for a plain abort()). The KV cache is freed either way.
+   */
   signal?: AbortSignal;
   /** Use the KV cache (default true); false recomputes the whole window per token. */
   useCache?: boolean;
@@ -39,6 +46,29 @@ function checkPrompt(model: GPTModel, ids: ArrayLike<number>): void {
     const t = ids[i];
     if (!Number.isInteger(t) || t < 0 || t >= V)
       throw new Error(`generate: token id ${t} at position ${i} is outside the vocabulary [0, ${V})`);
+  }
+}
+
+/**
+ * One generation step at a time per model. A step's ops run on a worker thread
+ * over the model's shared activation buffers, so two generations interleaving
+ * on one model (e.g. concurrent requests) would overwrite each other's inputs,
+ * or free buffers the other is still reading when a new [B, T] shape grows the
+ * pool. Steps queue here instead; each generation keeps its own KV cache.
+ */
+const modelQueues = new WeakMap<GPTModel, Promise<void>>();
+
+async function exclusive<T>(model: GPTModel, fn: () => Promise<T>): Promise<T> {
+  const previous = modelQueues.get(model) ?? Promise.resolve();
+  let release!: () => void;
+  const tail = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
+  modelQueues.set(model, tail);
+  await previous;
+  try {
+    return await fn();
+  } finally {
+    release();
+    if (modelQueues.get(model) === tail) modelQueues.delete(model);
   }
 }
 
@@ -63,14 +93,16 @@ export class LogitSource {
   }
 
   /** next() with the model's arithmetic on a worker thread. */
-  async nextAsync(seqs: number[][], appended: boolean): Promise<Float32Array> {
-    const step = this.plan(seqs, appended);
-    if (step && this.cache) {
-      const logits = await this.model.forwardCachedAsync(step.ids, this.B, step.T, step.pos0, this.cache);
-      this.cached = step.pos0 + step.T;
-      return logits;
-    }
-    return this.recompute(seqs);
+  nextAsync(seqs: number[][], appended: boolean): Promise<Float32Array> {
+    return exclusive(this.model, async () => {
+      const step = this.plan(seqs, appended);
+      if (step && this.cache) {
+        const logits = await this.model.forwardCachedAsync(step.ids, this.B, step.T, step.pos0, this.cache);
+        this.cached = step.pos0 + step.T;
+        return logits;
+      }
+      return this.recompute(seqs);
+    });
   }
 
   /**
@@ -170,6 +202,10 @@ export async function generate(
 ): Promise<number[] | number[][]> {
   const isBatch = Array.isArray(ids) && ids.length > 0 && typeof ids[0] !== 'number';
   const prompts = isBatch ? (ids as ArrayLike<number>[]) : [ids as ArrayLike<number>];
+  // Check every prompt up front: a mixed-length batch runs group by group, and
+  // a bad later prompt must not fail after the earlier ones were computed.
+  validateSampling(options);
+  prompts.forEach((p) => checkPrompt(model, p));
   const out = prompts.map((p) => Array.from(p));
   const sameLength = prompts.every((p) => p.length === prompts[0].length);
   const groups = sameLength ? [prompts.map((_, i) => i)] : prompts.map((_, i) => [i]);

@@ -1,0 +1,95 @@
+#!/bin/sh
+# Side by side: gptcuda's native CPU backend vs PyTorch on the CPU, in the same
+# run, at the same GEMM shapes and on the book's model training step.
+#
+#   scripts/bench-compare.sh [--quick] [--train-steps N]
+#
+# Runs `npm run bench -- --only gemm,train --json` then
+# `python3 scripts/bench_torch.py --json` (one after the other, never together:
+# they would share the cores), keeps both outputs, and prints a table of
+# ours / PyTorch (> 1: we are faster). Needs `npx tsc -p tsconfig.json` first
+# (dist/bench/main.js) and a Python with torch.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$root"
+
+extra=""
+for a in "$@"; do
+  case "$a" in
+    --quick|--train-steps|--train-steps=*|[0-9]*) extra="$extra $a" ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "bench-compare: unknown option $a" >&2; exit 2 ;;
+  esac
+done
+
+if [ ! -f dist/bench/main.js ]; then
+  echo "bench-compare: dist/bench/main.js is missing; run npx tsc -p tsconfig.json first" >&2
+  exit 1
+fi
+python3 -c 'import torch' 2>/dev/null || { echo "bench-compare: python3 cannot import torch" >&2; exit 1; }
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+echo "== ours: npm run bench -- --only gemm,train --json$extra"
+# shellcheck disable=SC2086
+npm run --silent bench -- --only gemm,train --json $extra | tee "$tmp/ours.txt"
+echo
+echo "== PyTorch: python3 scripts/bench_torch.py --json$extra"
+# shellcheck disable=SC2086
+python3 scripts/bench_torch.py --json $extra | tee "$tmp/torch.txt"
+echo
+
+python3 - "$tmp/ours.txt" "$tmp/torch.txt" <<'EOF'
+import json, sys
+
+def summary(path, bench):
+    found = None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{") and f'"bench":"{bench}"' in line.replace(" ", ""):
+                found = json.loads(line)
+    if found is None:
+        sys.exit(f"bench-compare: no JSON summary from {bench} in {path}")
+    return found
+
+ours, torch = summary(sys.argv[1], "gptcuda"), summary(sys.argv[2], "torch")
+
+def table(headers, rows, left=(0, 1)):
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(widths[i]) if i in left else c.rjust(widths[i]) for i, c in enumerate(cells)).rstrip()
+    print(line(headers))
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+def f(x, d=1):
+    return "-" if x is None else f"{x:.{d}f}"
+
+print(f"== ours (gptcuda, {ours['cpu']['threads']} threads, {ours['cpu']['gemm']}) vs PyTorch {torch['torch']} ({torch['threads']} threads), CPU")
+print()
+tg = {r["name"]: r for r in torch.get("gemm", [])}
+rows = []
+for r in ours.get("gemm", []):
+    t = tg.get(r["name"])
+    ratio = r["gflops"] / t["gflops"] if t else None
+    rows.append([r["op"], r["layer"], f"{r['M']}x{r['K']}x{r['N']}", f(r["ms"], 2), f(t["ms"] if t else None, 2),
+                 f(r["gflops"]), f(t["gflops"] if t else None), f(ratio, 2)])
+if rows:
+    print("GEMM (M x K x N; GFLOP/s, ratio = ours / PyTorch)")
+    table(["op", "layer", "shape", "ours ms", "torch ms", "ours GFLOP/s", "torch GFLOP/s", "ratio"], rows)
+    print()
+
+if "train" in ours and "train" in torch:
+    o, t = ours["train"], torch["train"]
+    print(f"training: book's model ({o['parameters'] / 1e6:.1f}M parameters), batch {o['batch']} x {o['context']}, "
+          "forward+backward+AdamW (ratio = ours / PyTorch; for ms and memory lower is better)")
+    table(["metric", "ours", "PyTorch", "ratio"], [
+        ["tokens/s", f(o["tokens_per_s"]), f(t["tokens_per_s"]), f(o["tokens_per_s"] / t["tokens_per_s"], 2)],
+        ["ms/step", f(o["ms_per_step"]), f(t["ms_per_step"]), f(o["ms_per_step"] / t["ms_per_step"], 2)],
+        ["peak RSS MB", f(o["max_rss_mb"]), f(t["max_rss_mb"]), f(o["max_rss_mb"] / t["max_rss_mb"], 2)],
+        ["loss (sanity)", f(o["loss"], 3), f(t["loss"], 3), "-"],
+    ], left=(0,))
+EOF

@@ -1,0 +1,204 @@
+#!/usr/bin/env node
+// `npm run bench`: GEMM, attention, training and generation throughput of the
+// native backend, as tables; `--json` adds a one-line JSON summary at the end
+// (the last line of stdout, for scripts/bench-compare.sh).
+//
+//   node dist/bench/main.js [--only gemm,attention,train,generate] [--device cpu|cuda]
+//                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N]
+import { native } from '../tensor/native.js';
+import type { Device } from '../tensor/tensor.js';
+import { ATT, benchAttention, type AttentionResult } from './attention.js';
+import { benchGemm, GEMM_M, type GemmResult } from './gemm.js';
+import { benchGenerate, type GenerationResult } from './generate.js';
+import { benchTrain, type TrainResult } from './train.js';
+import { formatTable, MB, now, round, type TimeOptions } from './util.js';
+
+const SECTIONS = ['gemm', 'attention', 'train', 'generate'] as const;
+type Section = (typeof SECTIONS)[number];
+
+interface Args {
+  only: Section[];
+  device: Device;
+  json: boolean;
+  quick: boolean;
+  trainSteps: number;
+  genTokens: number;
+  genTokensNoCache: number;
+}
+
+const USAGE = `usage: node dist/bench/main.js [options]
+  --only LIST              sections to run, comma-separated: ${SECTIONS.join(',')} (default: all)
+  --device cpu|cuda        where to run (default cpu); cuda is skipped with the reason when unavailable
+  --json                   also print a one-line JSON summary (the last line of stdout)
+  --quick                  fewer repetitions and tokens (a smoke test, not a measurement)
+  --train-steps N          timed training steps after one warmup step (default 3)
+  --gen-tokens N           new tokens with the KV cache (default 200)
+  --gen-tokens-nocache N   new tokens without the cache (default 30)`;
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 30 };
+  const int = (flag: string, v: string | undefined, min: number) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min} (got ${v ?? 'nothing'})`);
+    return n;
+  };
+  let sawTrainSteps = false, sawGen = false, sawGenNoCache = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
+    const value = () => inline ?? argv[++i];
+    switch (flag) {
+      case '--only': {
+        const list = (value() ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+        const bad = list.filter((s) => !(SECTIONS as readonly string[]).includes(s));
+        if (bad.length || !list.length) throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(', ')} (got '${list.join(',')}')`);
+        a.only = SECTIONS.filter((s) => list.includes(s));
+        break;
+      }
+      case '--device': {
+        const d = value();
+        if (d !== 'cpu' && d !== 'cuda') throw new Error(`--device must be cpu or cuda (got ${d ?? 'nothing'})`);
+        a.device = d;
+        break;
+      }
+      case '--json': a.json = true; break;
+      case '--quick': a.quick = true; break;
+      case '--train-steps': a.trainSteps = int(flag, value(), 1); sawTrainSteps = true; break;
+      case '--gen-tokens': a.genTokens = int(flag, value(), 2); sawGen = true; break;
+      case '--gen-tokens-nocache': a.genTokensNoCache = int(flag, value(), 2); sawGenNoCache = true; break;
+      case '--help': case '-h': console.log(USAGE); process.exit(0); break;
+      default: throw new Error(`unknown option '${arg}'\n${USAGE}`);
+    }
+  }
+  if (a.quick) {
+    if (!sawTrainSteps) a.trainSteps = 1;
+    if (!sawGen) a.genTokens = 20;
+    if (!sawGenNoCache) a.genTokensNoCache = 5;
+  }
+  return a;
+}
+
+function section(title: string): void {
+  console.log(`\n== ${title} ==`);
+}
+
+function printGemm(rows: GemmResult[]): void {
+  console.log(`M = ${GEMM_M} tokens; fwd out[M,N] = inp[M,K]·W[N,K]^T, dinp[M,K] = dout[M,N]·W[N,K], dW[N,K] += dout^T·inp; median ms`);
+  console.log(formatTable(
+    ['op', 'layer', 'M', 'K', 'N', 'ms', 'GFLOP/s', 'reps'],
+    rows.map((r) => [r.op, r.layer, r.M, r.K, r.N, r.ms, r.gflops, r.reps]),
+  ));
+}
+
+function printAttention(rows: AttentionResult[]): void {
+  console.log(`B=${ATT.B}, T=${ATT.T}, ${ATT.nHeads} heads x ${ATT.headDim} (qkv [${ATT.B}, ${ATT.T}, ${3 * ATT.nHeads * ATT.headDim}]), causal; median ms`);
+  console.log(formatTable(
+    ['dropout', 'forward ms', 'backward ms', 'fwd+bwd ms', 'GFLOP/s'],
+    rows.map((r) => [r.dropout, r.forwardMs, r.backwardMs, r.totalMs, r.gflops]),
+  ));
+}
+
+function printTrain(r: TrainResult, device: Device): void {
+  const c = r.config;
+  console.log(`book's model: vocab ${c.vocabSize}, ctx ${c.contextLength}, emb ${c.embDim}, ${c.nHeads} heads, ${c.nLayers} layers, ` +
+    `dropout ${c.dropRate}, qkv_bias ${c.qkvBias}, ${(r.parameters / 1e6).toFixed(1)}M parameters; ` +
+    `batch ${r.batch} x ${r.context}, forward+backward+AdamW, median of ${r.steps} step(s) after 1 warmup`);
+  console.log(formatTable(
+    ['device', 'ms/step', 'tokens/s', 'loss', 'peak RSS MB', `${device} peak tensor MB`],
+    [[device, r.msPerStep, r.tokensPerSecond, r.loss, r.maxRss / MB, r.devicePeakMemory / MB]],
+  ));
+}
+
+function printGenerate(r: GenerationResult): void {
+  const c = r.config;
+  console.log(`GPT-2 small config (random weights): vocab ${c.vocabSize}, ctx ${c.contextLength}, emb ${c.embDim}, ` +
+    `${c.nHeads} heads, ${c.nLayers} layers, ${(r.parameters / 1e6).toFixed(1)}M parameters; batch 1, greedy, ` +
+    `${r.cached.promptTokens}-token prompt`);
+  console.log(formatTable(
+    ['KV cache', 'new tokens', 'first token ms', 'total s', 'tokens/s', 'decode tokens/s', 'ms/token'],
+    [r.cached, r.uncached].map((g) => [
+      g.useCache ? 'yes' : 'no', g.newTokens, g.firstTokenS * 1e3, g.totalS, g.tokensPerSecond, g.decodeTokensPerSecond,
+      1e3 / g.decodeTokensPerSecond,
+    ]),
+  ));
+  console.log(`without the cache only ${r.uncached.newTokens} tokens are generated (each recomputes the whole sequence), ` +
+    `so the rates compare per token at shorter sequences: decode speedup with the cache ${r.speedup.toFixed(1)}x`);
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const addon = native();
+  const backends = addon.backends();
+  const started = now();
+  const summary: Record<string, unknown> = {
+    bench: 'gptcuda',
+    device: args.device,
+    node: process.version,
+    cpu: backends.cpu,
+    sections: args.only,
+  };
+  console.log(`gptcuda bench: device ${args.device}; CPU backend ${backends.cpu.threads} threads, GEMM ${backends.cpu.gemm}`);
+  if (args.device === 'cuda') {
+    if (!backends.cuda.available) {
+      const reason = backends.cuda.reason ?? 'CUDA is not available';
+      console.log(`skipping every section on cuda: ${reason}`);
+      summary.skipped = reason;
+      if (args.json) console.log(JSON.stringify(summary));
+      return;
+    }
+    console.log(`GPU: ${addon.deviceInfo('cuda').name}`);
+    summary.gpu = addon.deviceInfo('cuda').name;
+  }
+  const timing: TimeOptions = args.quick ? { warmup: 1, minReps: 1, maxReps: 2, minSeconds: 0 } : { warmup: 1, minReps: 3, maxReps: 20, minSeconds: 0.5 };
+
+  for (const s of args.only) {
+    const t0 = now();
+    switch (s) {
+      case 'gemm': {
+        section('GEMM');
+        const rows = benchGemm(args.device, timing);
+        printGemm(rows);
+        summary.gemm = rows.map((r) => ({ name: r.name, layer: r.layer, op: r.op, M: r.M, N: r.N, K: r.K, ms: round(r.ms, 4), gflops: round(r.gflops, 2) }));
+        break;
+      }
+      case 'attention': {
+        section('attention forward + backward');
+        const rows = benchAttention(args.device, timing);
+        printAttention(rows);
+        summary.attention = rows.map((r) => ({ ...ATT, dropout: r.dropout, forward_ms: round(r.forwardMs), backward_ms: round(r.backwardMs), total_ms: round(r.totalMs), gflops: round(r.gflops, 2) }));
+        break;
+      }
+      case 'train': {
+        section('training');
+        const r = benchTrain(args.device, args.trainSteps);
+        printTrain(r, args.device);
+        summary.train = {
+          batch: r.batch, context: r.context, parameters: r.parameters, steps: r.steps, ms_per_step: round(r.msPerStep, 1),
+          tokens_per_s: round(r.tokensPerSecond, 1), loss: round(r.loss, 4),
+          max_rss_mb: round(r.maxRss / MB, 1), device_peak_mb: round(r.devicePeakMemory / MB, 1),
+        };
+        break;
+      }
+      case 'generate': {
+        section('generation');
+        const r = await benchGenerate(args.device, args.genTokens, args.genTokensNoCache);
+        printGenerate(r);
+        const run = (g: GenerationResult['cached']) => ({
+          new_tokens: g.newTokens, prompt_tokens: g.promptTokens, first_token_ms: round(g.firstTokenS * 1e3, 1),
+          total_s: round(g.totalS), tokens_per_s: round(g.tokensPerSecond, 2), decode_tokens_per_s: round(g.decodeTokensPerSecond, 2),
+        });
+        summary.generate = { parameters: r.parameters, cached: run(r.cached), uncached: run(r.uncached), speedup: round(r.speedup, 2) };
+        break;
+      }
+    }
+    console.log(`(${s}: ${(now() - t0).toFixed(1)} s)`);
+  }
+  summary.seconds = round(now() - started, 1);
+  console.log(`\ntotal ${(now() - started).toFixed(1)} s`);
+  if (args.json) console.log(JSON.stringify(summary));
+}
+
+main().catch((e: unknown) => {
+  console.error(`bench: ${e instanceof Error ? e.message : String(e)}`);
+  process.exit(1);
+});
