@@ -11,20 +11,23 @@ constexpr size_t kChunk = 1 << 15;
 void adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
            float beta2, float eps, float weight_decay, int t) {
   // Bias corrections in double: beta^t for large t loses precision in float.
-  float bc1 = static_cast<float>(1.0 - std::pow(double(beta1), t));
-  float bc2 = static_cast<float>(1.0 - std::pow(double(beta2), t));
+  // PyTorch's formulation: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), which
+  // needs one sqrt and one division per element.
+  const double bc1 = 1.0 - std::pow(double(beta1), t);
+  const double bc2 = 1.0 - std::pow(double(beta2), t);
+  const float step_size = static_cast<float>(lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float decay = 1.0f - lr * weight_decay;
   parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
+#pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
       float g = grads[i];
       float mi = beta1 * m[i] + (1.0f - beta1) * g;
       float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
       m[i] = mi;
       v[i] = vi;
-      float m_hat = mi / bc1, v_hat = vi / bc2;
-      // Decoupled weight decay (Loshchilov & Hutter), applied as PyTorch does:
-      // p -= lr * wd * p, then the Adam step.
-      float p = params[i] * (1.0f - lr * weight_decay);
-      params[i] = p - lr * m_hat / (std::sqrt(v_hat) + eps);
+      // Decoupled weight decay (Loshchilov & Hutter), applied first as PyTorch does.
+      params[i] = params[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
     }
   });
 }

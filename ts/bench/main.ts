@@ -33,10 +33,10 @@ const USAGE = `usage: node dist/bench/main.js [options]
   --quick                  fewer repetitions and tokens (a smoke test, not a measurement)
   --train-steps N          timed training steps after one warmup step (default 3)
   --gen-tokens N           new tokens with the KV cache (default 200)
-  --gen-tokens-nocache N   new tokens without the cache (default 30)`;
+  --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)`;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 30 };
+  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200 };
   const int = (flag: string, v: string | undefined, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min} (got ${v ?? 'nothing'})`);
