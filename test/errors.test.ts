@@ -67,7 +67,7 @@ describe('the addon', () => {
     const ops = Object.keys(native().ops).sort();
     expect(ops).toEqual(
       [
-        'fill', 'scale', 'add', 'accumulate', 'copy', 'embeddingForward', 'embeddingBackward', 'layernormForward',
+        'fill', 'scale', 'add', 'accumulate', 'copy', 'fillNormal', 'fillUniform', 'embeddingForward', 'embeddingBackward', 'layernormForward',
         'layernormBackward', 'gemm', 'matmulForward', 'matmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
         'dropoutBackward', 'attentionForward', 'attentionBackward', 'attentionDecode', 'crossentropyForward',
         'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm',

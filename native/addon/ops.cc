@@ -97,6 +97,15 @@ Napi::Value FillNormal(Args& a) {
   return Napi::Value();
 }
 
+// fillUniform(x, lo, hi, seed, stream)
+Napi::Value FillUniform(Args& a) {
+  auto x = a.tensor(0, "x");
+  float lo = static_cast<float>(a.number(1, "lo")), hi = static_cast<float>(a.number(2, "hi"));
+  DropoutRng rng = rng_arg(a, 3);
+  LAUNCH(a, fill_uniform, f32(x), x->numel(), lo, hi, rng);
+  return Napi::Value();
+}
+
 // ---- embedding -------------------------------------------------------------------------
 Napi::Value EmbeddingForward(Args& a) {
   auto out = a.tensor(0, "out"), ids = a.tensor(1, "ids", DType::I32);
@@ -431,6 +440,7 @@ const OpEntry kOps[] = {
     {"accumulate", Accumulate},
     {"copy", Copy},
     {"fillNormal", FillNormal},
+    {"fillUniform", FillUniform},
     {"embeddingForward", EmbeddingForward},
     {"embeddingBackward", EmbeddingBackward},
     {"layernormForward", LayernormForward},

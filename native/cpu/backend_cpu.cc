@@ -62,6 +62,9 @@ class CpuBackend final : public Backend {
   void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) override {
     cpu::fill_normal(x, n, mean, std, rng);
   }
+  void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng) override {
+    cpu::fill_uniform(x, n, lo, hi, rng);
+  }
 
   void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
                          int T, int C, int V, int pos0) override {

@@ -13,6 +13,7 @@ void scale(float* x, size_t n, float s);
 void add(float* out, const float* a, const float* b, size_t n);
 void accumulate(float* dst, const float* src, size_t n);
 void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng);
+void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng);
 
 void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
                        int T, int C, int V, int pos0);

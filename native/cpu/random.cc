@@ -11,4 +11,10 @@ void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) {
   });
 }
 
+void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng) {
+  parallel_for(n, 1 << 14, [&](size_t b, size_t e) {
+    for (size_t i = b; i < e; ++i) x[i] = lo + (hi - lo) * philox_uniform(rng.seed, rng.stream, i);
+  });
+}
+
 }  // namespace gptcuda::cpu

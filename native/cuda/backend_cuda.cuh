@@ -72,6 +72,7 @@ class CudaBackend final : public Backend {
   void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
 
   void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) override;
+  void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng) override;
   void dropout_forward(float* out, const float* inp, size_t n, float p,
                        DropoutRng rng) override;
   void dropout_backward(float* dinp, const float* dout, size_t n, float p,

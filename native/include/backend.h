@@ -76,6 +76,8 @@ class Backend {
 
   // x[i] = mean + std * philox_normal(rng, i): seeded initialisation on the device.
   virtual void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) = 0;
+  // x[i] = lo + (hi - lo) * philox_uniform(rng, i).
+  virtual void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng) = 0;
 
   // ---- token + position embedding ---------------------------------------------
   // out[b,t,:] = wte[ids[b,t],:] + wpe[pos0 + t,:]. ids are checked against V

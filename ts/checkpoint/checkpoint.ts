@@ -22,6 +22,7 @@ export interface StoredConfig {
   drop_rate: number;
   qkv_bias: boolean;
   tie_weights: boolean;
+  init?: 'gpt2' | 'pytorch';
 }
 
 export const toStoredConfig = (c: GPTConfig): StoredConfig => ({
@@ -33,6 +34,7 @@ export const toStoredConfig = (c: GPTConfig): StoredConfig => ({
   drop_rate: c.dropRate,
   qkv_bias: c.qkvBias,
   tie_weights: c.tieWeights,
+  init: c.init,
 });
 
 export function fromStoredConfig(s: StoredConfig): GPTConfig {
@@ -46,6 +48,7 @@ export function fromStoredConfig(s: StoredConfig): GPTConfig {
     dropRate: s.drop_rate,
     qkvBias: s.qkv_bias,
     tieWeights: s.tie_weights ?? false,
+    init: s.init ?? 'gpt2',
   };
   validateConfig(c);
   return c;

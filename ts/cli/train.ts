@@ -28,6 +28,7 @@ export interface TrainArgs {
   nHeads?: number;
   dropRate?: number;
   qkvBias?: boolean;
+  init?: 'gpt2' | 'pytorch';
   epochs: number;
   maxSteps?: number;
   batchSize: number;
@@ -64,6 +65,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('n-heads', { type: 'number', describe: 'attention heads' })
     .option('drop-rate', { type: 'number', describe: 'dropout rate' })
     .option('qkv-bias', { type: 'boolean', describe: 'bias in the Q/K/V projections' })
+    .option('init', { type: 'string', choices: ['gpt2', 'pytorch'], describe: "initialisation (default: the book's PyTorch defaults for --model book, GPT-2's for gpt2-*)" })
     .option('epochs', { type: 'number', default: 10 })
     .option('max-steps', { type: 'number', describe: 'stop after this many optimizer updates' })
     .option('batch-size', { type: 'number', default: 2 })
@@ -171,6 +173,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       nHeads: args.nHeads,
       dropRate: args.dropRate,
       qkvBias: args.qkvBias,
+      init: args.init,
     });
   }
   const modelContext = (loadedModel?.config ?? newConfig!).contextLength;

@@ -98,57 +98,66 @@ export class GPTModel {
   /** Names, shapes, initialisation and weight-decay switch of every parameter, in layout order. */
   static parameterSpecs(c: GPTConfig): ParameterSpec[] {
     const C = c.embDim;
-    const normal = { kind: 'normal', std: 0.02 } as const;
-    // GPT-2 scales the init of projections into the residual stream by
-    // 1/sqrt(2 * n_layers) so the stream's variance does not grow with depth.
-    const residual = { kind: 'normal', std: 0.02 / Math.sqrt(2 * c.nLayers) } as const;
     const zeros = { kind: 'zeros' } as const, ones = { kind: 'ones' } as const;
+    const torch = c.init === 'pytorch';
+    // PyTorch defaults: nn.Embedding N(0, 1); nn.Linear weight and bias U(+-1/sqrt(fan_in)).
+    // GPT-2: N(0, 0.02), zero biases, and projections into the residual stream
+    // scaled by 1/sqrt(2 * n_layers) so its variance does not grow with depth.
+    const embedding = torch ? ({ kind: 'normal', std: 1 } as const) : ({ kind: 'normal', std: 0.02 } as const);
+    const weight = (fanIn: number, residual = false) =>
+      torch
+        ? ({ kind: 'uniform', bound: 1 / Math.sqrt(fanIn) } as const)
+        : ({ kind: 'normal', std: residual ? 0.02 / Math.sqrt(2 * c.nLayers) : 0.02 } as const);
+    const bias = (fanIn: number) => (torch ? ({ kind: 'uniform', bound: 1 / Math.sqrt(fanIn) } as const) : zeros);
     const specs: ParameterSpec[] = [
-      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: normal, decay: true },
-      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: normal, decay: true },
+      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: embedding, decay: true },
+      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: embedding, decay: true },
     ];
     for (let l = 0; l < c.nLayers; l++) {
       const pre = `trf_blocks.${l}`;
       specs.push(
         { name: `${pre}.norm1.scale`, shape: [C], init: ones, decay: true },
         { name: `${pre}.norm1.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: normal, decay: true },
-        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: normal, decay: true },
-        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: normal, decay: true },
+        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: weight(C), decay: true },
+        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: weight(C), decay: true },
+        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: weight(C), decay: true },
       );
       if (c.qkvBias) {
         specs.push(
-          { name: `${pre}.att.W_query.bias`, shape: [C], init: zeros, decay: true },
-          { name: `${pre}.att.W_key.bias`, shape: [C], init: zeros, decay: true },
-          { name: `${pre}.att.W_value.bias`, shape: [C], init: zeros, decay: true },
+          { name: `${pre}.att.W_query.bias`, shape: [C], init: bias(C), decay: true },
+          { name: `${pre}.att.W_key.bias`, shape: [C], init: bias(C), decay: true },
+          { name: `${pre}.att.W_value.bias`, shape: [C], init: bias(C), decay: true },
         );
       }
       specs.push(
-        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: residual, decay: true },
-        { name: `${pre}.att.out_proj.bias`, shape: [C], init: zeros, decay: true },
+        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: weight(C, true), decay: true },
+        { name: `${pre}.att.out_proj.bias`, shape: [C], init: bias(C), decay: true },
         { name: `${pre}.norm2.scale`, shape: [C], init: ones, decay: true },
         { name: `${pre}.norm2.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: normal, decay: true },
-        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: zeros, decay: true },
-        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: residual, decay: true },
-        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: zeros, decay: true },
+        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: weight(C), decay: true },
+        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: bias(C), decay: true },
+        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: weight(4 * C, true), decay: true },
+        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: bias(4 * C), decay: true },
       );
     }
     specs.push(
       { name: 'final_norm.scale', shape: [C], init: ones, decay: true },
       { name: 'final_norm.shift', shape: [C], init: zeros, decay: true },
     );
-    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: normal, decay: true });
+    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: weight(C), decay: true });
     return specs;
   }
 
   /**
-   * Seeded GPT-2 initialisation, on the device: parameter k draws from RNG
-   * stream k, so values depend only on (seed, layout), not on thread counts.
+   * Seeded initialisation (config.init), on the device: parameter k draws
+   * from RNG stream k, so values depend only on (seed, layout), not on
+   * thread counts.
    */
   initialize(seed: number): void {
     this.params.params.forEach((p, k) => {
-      if (p.init.kind === 'normal') ops.fillNormal(p.value, 0, p.init.std, { seed, stream: k });
+      const rng = { seed, stream: k };
+      if (p.init.kind === 'normal') ops.fillNormal(p.value, 0, p.init.std, rng);
+      else if (p.init.kind === 'uniform') ops.fillUniform(p.value, -p.init.bound, p.init.bound, rng);
       else ops.fill(p.value, p.init.kind === 'ones' ? 1 : 0);
     });
   }

@@ -4,7 +4,11 @@
 import { Tensor, type Device } from '../tensor/tensor.js';
 import * as ops from '../tensor/ops.js';
 
-export type InitKind = { kind: 'normal'; std: number } | { kind: 'zeros' } | { kind: 'ones' };
+export type InitKind =
+  | { kind: 'normal'; std: number }
+  | { kind: 'uniform'; bound: number }
+  | { kind: 'zeros' }
+  | { kind: 'ones' };
 
 export interface ParameterSpec {
   name: string;

@@ -50,6 +50,7 @@ export interface NativeOps {
   accumulate(dst: T, src: T): void;
   copy(dst: T, src: T): void;
   fillNormal(x: T, mean: number, std: number, seed: number, stream: number): void;
+  fillUniform(x: T, lo: number, hi: number, seed: number, stream: number): void;
   embeddingForward(out: T, ids: T, wte: T, wpe: T, pos0: number): void;
   embeddingBackward(dwte: OptT, dwpe: OptT, dout: T, ids: T, pos0: number): void;
   layernormForward(out: T, mean: T, rstd: T, inp: T, weight: T, bias: T): void;

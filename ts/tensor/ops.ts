@@ -22,6 +22,9 @@ export const copy = (dst: Tensor, src: Tensor) => o().copy(h(dst), h(src));
 /** x = mean + std * N(0, 1) from the counter-based RNG: reproducible on every backend. */
 export const fillNormal = (x: Tensor, mean: number, std: number, rng: DropoutRng) =>
   o().fillNormal(h(x), mean, std, rng.seed, rng.stream);
+/** x = U[lo, hi) from the counter-based RNG. */
+export const fillUniform = (x: Tensor, lo: number, hi: number, rng: DropoutRng) =>
+  o().fillUniform(h(x), lo, hi, rng.seed, rng.stream);
 
 export const embeddingForward = (out: Tensor, ids: Tensor, wte: Tensor, wpe: Tensor, pos0 = 0) =>
   o().embeddingForward(h(out), h(ids), h(wte), h(wpe), pos0);

@@ -99,6 +99,7 @@ function gpt2Config(hp: { n_vocab: number; n_ctx: number; n_embd: number; n_head
     nLayers: hp.n_layer,
     qkvBias: true,
     tieWeights: false,
+    init: 'gpt2',
   };
   validateConfig(config);
   return config;
