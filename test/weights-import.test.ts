@@ -79,3 +79,34 @@ describe('Hugging Face safetensors', () => {
     await expect(loadModel(join(tmp, 'nope'))).rejects.toThrow(/does not exist.*download/);
   });
 });
+
+describe('train --init-from', () => {
+  test('continues pretraining from imported weights (a Hugging Face folder)', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const model = new GPTModel({ vocabSize: 50257, contextLength: 32, embDim: 16, nHeads: 2, nLayers: 1, dropRate: 0, qkvBias: true, tieWeights: false }, { seed: 9 });
+    const dir = join(tmp, 'hf-init');
+    await exportHuggingFace(model, dir);
+    const cli = join(__dirname, '..', 'dist', 'cli', 'main.js');
+    const out = join(tmp, 'run-init');
+    const events = execFileSync(process.execPath, [cli, 'train', '--init-from', dir, '--context-length', '16', '--max-steps', '2', '--out', out, '--json'], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    const start = events.find((e) => e.event === 'start');
+    // The shape comes from the weights; --context-length only sets the data windows.
+    expect(start.config).toMatchObject({ embDim: 16, nLayers: 1, contextLength: 32, qkvBias: true });
+    expect(events.filter((e) => e.event === 'step')).toHaveLength(2);
+    // Two AdamW updates move each weight by at most about 2 x lr (4e-4) from the
+    // imported values; a run from scratch would be unrelated to them.
+    const trained = await GPTModel.load(out);
+    for (const name of ['tok_emb.weight', 'trf_blocks.0.att.W_key.weight', 'trf_blocks.0.ff.layers.0.weight', 'out_head.weight']) {
+      const a = model.params.get(name).value.toFloat32Array(), b = trained.params.get(name).value.toFloat32Array();
+      let maxDiff = 0;
+      for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+      expect(maxDiff, name).toBeLessThan(1.5e-3);
+      expect(maxDiff, name).toBeGreaterThan(0);
+    }
+    trained.dispose();
+    model.dispose();
+  });
+});
