@@ -8,6 +8,7 @@
 //   CUBLAS_ROOT=<dir>          cuBLAS include/ and lib/ (e.g. an unpacked nvidia-cublas wheel)
 //   GPTCUDA_BLAS=auto|on|off   OpenBLAS for CPU GEMM (default auto)
 //   GPTCUDA_SKIP_NATIVE=1      skip the addon (TypeScript only)
+//   GPTCUDA_BUILD=gyp          use node-gyp even where cmake exists (tests the fallback)
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -17,6 +18,19 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const has = (cmd) => spawnSync(cmd, ['--version'], { stdio: 'ignore' }).status === 0;
+
+// node-gyp ships inside npm; outside an npm script its path is not in the environment.
+function findNpmNodeGyp() {
+  const npmCli = spawnSync('npm', ['root', '-g'], { encoding: 'utf8' }).stdout?.trim();
+  const candidates = [npmCli && join(npmCli, 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')];
+  for (const c of candidates) if (c && existsSync(c)) return c;
+  try {
+    return require.resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    console.error('gptcuda: neither cmake nor node-gyp was found; install cmake (recommended) or node-gyp.');
+    process.exit(1);
+  }
+}
 
 function run(cmd, args) {
   console.log(`> ${cmd} ${args.join(' ')}`);
@@ -28,7 +42,7 @@ function run(cmd, args) {
 }
 
 if (process.env.GPTCUDA_SKIP_NATIVE !== '1') {
-  if (has('cmake')) {
+  if (process.env.GPTCUDA_BUILD !== 'gyp' && has('cmake')) {
     const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
     const defs = [
       `--CDGPTCUDA_CUDA=${process.env.GPTCUDA_CUDA ?? 'auto'}`,
@@ -41,7 +55,7 @@ if (process.env.GPTCUDA_SKIP_NATIVE !== '1') {
     run(process.execPath, [cmakeJs, 'build', '--out', 'build']);
   } else {
     console.log('gptcuda: cmake not found, building the CPU backend with node-gyp (binding.gyp)');
-    const gyp = process.env.npm_config_node_gyp ?? require.resolve('node-gyp/bin/node-gyp.js');
+    const gyp = process.env.npm_config_node_gyp ?? findNpmNodeGyp();
     run(process.execPath, [gyp, 'rebuild']);
   }
 }

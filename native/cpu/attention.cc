@@ -3,6 +3,7 @@
 // recomputes the probabilities from it (same contract as the CUDA kernels).
 // Work is split over (batch, head) pairs, which touch disjoint parts of every
 // output, so no two threads ever write the same value.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -31,37 +32,70 @@ struct Layout {
 
 }  // namespace
 
+// Per (batch, head) the keys and values are first transposed into [hs, T]
+// panels, so score rows (q . k_s for all s) and their gradients become long
+// axpy/dot loops over s that vectorise without a horizontal reduction per
+// score. Dropout multipliers for a row are drawn in one loop (vectorisable
+// Philox) before they are used.
+
+namespace {
+
+// Kt[c * T + s] = k_s[c]  (likewise for V)
+void load_transposed(float* Kt, float* Vt, const float* qkv, const Layout& L, int b, int h) {
+  for (int s = 0; s < L.T; ++s) {
+    const float* k = L.k(qkv, b, s, h);
+    const float* v = L.v(qkv, b, s, h);
+    for (int c = 0; c < L.hs; ++c) {
+      Kt[size_t(c) * L.T + s] = k[c];
+      Vt[size_t(c) * L.T + s] = v[c];
+    }
+  }
+}
+
+// row[s] = scale * q . k_s for s in [0, n)
+void score_row(float* row, const float* q, const float* Kt, int T, int hs, int n, float scale) {
+  for (int s = 0; s < n; ++s) row[s] = 0.f;
+  for (int c = 0; c < hs; ++c) axpy(row, q[c] * scale, Kt + size_t(c) * T, n);
+}
+
+// mult[s] = 1/(1-p) where element (t, s) is kept, else 0.
+void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float p, DropoutRng rng) {
+  const float keep_scale = 1.0f / (1.0f - p);
+  const uint64_t base = L.drop_index(b, h, t, 0);
+#pragma omp simd
+  for (int s = 0; s < n; ++s) mult[s] = dropout_keep(rng.seed, rng.stream, base + s, p) ? keep_scale : 0.f;
+}
+
+}  // namespace
+
 void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                        float dropout_p, DropoutRng rng) {
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
-  const float keep_scale = 1.0f / (1.0f - dropout_p);
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
-    std::vector<float> scores(T);
+    std::vector<float> Kt(size_t(L.hs) * T), Vt(size_t(L.hs) * T), row(T), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
+      load_transposed(Kt.data(), Vt.data(), qkv, L, b, h);
       for (int t = 0; t < T; ++t) {
-        const float* q = L.q(qkv, b, t, h);
+        const int n = t + 1;
+        score_row(row.data(), L.q(qkv, b, t, h), Kt.data(), T, L.hs, n, scale);
         float mx = -INFINITY;
-        for (int s = 0; s <= t; ++s) {
-          scores[s] = dot(q, L.k(qkv, b, s, h), L.hs) * scale;
-          mx = scores[s] > mx ? scores[s] : mx;
-        }
-        float total = 0.f;
-        for (int s = 0; s <= t; ++s) {
-          scores[s] = std::exp(scores[s] - mx);
-          total += scores[s];
-        }
+        for (int s = 0; s < n; ++s) mx = row[s] > mx ? row[s] : mx;
+#pragma omp simd
+        for (int s = 0; s < n; ++s) row[s] = exp_fast(row[s] - mx);
+        const float total = sum(row.data(), n);
         lse[bh * T + t] = mx + std::log(total);
-        float* o = out + L.o(b, t, h);
-        for (int c = 0; c < L.hs; ++c) o[c] = 0.f;
-        float inv = 1.0f / total;
-        for (int s = 0; s <= t; ++s) {
-          float p = scores[s] * inv;
-          if (dropout_p > 0.f)
-            p = dropout_keep(rng.seed, rng.stream, L.drop_index(b, h, t, s), dropout_p) ? p * keep_scale : 0.f;
-          axpy(o, p, L.v(qkv, b, s, h), L.hs);
+        const float inv = 1.0f / total;
+        if (dropout_p > 0.f) {
+          dropout_row(mult.data(), L, b, h, t, n, dropout_p, rng);
+          for (int s = 0; s < n; ++s) row[s] *= inv * mult[s];
+        } else {
+          for (int s = 0; s < n; ++s) row[s] *= inv;
         }
+        // o_t[c] = sum_s row[s] v_s[c], as long dot products over s.
+        float* o = out + L.o(b, t, h);
+        for (int c = 0; c < L.hs; ++c) o[c] = dot(row.data(), Vt.data() + size_t(c) * T, n);
       }
     }
   });
@@ -76,31 +110,49 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
                         DropoutRng rng) {
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
-  const float keep_scale = 1.0f / (1.0f - dropout_p);
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
+    const size_t panel = size_t(L.hs) * T;
+    std::vector<float> Kt(panel), Vt(panel), dKt(panel), dVt(panel);
+    std::vector<float> P(T), Pd(T), dP(T), dS(T), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
+      load_transposed(Kt.data(), Vt.data(), qkv, L, b, h);
+      std::fill(dKt.begin(), dKt.end(), 0.f);
+      std::fill(dVt.begin(), dVt.end(), 0.f);
       for (int t = 0; t < T; ++t) {
+        const int n = t + 1;
         const float* q = L.q(qkv, b, t, h);
         const float* dO = dout + L.o(b, t, h);
-        float D = dot(dO, out + L.o(b, t, h), L.hs);
-        float row_lse = lse[bh * T + t];
-        float* dq = dqkv + (L.q(qkv, b, t, h) - qkv);
-        for (int s = 0; s <= t; ++s) {
-          const float* k = L.k(qkv, b, s, h);
-          const float* v = L.v(qkv, b, s, h);
-          float p = std::exp(dot(q, k, L.hs) * scale - row_lse);
-          float dp = dot(dO, v, L.hs);
-          float p_dropped = p;
-          if (dropout_p > 0.f) {
-            bool keep = dropout_keep(rng.seed, rng.stream, L.drop_index(b, h, t, s), dropout_p);
-            p_dropped = keep ? p * keep_scale : 0.f;
-            dp = keep ? dp * keep_scale : 0.f;
+        const float D = dot(dO, out + L.o(b, t, h), L.hs);
+        const float row_lse = lse[bh * T + t];
+        score_row(P.data(), q, Kt.data(), T, L.hs, n, scale);
+#pragma omp simd
+        for (int s = 0; s < n; ++s) P[s] = exp_fast(P[s] - row_lse);
+        for (int s = 0; s < n; ++s) dP[s] = 0.f;
+        for (int c = 0; c < L.hs; ++c) axpy(dP.data(), dO[c], Vt.data() + size_t(c) * T, n);
+        if (dropout_p > 0.f) {
+          dropout_row(mult.data(), L, b, h, t, n, dropout_p, rng);
+          for (int s = 0; s < n; ++s) {
+            Pd[s] = P[s] * mult[s];
+            dP[s] *= mult[s];
           }
-          float ds = p * (dp - D) * scale;
-          axpy(dqkv + (v - qkv), p_dropped, dO, L.hs);  // dV
-          axpy(dq, ds, k, L.hs);                          // dQ
-          axpy(dqkv + (k - qkv), ds, q, L.hs);            // dK
+        } else {
+          for (int s = 0; s < n; ++s) Pd[s] = P[s];
+        }
+        for (int s = 0; s < n; ++s) dS[s] = P[s] * (dP[s] - D) * scale;
+        float* dq = dqkv + (q - qkv);
+        for (int c = 0; c < L.hs; ++c) {
+          dq[c] += dot(dS.data(), Kt.data() + size_t(c) * T, n);
+          axpy(dKt.data() + size_t(c) * T, q[c], dS.data(), n);
+          axpy(dVt.data() + size_t(c) * T, dO[c], Pd.data(), n);
+        }
+      }
+      for (int s = 0; s < T; ++s) {
+        float* dk = dqkv + (L.k(qkv, b, s, h) - qkv);
+        float* dv = dqkv + (L.v(qkv, b, s, h) - qkv);
+        for (int c = 0; c < L.hs; ++c) {
+          dk[c] += dKt[size_t(c) * T + s];
+          dv[c] += dVt[size_t(c) * T + s];
         }
       }
     }

@@ -2,6 +2,7 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "vec.h"
 
 namespace gptcuda::cpu {
 
@@ -9,9 +10,11 @@ namespace {
 // Returns max and log(sum(exp(x - max))) of one row.
 inline void row_logsumexp(const float* x, int V, float* max_out, float* log_sum_out) {
   float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
   for (int j = 0; j < V; ++j) mx = x[j] > mx ? x[j] : mx;
   float sum = 0.f;
-  for (int j = 0; j < V; ++j) sum += std::exp(x[j] - mx);
+#pragma omp simd reduction(+ : sum)
+  for (int j = 0; j < V; ++j) sum += exp_fast(x[j] - mx);
   *max_out = mx;
   *log_sum_out = std::log(sum);
 }
@@ -51,7 +54,8 @@ void crossentropy_forward_backward(float* losses, float* dlogits, const float* l
       float target_logit = x[target];  // read before d (which may alias x) is written
       losses[i] = log_sum - (target_logit - mx);
       float shift = mx + log_sum;
-      for (int j = 0; j < V; ++j) d[j] = dloss * std::exp(x[j] - shift);
+#pragma omp simd
+      for (int j = 0; j < V; ++j) d[j] = dloss * exp_fast(x[j] - shift);
       d[target] -= dloss;
     }
   });
