@@ -2,30 +2,37 @@
 
 #include "kernels.h"
 #include "parallel.h"
+#include "vec.h"
 
 namespace gptcuda::cpu {
 
 // GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+// With e = exp(2u): 1 + tanh(u) = 2e / (e + 1) and sech^2(u) = 4e / (e + 1)^2,
+// forms without cancellation in the tails, over the vectorisable exp (libm's
+// tanhf is a scalar call that made GELU a fifth of a CPU training step).
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
 void gelu_forward(float* out, const float* inp, size_t n) {
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
+#pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
       float x = inp[i];
-      float u = kGeluScale * (x + 0.044715f * x * x * x);
-      out[i] = 0.5f * x * (1.0f + std::tanh(u));
+      float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
+      out[i] = x * (e / (e + 1.0f));  // e / (e + 1) first: x * e can overflow
     }
   });
 }
 
 void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
+#pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
       float x = inp[i];
-      float u = kGeluScale * (x + 0.044715f * x * x * x);
-      float th = std::tanh(u);
-      float sech2 = 1.0f - th * th;
-      float grad = 0.5f * (1.0f + th) + 0.5f * x * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
+      float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
+      float r = 1.0f / (e + 1.0f);
+      float half_one_plus_tanh = e * r;
+      float half_sech2 = 2.0f * (half_one_plus_tanh * r);
+      float grad = half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
       dinp[i] += grad * dout[i];
     }
   });
