@@ -2,6 +2,11 @@
 // `npm run gpu-check` on a machine with an NVIDIA GPU: builds the addon with
 // the CUDA backend, runs the CUDA parity tests (every op, the whole model),
 // then the GPU benchmark, and prints a short table last.
+//
+// On this project's lent GPU machine (no Node there): here, `npm install`
+// and `bash ../shared/gpu/pack.sh`; then run through the device tool with
+// carry [".gpu", "dist"] and the command `bash .gpu/remote.sh npm run gpu-check`
+// (pack.sh leaves the TypeScript compiler out, so dist/ travels prebuilt).
 import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
