@@ -110,3 +110,22 @@ describe('train --init-from', () => {
     model.dispose();
   });
 });
+
+describe('--model with --models-dir', () => {
+  test('resolves a GPT-2 preset to the downloaded folder, or says how to download it', async () => {
+    const { execFileSync, spawnSync } = await import('node:child_process');
+    const { cpSync } = await import('node:fs');
+    const cli = join(__dirname, '..', 'dist', 'cli', 'main.js');
+    const models = join(tmp, 'models');
+    cpSync(TOY, join(models, '124M'), { recursive: true });
+    const out = JSON.parse(execFileSync(process.execPath, [cli, 'generate', '--model', 'gpt2-small', '--models-dir', models, '--prompt', 'a', '--max-new-tokens', '3', '--json'], { encoding: 'utf8' }));
+    expect(out.ids).toHaveLength(4);
+    // The toy's greedy continuation, computed through the library from the fixture itself.
+    const { model } = await loadModel(TOY);
+    expect(await model.generate([out.ids[0]], { maxNewTokens: 3 })).toEqual(out.ids);
+    model.dispose();
+    const missing = spawnSync(process.execPath, [cli, 'eval', '--model', 'gpt2-medium', '--models-dir', models], { encoding: 'utf8' });
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toMatch(/355M does not exist: run `gptcuda download --model 355M/);
+  });
+});

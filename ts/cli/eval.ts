@@ -3,11 +3,13 @@ import type { Argv } from 'yargs';
 import { createLoaders, loadText } from '../data/dataset.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { loaderLoss, perplexity } from '../train/loss.js';
-import { loadModel } from '../weights/load.js';
+import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { DEFAULT_DATA } from './train.js';
 
 export interface EvalArgs {
-  weights: string;
+  weights?: string;
+  model?: string;
+  modelsDir: string;
   data?: string[];
   contextLength?: number;
   batchSize: number;
@@ -19,7 +21,9 @@ export interface EvalArgs {
 export function evalCommand(y: Argv): Argv<EvalArgs> {
   return y
     .usage('$0 eval --weights <checkpoint-or-dir> [options]\n\nTrain and validation loss and perplexity over all windows of a text (the book\'s calc_loss_loader with every batch).')
-    .option('weights', { type: 'string', demandOption: 'give --weights: a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors', describe: 'model to evaluate' })
+    .option('weights', { type: 'string', describe: 'model to evaluate: a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
+    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
+    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' })
     .option('data', { type: 'string', array: true, describe: 'text file(s) or directory (default: bundled the-verdict.txt)' })
     .option('context-length', { type: 'number', describe: "window length (default and maximum: the model's context)" })
     .option('batch-size', { type: 'number', default: 2 })
@@ -32,7 +36,9 @@ export function evalCommand(y: Argv): Argv<EvalArgs> {
 
 export async function runEval(args: EvalArgs): Promise<Record<string, number>> {
   const { device } = resolveDevice(args.device);
-  const { model } = await loadModel(args.weights, { device });
+  const weights = args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+  if (!weights) throw new Error('eval needs --weights <checkpoint-or-dir>, or --model gpt2-small|... with downloaded weights');
+  const { model } = await loadModel(weights, { device });
   try {
     const T = args.contextLength ?? model.config.contextLength;
     if (T > model.config.contextLength)

@@ -2,10 +2,12 @@
 import type { Argv } from 'yargs';
 import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
-import { loadModel } from '../weights/load.js';
+import { loadModel, resolvePresetWeights } from '../weights/load.js';
 
 export interface GenerateArgs {
   weights?: string;
+  model?: string;
+  modelsDir: string;
   prompt: string;
   maxNewTokens: number;
   temperature: number;
@@ -21,6 +23,8 @@ export function generateCommand(y: Argv): Argv<GenerateArgs> {
   return y
     .usage('$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.')
     .option('weights', { type: 'string', describe: 'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
+    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
+    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' })
     .option('prompt', { type: 'string', default: 'Every effort moves you' })
     .option('max-new-tokens', { type: 'number', default: 25 })
     .option('temperature', { type: 'number', default: 0, describe: '0 = greedy' })
@@ -36,10 +40,11 @@ export function generateCommand(y: Argv): Argv<GenerateArgs> {
 }
 
 export async function runGenerate(args: GenerateArgs): Promise<void> {
-  if (!args.weights)
+  const weights = args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+  if (!weights)
     throw new Error('generate needs --weights: train a model first (`gptcuda train`, then --weights runs/<run>) or download GPT-2 (`gptcuda download --model 124M`, then --weights models/124M)');
   const { device } = resolveDevice(args.device);
-  const { model } = await loadModel(args.weights, { device });
+  const { model } = await loadModel(weights, { device });
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);

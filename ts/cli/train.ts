@@ -12,7 +12,7 @@ import { PACKAGE_ROOT } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
-import { loadModel } from '../weights/load.js';
+import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { JsonLines, Progress, formatDuration } from './progress.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
@@ -21,6 +21,7 @@ export interface TrainArgs {
   data?: string[];
   model?: string;
   initFrom?: string;
+  modelsDir?: string;
   resume?: string;
   contextLength?: number;
   embDim?: number;
@@ -57,6 +58,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
     .option('data', { type: 'string', array: true, describe: 'text file(s) or a directory of .txt files (default: bundled the-verdict.txt)' })
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl', default: undefined })
+    .option('models-dir', { type: 'string', describe: 'with --model gpt2-*: start from the GPT-2 weights downloaded there (as --init-from)' })
     .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
     .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint)' })
     .option('context-length', { type: 'number', describe: 'context length (model and data windows)' })
@@ -160,9 +162,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   // initialisation takes a while for the larger presets.
   let loadedModel: GPTModel | null = null;
   let newConfig: GPTConfig | null = null;
+  const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
   if (resumed) loadedModel = resumed.model;
-  else if (args.initFrom) {
-    loadedModel = (await loadModel(args.initFrom, { device })).model;
+  else if (initFrom) {
+    loadedModel = (await loadModel(initFrom, { device })).model;
     if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
     loadedModel.dropoutSeed = args.seed;
   } else {

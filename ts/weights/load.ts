@@ -55,6 +55,23 @@ export async function detectWeights(pathArg: string): Promise<WeightsSource> {
   throw new Error(`${pathArg}: unrecognised weights file (expected a gptcuda checkpoint .tar, a .safetensors file, or an OpenAI folder)`);
 }
 
+/** OpenAI's release names of the GPT-2 presets (folders made by `gptcuda download`). */
+export const OPENAI_SIZE_OF_PRESET: Record<string, string> = {
+  'gpt2-small': '124M',
+  'gpt2-medium': '355M',
+  'gpt2-large': '774M',
+  'gpt2-xl': '1558M',
+};
+
+/** `--model gpt2-small --models-dir models` -> models/124M, with a clear error when it is missing. */
+export function resolvePresetWeights(preset: string, modelsDir: string): string {
+  const size = OPENAI_SIZE_OF_PRESET[preset];
+  if (!size) throw new Error(`--model ${preset} has no published weights; choose one of ${Object.keys(OPENAI_SIZE_OF_PRESET).join(', ')}`);
+  const dir = join(modelsDir, size);
+  if (!existsSync(dir)) throw new Error(`${dir} does not exist: run \`gptcuda download --model ${size} --dir ${modelsDir}\` first`);
+  return dir;
+}
+
 export async function loadModel(pathArg: string, options: { device?: Device } = {}): Promise<LoadedModel> {
   const source = await detectWeights(pathArg);
   let model: GPTModel;
