@@ -56,7 +56,9 @@ if (process.env.GPTCUDA_SKIP_NATIVE !== '1') {
   } else {
     console.log('gptcuda: cmake not found, building the CPU backend with node-gyp (binding.gyp)');
     const gyp = process.env.npm_config_node_gyp ?? findNpmNodeGyp();
-    run(process.execPath, [gyp, 'rebuild']);
+    // Headers from npm's nodedir or the system's Node, so nothing is downloaded.
+    const nodedir = process.env.npm_config_nodedir ?? (existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
+    run(process.execPath, [gyp, 'rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])]);
   }
 }
 
