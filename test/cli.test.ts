@@ -344,3 +344,16 @@ describe('clear errors', () => {
     expectCleanError(b, /weights not found/);
   });
 });
+
+describe('tokenize', () => {
+  it('writes a token file that train streams, split by tokens, with the same windows as the text', async () => {
+    const tok = join(root, 'verdict.tok');
+    const r = await cliOk(['tokenize', DATA, '--out', tok, '--json']);
+    expect(JSON.parse(r.stdout.trim())).toMatchObject({ tokens: 5145 });
+    const run = await cliOk(['train', '--data', tok, ...TINY, '--max-steps', '2', '--out', join(root, 'tokrun'), '--json']);
+    const start = jsonLines(run.stdout).find((e) => e.event === 'start')!;
+    // 90% of 5,145 tokens, split by tokens rather than characters.
+    expect(start.train_tokens).toBe(Math.floor(0.9 * 5145));
+    expect(jsonLines(run.stdout).filter((e) => e.event === 'step')).toHaveLength(2);
+  });
+});

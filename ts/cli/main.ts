@@ -5,11 +5,18 @@ import { hideBin } from 'yargs/helpers';
 import { evalCommand, runEval, type EvalArgs } from './eval.js';
 import { generateCommand, runGenerate, type GenerateArgs } from './generate.js';
 import { infoCommand, runInfo } from './info.js';
+import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
 import { runTrain, trainCommand, type TrainArgs } from './train.js';
 
 // Each command file types its own options; yargs only needs a builder.
 const builder = (f: (y: Argv) => unknown) => f as (y: Argv) => Argv;
+
+// `gptcuda train --json | head` closes stdout early: exit quietly, as Unix tools do.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -22,6 +29,7 @@ async function main(): Promise<void> {
     .command('download', "download OpenAI's GPT-2 weights", builder(downloadCommand), async (a) => { await runDownload(a as never); })
     .command('inspect <path>', 'list the tensors and config of weights', builder(inspectCommand), async (a) => { await runInspect(a as never); })
     .command('export', 'export weights for Hugging Face transformers', builder(exportCommand), async (a) => { await runExport(a as never); })
+    .command('tokenize <inputs..>', 'pre-tokenise a large corpus into a token file', builder(tokenizeCommand), async (a) => { await runTokenize(a as never); })
     .command('info', 'backends, devices, CUDA status', builder(infoCommand), async (a) => { await runInfo(a as unknown as { json: boolean }); })
     .example('$0 train', "train the book's model on the bundled text")
     .example('$0 generate --weights runs/<run> --prompt "Every effort moves you"', 'sample from it')

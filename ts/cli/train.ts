@@ -1,10 +1,11 @@
 // `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
-import { mkdirSync, writeFileSync, appendFileSync, existsSync, statSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { checkpointFileName, latestCheckpoint, pruneCheckpoints } from '../checkpoint/archive.js';
+import { atomicWriteFile } from '../checkpoint/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
-import { createLoaders, loadText } from '../data/dataset.js';
+import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
 import { resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -96,6 +97,22 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
 }
 
+function isTokenFile(path: string): boolean {
+  try {
+    if (!statSync(path).isFile()) return false;
+    const fd = openSync(path, 'r');
+    try {
+      const magic = Buffer.alloc(TOKEN_FILE_MAGIC.length);
+      readSync(fd, magic, 0, magic.length, 0);
+      return magic.toString('ascii') === TOKEN_FILE_MAGIC;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return false;
+  }
+}
+
 function timestamp(): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, '0');
@@ -156,7 +173,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   // Data settings come from the checkpoint on resume, so the order continues.
   const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
   const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
-  const text = loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+  // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
+  const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+  const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
   // A new model is built only once the data is known to be usable: its
   // initialisation takes a while for the larger presets.
@@ -193,7 +212,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     seed: (dataCfg?.seed as number | undefined) ?? args.seed,
   };
   const loaders = createLoaders({
-    text,
+    ...(tokenFile ? { ids: tokenFile } : { text }),
     trainRatio: loaderConfig.train_ratio,
     contextLength: loaderConfig.context_length,
     stride: loaderConfig.stride,
@@ -255,10 +274,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
   let lastTick = performance.now();
   let rate = 0;
-  const writePlot = () => {
+  // The plot is replaced atomically: a viewer never sees half an SVG.
+  const writePlot = async () => {
     const h = trainer.state.history;
     if (h.trainLosses.length === 0) return;
-    writeFileSync(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
+    await atomicWriteFile(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
   };
 
   const onEvent = (e: TrainEvent) => {
@@ -310,7 +330,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const record = { event: 'checkpoint', step: t.state.step, path };
     log(record);
     if (json) json.write(record);
-    writePlot();
+    await writePlot();
   };
 
   let summary: TrainSummary;
@@ -321,7 +341,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     process.off('SIGTERM', sigterm);
     progress.finish();
   }
-  writePlot();
+  await writePlot();
   const done = { event: 'done', ...summary, run_dir: runDir };
   log(done);
   if (json) {
