@@ -54,8 +54,17 @@ void load_transposed(float* Kt, float* Vt, const float* qkv, const Layout& L, in
 
 // row[s] = scale * q . k_s for s in [0, n)
 void score_row(float* row, const float* q, const float* Kt, int T, int hs, int n, float scale) {
+  float qs[256];  // hs <= 256 (checked by the binding)
+  for (int c = 0; c < hs; ++c) qs[c] = q[c] * scale;
   for (int s = 0; s < n; ++s) row[s] = 0.f;
-  for (int c = 0; c < hs; ++c) axpy(row, q[c] * scale, Kt + size_t(c) * T, n);
+  panel_axpy(row, qs, Kt, T, hs, n);
+}
+
+// out[c] += dot(y, panel row c) for every row c of a [rows, T] panel.
+void panel_dots(float* out, const float* y, const float* panel, int T, int rows, int n) {
+  int c = 0;
+  for (; c + 4 <= rows; c += 4) dot4(out + c, y, panel + size_t(c) * T, T, n);
+  for (; c < rows; ++c) out[c] += dot(y, panel + size_t(c) * T, n);
 }
 
 // mult[s] = 1/(1-p) where element (t, s) is kept, else 0.
@@ -95,7 +104,8 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
         }
         // o_t[c] = sum_s row[s] v_s[c], as long dot products over s.
         float* o = out + L.o(b, t, h);
-        for (int c = 0; c < L.hs; ++c) o[c] = dot(row.data(), Vt.data() + size_t(c) * T, n);
+        for (int c = 0; c < L.hs; ++c) o[c] = 0.f;
+        panel_dots(o, row.data(), Vt.data(), T, L.hs, n);
       }
     }
   });
@@ -129,7 +139,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
 #pragma omp simd
         for (int s = 0; s < n; ++s) P[s] = exp_fast(P[s] - row_lse);
         for (int s = 0; s < n; ++s) dP[s] = 0.f;
-        for (int c = 0; c < L.hs; ++c) axpy(dP.data(), dO[c], Vt.data() + size_t(c) * T, n);
+        panel_axpy(dP.data(), dO, Vt.data(), T, L.hs, n);
         if (dropout_p > 0.f) {
           dropout_row(mult.data(), L, b, h, t, n, dropout_p, rng);
           for (int s = 0; s < n; ++s) {
@@ -140,9 +150,8 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
           for (int s = 0; s < n; ++s) Pd[s] = P[s];
         }
         for (int s = 0; s < n; ++s) dS[s] = P[s] * (dP[s] - D) * scale;
-        float* dq = dqkv + (q - qkv);
+        panel_dots(dqkv + (q - qkv), dS.data(), Kt.data(), T, L.hs, n);
         for (int c = 0; c < L.hs; ++c) {
-          dq[c] += dot(dS.data(), Kt.data() + size_t(c) * T, n);
           axpy(dKt.data() + size_t(c) * T, q[c], dS.data(), n);
           axpy(dVt.data() + size_t(c) * T, dO[c], Pd.data(), n);
         }
