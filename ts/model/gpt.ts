@@ -13,7 +13,7 @@ import * as ops from '../tensor/ops.js';
 import { native, type NativeRecording } from '../tensor/native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { generate, stream, type GenerateOptions } from '../generate/generate.js';
-import { ActivationPool, type Activations } from './activations.js';
+import { ActivationPool, type Activations, type LayerActivations } from './activations.js';
 import { validateConfig, type GPTConfig } from './config.js';
 
 interface Param {
@@ -199,22 +199,8 @@ export class GPTModel {
       return out;
     };
     ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, 0);
-    let x = dropped(acts.embDrop, acts.emb, 0);
-    for (let l = 0; l < cfg.nLayers; l++) {
-      const w = this.blocks[l], a = acts.layers[l];
-      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
-      ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
-      ops.attentionForward(a.att, a.lse, a.qkv, cfg.nHeads, p, rng(1 + 3 * l));
-      ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
-      ops.add(a.res2, x, dropped(a.projDrop, a.proj, 2 + 3 * l));
-      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
-      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
-      ops.geluForward(a.gelu, a.fc);
-      ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
-      ops.add(a.res3, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l));
-      x = a.res3;
-    }
-    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
+    const x = dropped(acts.embDrop, acts.emb, 0);
+    this.blocksForward(acts, x, (l, a) => ops.attentionForward(a.att, a.lse, a.qkv, cfg.nHeads, p, rng(1 + 3 * l)), dropped);
     ops.matmulForward(acts.logits, acts.lnf, this.outHead.value, null);
     this.last = { acts, training, grad, stream0 };
     if (!targets) return NaN;
@@ -234,6 +220,34 @@ export class GPTModel {
     let sum = 0;
     for (let i = 0; i < losses.length; i++) sum += losses[i];
     return sum / valid;
+  }
+
+  /**
+   * The transformer blocks and the final LayerNorm over the residual stream x:
+   * `attend` fills a.att from a.qkv (training attention or KV-cache decoding),
+   * `dropped` applies residual dropout (or passes its input through).
+   */
+  private blocksForward(
+    acts: Activations,
+    x: Tensor,
+    attend: (layer: number, a: LayerActivations) => void,
+    dropped: (out: Tensor, inp: Tensor, site: number) => Tensor,
+  ): void {
+    for (let l = 0; l < this.config.nLayers; l++) {
+      const w = this.blocks[l], a = acts.layers[l];
+      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
+      ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
+      attend(l, a);
+      ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
+      ops.add(a.res2, x, dropped(a.projDrop, a.proj, 2 + 3 * l));
+      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
+      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
+      ops.geluForward(a.gelu, a.fc);
+      ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
+      ops.add(a.res3, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l));
+      x = a.res3;
+    }
+    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
   }
 
   /** Logits [B, T, V] of the last forward without gradient. */
@@ -349,22 +363,7 @@ export class GPTModel {
     const acts = this.pool.get(B, T);
     acts.ids.write(ids);
     ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, pos0);
-    let x = acts.emb;
-    for (let l = 0; l < cfg.nLayers; l++) {
-      const w = this.blocks[l], a = acts.layers[l];
-      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
-      ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
-      ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, pos0);
-      ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
-      ops.add(a.res2, x, a.proj);
-      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
-      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
-      ops.geluForward(a.gelu, a.fc);
-      ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
-      ops.add(a.res3, a.res2, a.fc2);
-      x = a.res3;
-    }
-    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
+    this.blocksForward(acts, acts.emb, (l, a) => ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, pos0), (_out, inp) => inp);
     this.last = null;
     const V = cfg.vocabSize, C = cfg.embDim;
     if (B === 1) {
