@@ -8,7 +8,7 @@
 // Each token's forward pass runs on a worker thread (a recorded op sequence
 // replayed by a Napi::AsyncWorker), so the event loop stays free while the
 // model computes, and an AbortSignal stops generation within one token.
-import type { GPTModel, KVCache } from '../model/gpt.js';
+import { lastPositionRows, type GPTModel, type KVCache } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
 import { nextToken, validateSampling, type SamplingOptions } from './sampling.js';
 
@@ -116,25 +116,24 @@ export class LogitSource {
     const len = seqs[0].length;
     if (appended && len <= ctx && this.cached === len - 1)
       return { ids: Int32Array.from(seqs.map((s) => s[len - 1])), T: 1, pos0: len - 1 };
-    const T = Math.min(len, ctx);
+    const { ids, T } = this.window(seqs);
+    return { ids, T, pos0: 0 };
+  }
+
+  /** The last contextLength tokens of every sequence, as one [B, T] batch. */
+  private window(seqs: number[][]): { ids: Int32Array; T: number } {
+    const len = seqs[0].length;
+    const T = Math.min(len, this.model.config.contextLength);
     const ids = new Int32Array(this.B * T);
     seqs.forEach((s, b) => ids.set(s.slice(len - T), b * T));
-    return { ids, T, pos0: 0 };
+    return { ids, T };
   }
 
   /** Without a cache: the full forward over the last contextLength tokens. */
   private recompute(seqs: number[][]): Float32Array {
-    const ctx = this.model.config.contextLength;
-    const len = seqs[0].length;
-    const T = Math.min(len, ctx);
-    const ids = new Int32Array(this.B * T);
-    seqs.forEach((s, b) => ids.set(s.slice(len - T), b * T));
+    const { ids, T } = this.window(seqs);
     this.model.forward(ids, this.B, T);
-    const all = this.model.logits().toFloat32Array();
-    const V = this.model.config.vocabSize;
-    const out = new Float32Array(this.B * V);
-    for (let b = 0; b < this.B; b++) out.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
-    return out;
+    return lastPositionRows(this.model.logits().toFloat32Array(), this.B, T, this.model.config.vocabSize);
   }
 
   dispose(): void {

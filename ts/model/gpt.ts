@@ -344,12 +344,9 @@ export class GPTModel {
   }
 
   private lastLogits(out: Tensor, B: number, T: number): Float32Array {
-    const V = this.config.vocabSize;
     const all = out.toFloat32Array();
     if (out.shape[0] === B && out.shape.length === 2) return all;
-    const result = new Float32Array(B * V);
-    for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
-    return result;
+    return lastPositionRows(all, B, T, this.config.vocabSize);
   }
 
   /** Validates and issues the ops of a cached forward; returns the logits tensor to read. */
@@ -413,6 +410,13 @@ export class GPTModel {
     this.pool.dispose();
     this.params.dispose();
   }
+}
+
+/** Rows [B, V] of the last position of each sequence in logits [B, T, V]. */
+export function lastPositionRows(all: Float32Array, B: number, T: number, V: number): Float32Array {
+  const result = new Float32Array(B * V);
+  for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
+  return result;
 }
 
 /** Keys and values of past positions, per layer: [B, heads, context, head_dim]. */
