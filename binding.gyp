@@ -16,6 +16,7 @@
       "defines": [
         "NAPI_VERSION=8",
         "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
         "GPTCUDA_BLAS_NAME=\"none (internal blocked GEMM)\"",
         "GPTCUDA_CUDA_STATUS=\"not built (node-gyp fallback build is CPU only)\""

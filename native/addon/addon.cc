@@ -71,8 +71,12 @@ Napi::Value CreateTensor(const Napi::CallbackInfo& info) {
   if (storage->bytes % 4 != 0) {
     // bf16 tensors with an odd element count: zero the last half-word too.
     std::vector<char> zero(storage->bytes % 4, 0);
-    backend->upload(static_cast<char*>(storage->data) + storage->bytes - zero.size(), zero.data(),
-                    zero.size());
+    try {
+      backend->upload(static_cast<char*>(storage->data) + storage->bytes - zero.size(), zero.data(),
+                      zero.size());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, std::string("createTensor: ") + e.what());
+    }
   }
   return NativeTensor::New(env, std::move(storage), 0, std::move(shape), dtype, true);
 }

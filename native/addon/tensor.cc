@@ -142,24 +142,31 @@ Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// read(): copies the elements to a new Float32Array / Int32Array.
+// read(): copies the elements to a new Float32Array / Int32Array. On a GPU this
+// is where queued work is waited for, so its asynchronous failures surface here.
 Napi::Value NativeTensor::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed()) throw Napi::Error::New(env, "read: tensor " + describe() + " was disposed");
   size_t n = numel();
-  if (dtype_ == DType::F32) {
-    auto arr = Napi::Float32Array::New(env, n);
-    if (n) backend()->download(arr.Data(), data(), n * 4);
+  try {
+    if (dtype_ == DType::F32) {
+      auto arr = Napi::Float32Array::New(env, n);
+      if (n) backend()->download(arr.Data(), data(), n * 4);
+      return arr;
+    }
+    if (dtype_ == DType::I32) {
+      auto arr = Napi::Int32Array::New(env, n);
+      if (n) backend()->download(arr.Data(), data(), n * 4);
+      return arr;
+    }
+    auto arr = Napi::Uint16Array::New(env, n);
+    if (n) backend()->download(arr.Data(), data(), n * 2);
     return arr;
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("read: ") + e.what());
   }
-  if (dtype_ == DType::I32) {
-    auto arr = Napi::Int32Array::New(env, n);
-    if (n) backend()->download(arr.Data(), data(), n * 4);
-    return arr;
-  }
-  auto arr = Napi::Uint16Array::New(env, n);
-  if (n) backend()->download(arr.Data(), data(), n * 2);
-  return arr;
 }
 
 // write(typedArray): copies exactly numel elements of matching dtype in.
@@ -181,7 +188,11 @@ Napi::Value NativeTensor::Write(const Napi::CallbackInfo& info) {
                                          std::to_string(numel()));
   if (numel()) {
     const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    backend()->upload(data(), src, numel() * dtype_size(dtype_));
+    try {
+      backend()->upload(data(), src, numel() * dtype_size(dtype_));
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, std::string("write: ") + e.what());
+    }
   }
   return env.Undefined();
 }

@@ -34,8 +34,13 @@ struct Storage {
   }
 
  private:
-  void release_memory() {
-    if (data) backend->release(data);
+  void release_memory() noexcept {
+    // Runs from destructors (garbage collection): never throws. release() only
+    // fails for a pointer the backend did not allocate, which cannot happen here.
+    try {
+      if (data) backend->release(data);
+    } catch (...) {
+    }
     data = nullptr;
   }
 };
