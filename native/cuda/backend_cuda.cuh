@@ -158,8 +158,11 @@ class CudaBackend final : public Backend {
   void* scratch_ptr_[kScratchCount] = {};
   size_t scratch_size_[kScratchCount] = {};
 
-  // cuBLASLt plans for matmul_forward with bias, keyed by shape (the path is
-  // only taken with 16-byte aligned pointers, which the plans assume).
+  // cuBLASLt plans for matmul_forward with bias, keyed by shape and the bias
+  // pointer's alignment class (16..256 bytes): the heuristic infers the bias
+  // alignment from the pointer set when the plan is built, so a plan chosen
+  // for a 256-byte aligned bias must not run with a 16-byte aligned one. The
+  // path is only taken with 16-byte aligned pointers, which the plans assume.
   struct LtPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -167,7 +170,7 @@ class CudaBackend final : public Backend {
     bool built = false;
     bool ok = false;  // false: no algorithm, use the fallback
   };
-  std::map<std::tuple<int, int, int>, LtPlan> lt_plans_;
+  std::map<std::tuple<int, int, int, uint32_t>, LtPlan> lt_plans_;
 
   // Memory accounting. Freed blocks are cached by size and reused (cudaFree
   // would synchronize the device); everything is on one stream, so a block

@@ -65,9 +65,14 @@ void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alph
 
 bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weight,
                                  const float* bias, int M, int K, int N) {
-  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N)];
+  // Largest power of two (16 .. 256) dividing the bias address.
+  const uintptr_t bias_addr = reinterpret_cast<uintptr_t>(bias);
+  uint32_t bias_align = 256;
+  while (bias_align > 16 && bias_addr % bias_align != 0) bias_align >>= 1;
+  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N, bias_align)];
   if (!plan.built) {
-    // Build the plan once per shape: descriptors + the heuristic's best algorithm.
+    // Build the plan once per shape and bias alignment: descriptors + the
+    // heuristic's best algorithm.
     // Column-major view: D[N, M] = (stored [K, N] weight)^T x (stored [K, M] inp).
     // A failure anywhere leaves plan.ok false: this shape then always falls back.
     plan.built = true;
@@ -85,6 +90,12 @@ bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weig
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    // The heuristic does not dereference the bias pointer but derives the bias
+    // alignment from it (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER); left
+    // NULL it may pick a kernel that assumes more alignment than this bias has
+    // (a "misaligned address" fault, which kills the context).
+    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                        sizeof bias));
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, K, N, K));
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, K, M, K));
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, N, M, N));
