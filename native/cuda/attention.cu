@@ -11,8 +11,9 @@
 // memory is free of bank conflicts), and of a [rows, head dim] accumulator the
 // dims dim_of(tx, j) (groups of 4 consecutive dims, so float4 reads are free of
 // conflicts too). The 16 threads sharing a row are one half of a warp, so row
-// reductions are 4 shuffles. Head dims are padded to HSP in {32, 64, 128} with
-// zeros in shared memory (any hs <= 128 works; hs = 64 is the GPT-2 fast path),
+// reductions are 4 shuffles. Head dims are padded to HSP in {32, 64, 128, 256}
+// with zeros in shared memory (any hs <= 256 works; hs = 64 is the GPT-2 fast
+// path; 256 needs Hopper's 227 KiB of shared memory per block),
 // and rows past T are zero-filled and masked.
 //
 // Forward (one block per (b, h, 64 queries)): Q tile stays in shared memory; for
@@ -54,6 +55,7 @@ namespace gptcuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kMaxHead = 256;  // the largest head size (the CPU backend's limit too)
 constexpr int kRows = 64;  // rows (queries in forward/dQ, keys in dK/dV) per block
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -941,28 +943,29 @@ __global__ void kv_cache_write_kernel(float* kcache, float* vcache, const float*
 }
 
 constexpr int kDecodeWarps = 8;
+constexpr int kDecodeDims = kMaxHead / 32;  // head dims per lane
 
 // One block per (b, h, i): query pos0 + i against cache positions 0 .. pos0 + i.
 __global__ void __launch_bounds__(kDecodeWarps * 32)
     attention_decode_kernel(float* out, const float* kcache, const float* vcache,
                             const float* qkv, int Tn, int C, int NH, int Tmax, int pos0,
                             float scale, bool vec) {
-  __shared__ __align__(16) float q_s[128];
+  __shared__ __align__(16) float q_s[kMaxHead];
   __shared__ float m_s[kDecodeWarps], l_s[kDecodeWarps];
-  __shared__ float acc_s[kDecodeWarps][128];
+  __shared__ float acc_s[kDecodeWarps][kMaxHead];
   const int hs = C / NH;
   const int i = blockIdx.x % Tn;
   const int bh = blockIdx.x / Tn, b = bh / NH, h = bh % NH;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int last = pos0 + i;  // attends to positions 0 .. last
   const float* q = qkv + (static_cast<size_t>(b) * Tn + i) * 3 * C + h * hs;
-  for (int d = threadIdx.x; d < 128; d += blockDim.x) q_s[d] = d < hs ? q[d] * scale : 0.f;
+  for (int d = threadIdx.x; d < kMaxHead; d += blockDim.x) q_s[d] = d < hs ? q[d] * scale : 0.f;
   __syncthreads();
 
   const float* kc = kcache + static_cast<size_t>(bh) * Tmax * hs;
   const float* vc = vcache + static_cast<size_t>(bh) * Tmax * hs;
   float m = -INFINITY, l = 0.f;
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};  // dims lane + 32 r
+  float acc[kDecodeDims] = {};  // dims lane + 32 r
   for (int base = warp * 32; base <= last; base += kDecodeWarps * 32) {
     // Scores, one cache position per lane.
     const int s = base + lane;
@@ -989,14 +992,14 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     l = l * corr + p;
     m = m_new;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) acc[r] *= corr;
+    for (int r = 0; r < kDecodeDims; ++r) acc[r] *= corr;
     const int n = min(32, last - base + 1);
 #pragma unroll 4
     for (int j = 0; j < n; ++j) {
       const float pj = __shfl_sync(0xffffffffu, p, j);
       const float* v = vc + static_cast<size_t>(base + j) * hs;
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {
+      for (int r = 0; r < kDecodeDims; ++r) {
         const int d = lane + 32 * r;
         if (d < hs) acc[r] = fmaf(pj, v[d], acc[r]);
       }
@@ -1008,7 +1011,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
     l_s[warp] = l;
   }
 #pragma unroll
-  for (int r = 0; r < 4; ++r) acc_s[warp][lane + 32 * r] = acc[r];
+  for (int r = 0; r < kDecodeDims; ++r) acc_s[warp][lane + 32 * r] = acc[r];
   __syncthreads();
 
   // Merge the warps (warp 0 always saw position 0, so M is finite).
@@ -1135,9 +1138,9 @@ void check_head_size(int C, int NH, const char* op) {
   if (NH <= 0 || C % NH != 0)
     throw std::runtime_error(std::string(op) + ": C=" + std::to_string(C) +
                              " is not a multiple of NH=" + std::to_string(NH));
-  if (C / NH > 128)
+  if (C / NH > kMaxHead)
     throw std::runtime_error(std::string(op) + ": head size " + std::to_string(C / NH) +
-                             " > 128 is not supported by the CUDA backend");
+                             " > " + std::to_string(kMaxHead) + " is not supported");
 }
 
 }  // namespace
@@ -1154,7 +1157,8 @@ void CudaBackend::attention_forward(float* out, float* lse, const float* qkv, in
   if (use_tc_attention(hs)) launch_forward_tc(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
   else if (hs <= 32) launch_forward<32>(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
   else if (hs <= 64) launch_forward<64>(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
-  else launch_forward<128>(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
+  else if (hs <= 128) launch_forward<128>(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
+  else launch_forward<256>(out, lse, qkv, B, T, C, NH, p, rng, stream_, lim, op);
 }
 
 void CudaBackend::attention_backward(float* dqkv, const float* dout, const float* qkv,
@@ -1180,8 +1184,10 @@ void CudaBackend::attention_backward(float* dqkv, const float* dout, const float
     // 32-wide inner tiles: with 64 the dK/dV kernel needs ~190 registers, i.e.
     // one block per SM; with 32 it fits two (registers and shared memory).
     launch_backward<64, 32>(dqkv, dout, qkv, lse, D, B, T, C, NH, p, rng, stream_, lim, op);
-  } else {
+  } else if (hs <= 128) {
     launch_backward<128, 32>(dqkv, dout, qkv, lse, D, B, T, C, NH, p, rng, stream_, lim, op);
+  } else {
+    launch_backward<256, 32>(dqkv, dout, qkv, lse, D, B, T, C, NH, p, rng, stream_, lim, op);
   }
 }
 
@@ -1210,7 +1216,8 @@ void CudaBackend::attention_decode(float* out, float* kcache, float* vcache, con
       launch_forward_tc(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
     else if (hs <= 32) launch_forward<32>(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
     else if (hs <= 64) launch_forward<64>(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
-    else launch_forward<128>(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
+    else if (hs <= 128) launch_forward<128>(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
+    else launch_forward<256>(out, nullptr, qkv, B, Tn, C, NH, 0.f, none, stream_, lim, op);
     return;
   }
   const bool vec = hs % 4 == 0 && cudak::aligned16(kcache);
