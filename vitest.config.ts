@@ -1,12 +1,36 @@
 import { defineConfig } from 'vitest/config';
 
+import { emulatedLibrary } from './test/helpers/build-emulated-cuda.js';
+
+const shared = {
+  testTimeout: 300_000,
+  hookTimeout: 300_000,
+  // Native ops use every core through their own thread pool; running test
+  // files in parallel would only oversubscribe the machine.
+  fileParallelism: false,
+};
+
+// The CUDA suites run twice more against the emulated CUDA backend (the real
+// native/cuda sources on a CPU SIMT emulator, see native/cuda/emu/), so the
+// CUDA code is exercised on every machine, GPU or not: once as on an H100
+// (TF32 tensor cores), once with TF32 off (the float32 attention kernels).
+const cudaSuites = ['test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+const emulated = (name: string, include: string[], env: Record<string, string>) => ({
+  test: {
+    ...shared,
+    name,
+    include,
+    globalSetup: ['test/helpers/build-emulated-cuda.ts'],
+    env: { GPTCUDA_CUDA_LIBRARY: emulatedLibrary, ...env },
+  },
+});
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    testTimeout: 120_000,
-    hookTimeout: 120_000,
-    // Native ops use every core through their own thread pool; running test
-    // files in parallel would only oversubscribe the machine.
-    fileParallelism: false,
+    projects: [
+      { test: { ...shared, name: 'main', include: ['test/**/*.test.ts'] } },
+      emulated('cuda-emulated', cudaSuites, {}),
+      emulated('cuda-emulated-fp32', ['test/cuda-parity.test.ts'], { GPTCUDA_TF32: '0' }),
+    ],
   },
 });

@@ -17,14 +17,16 @@ function batch(B: number, T: number, seed: number) {
   return { ids: Int32Array.from({ length: B * T }, next), targets: Int32Array.from({ length: B * T }, next) };
 }
 
-function relErr(a: Float32Array, b: Float32Array): number {
+/** ||a - b|| / max(||b||, floor): the floor is for tensors whose exact value is 0. */
+function relErr(a: Float32Array, b: Float32Array, floor = 1e-30): number {
   let num = 0, den = 0;
   for (let i = 0; i < a.length; i++) {
     num += (a[i] - b[i]) ** 2;
     den += b[i] ** 2;
   }
-  return Math.sqrt(num / Math.max(den, 1e-30));
+  return Math.sqrt(num) / Math.max(Math.sqrt(den), floor);
 }
+const norm = (a: Float32Array) => Math.sqrt(a.reduce((s, x) => s + x * x, 0));
 
 describe.skipIf(!cuda.available)('CUDA vs CPU: whole model', () => {
   test('same loss and gradients for the same weights and batch (dropout on)', () => {
@@ -38,10 +40,13 @@ describe.skipIf(!cuda.available)('CUDA vs CPU: whole model', () => {
     cpu.backward();
     gpu.backward();
     expect(Math.abs(lc - lg) / lc).toBeLessThan(2e-3);
-    for (const p of cpu.namedParameters()) {
-      const q = gpu.params.get(p.name);
-      expect(relErr(q.grad.toFloat32Array(), p.grad.toFloat32Array()), p.name).toBeLessThan(5e-3);
-    }
+    // The key bias's exact gradient is 0 (adding a constant to every score of a
+    // row leaves the softmax unchanged), so its computed gradient is rounding
+    // noise on both sides: each tensor is compared relative to its own norm, or
+    // to 1e-4 of the whole gradient's norm where that is larger.
+    const grads = cpu.namedParameters().map((p) => ({ name: p.name, cpu: p.grad.toFloat32Array(), gpu: gpu.params.get(p.name).grad.toFloat32Array() }));
+    const total = Math.hypot(...grads.map((g) => norm(g.cpu)));
+    for (const g of grads) expect(relErr(g.gpu, g.cpu, 1e-4 * total), g.name).toBeLessThan(5e-3);
     cpu.dispose();
     gpu.dispose();
   });

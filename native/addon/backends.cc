@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -25,16 +26,23 @@ std::string addon_dir() {
 
 CudaLoad load_cuda() {
   CudaLoad load;
-#ifndef GPTCUDA_BUILT_WITH_CUDA
-  load.status.reason = std::string("this addon was built without CUDA: ") + GPTCUDA_CUDA_STATUS;
-  return load;
-#else
+#ifdef GPTCUDA_BUILT_WITH_CUDA
   load.status.built = true;
+#endif
+  // GPTCUDA_CUDA_LIBRARY picks another build of the backend, such as the
+  // CPU-emulated one (native/cuda/emu/backend.sh) that tests the CUDA code
+  // without a GPU; it works with any build of the addon.
+  const char* override_path = std::getenv("GPTCUDA_CUDA_LIBRARY");
+  const bool overridden = override_path && *override_path;
+  if (!load.status.built && !overridden) {
+    load.status.reason = std::string("this addon was built without CUDA: ") + GPTCUDA_CUDA_STATUS;
+    return load;
+  }
   if (const char* env = std::getenv("GPTCUDA_DISABLE_CUDA"); env && std::string(env) == "1") {
     load.status.reason = "disabled by GPTCUDA_DISABLE_CUDA=1";
     return load;
   }
-  std::string path = addon_dir() + "/gptcuda_cuda.so";
+  std::string path = overridden ? override_path : addon_dir() + "/gptcuda_cuda.so";
   void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!lib) {
     const char* err = dlerror();
@@ -43,7 +51,7 @@ CudaLoad load_cuda() {
   }
   auto create = reinterpret_cast<gptcuda_cuda_create_fn>(dlsym(lib, "gptcuda_cuda_create"));
   if (!create) {
-    load.status.reason = "gptcuda_cuda.so has no gptcuda_cuda_create symbol (rebuild with npm run build)";
+    load.status.reason = path + " has no gptcuda_cuda_create symbol (rebuild with npm run build)";
     return load;
   }
   char error[512] = {0};
@@ -54,7 +62,6 @@ CudaLoad load_cuda() {
   }
   load.status.available = true;
   return load;
-#endif
 }
 
 CudaLoad& cuda_load() {

@@ -59,39 +59,53 @@ function trainBench(name: string, config: GPTConfig, B: number, T: number, steps
   return { name, B, T, tokensPerS, peakGiB, tflops: (tokensPerS * flopsPerToken) / 1e12 };
 }
 
-async function generationBench(): Promise<number> {
-  const model = new GPTModel(PRESETS['gpt2-small'], { seed: 1, device: 'cuda' });
-  const prompt = Array.from(randomTokens(20, 50257, 3));
+async function generationBench(config: GPTConfig, newTokens: number): Promise<number> {
+  const model = new GPTModel(config, { seed: 1, device: 'cuda' });
+  const prompt = Array.from(randomTokens(20, config.vocabSize, 3));
   await model.generate(prompt, { maxNewTokens: 10 });
   const t0 = performance.now();
-  await model.generate(prompt, { maxNewTokens: 200 });
-  const rate = 200 / ((performance.now() - t0) / 1000);
+  await model.generate(prompt, { maxNewTokens: newTokens });
+  const rate = newTokens / ((performance.now() - t0) / 1000);
   model.dispose();
   return rate;
 }
 
-async function main(): Promise<void> {
+export interface GpuBenchmarkOptions {
+  /** Tiny models and a few steps: checks the benchmark itself (e.g. on the emulated backend). */
+  smoke?: boolean;
+  log?: (line: string) => void;
+}
+
+/** Runs the benchmarks and prints the table; returns false when CUDA is unavailable. */
+export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuBenchmarkOptions = {}): Promise<boolean> {
   const cuda = native().backends().cuda;
   if (!cuda.available) {
-    console.log(`GPU benchmark skipped: ${cuda.reason}`);
-    process.exitCode = 1;
-    return;
+    log(`GPU benchmark skipped: ${cuda.reason}`);
+    return false;
   }
   const gpu = native().deviceInfo('cuda');
   const peak = TF32_PEAK.find(([re]) => re.test(gpu.name))?.[1];
-  const results = [
-    trainBench('gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10),
-    trainBench('gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10),
-    trainBench('book (ctx 256)', BOOK_CONFIG, 2, 256, 20),
-  ];
-  const gen = await generationBench();
-  console.log(`\nGPU: ${gpu.name}, ${(gpu.totalMemory / 2 ** 30).toFixed(1)} GiB, TF32 ${process.env.GPTCUDA_TF32 === '0' ? 'off' : 'on'}`);
-  console.log('| model | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
-  console.log('| --- | --- | ---: | ---: | ---: | ---: |');
+  const tiny: GPTConfig = { ...BOOK_CONFIG, vocabSize: 503, contextLength: 32, embDim: 64, nHeads: 2, nLayers: 2 };
+  const results = smoke
+    ? [trainBench('tiny', tiny, 2, 32, 2)]
+    : [
+        trainBench('gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10),
+        trainBench('gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10),
+        trainBench('book (ctx 256)', BOOK_CONFIG, 2, 256, 20),
+      ];
+  const newTokens = smoke ? 5 : 200;
+  const gen = await generationBench(smoke ? tiny : PRESETS['gpt2-small'], newTokens);
+  log(`\nGPU: ${gpu.name}, ${(gpu.totalMemory / 2 ** 30).toFixed(1)} GiB, TF32 ${process.env.GPTCUDA_TF32 === '0' ? 'off' : 'on'}`);
+  log('| model | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
+  log('| --- | --- | ---: | ---: | ---: | ---: |');
   for (const r of results)
-    console.log(`| ${r.name} | ${r.B} x ${r.T} | ${Math.round(r.tokensPerS).toLocaleString('en-US')} | ${r.peakGiB.toFixed(2)} GiB | ${r.tflops.toFixed(1)} | ${peak ? ((100 * r.tflops) / peak).toFixed(1) + '%' : 'n/a'} |`);
-  console.log(`| generation, gpt2-124M, KV cache | 1 x 200 new | ${Math.round(gen).toLocaleString('en-US')} | | | |`);
-  console.log(JSON.stringify({ gpu: gpu.name, train: results, generation_tokens_per_s: gen }));
+    log(`| ${r.name} | ${r.B} x ${r.T} | ${Math.round(r.tokensPerS).toLocaleString('en-US')} | ${r.peakGiB.toFixed(2)} GiB | ${r.tflops.toFixed(1)} | ${peak ? ((100 * r.tflops) / peak).toFixed(1) + '%' : 'n/a'} |`);
+  log(`| generation, ${smoke ? 'tiny' : 'gpt2-124M'}, KV cache | 1 x ${newTokens} new | ${Math.round(gen).toLocaleString('en-US')} | | | |`);
+  log(JSON.stringify({ gpu: gpu.name, train: results, generation_tokens_per_s: gen }));
+  return true;
 }
 
-await main();
+// `node dist/bench/gpu.js [--smoke]` (npm run gpu-check runs it).
+if (process.argv[1] && /gpu\.[jt]s$/.test(process.argv[1])) {
+  if (!(await runGpuBenchmark({ smoke: process.argv.includes('--smoke') }))) process.exitCode = 1;
+}

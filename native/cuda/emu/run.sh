@@ -21,7 +21,7 @@ for f in crossentropy layernorm embedding adamw gelu dropout elementwise; do
   python3 "$here/extract.py" "$cuda/$f.cu" "$begin" "$end_ops" "$out/${f}_k.h" "k_$f"
 done
 
-build() { g++ -std=c++20 -O1 -pthread -I"$out" -I"$here" -I"$cuda" -I"$inc" "$here/$1.cc" -o "$out/$1"; }
+build() { g++ -std=c++20 -O1 -pthread -U_FORTIFY_SOURCE -I"$out" -I"$here" -I"$cuda" -I"$inc" "$here/$1.cc" -o "$out/$1"; }
 build test_gemm_mapping
 build test_attention
 build test_ops

@@ -1,0 +1,3 @@
+// WMMA for the emulated backend: provided by the SIMT emulator.
+#pragma once
+#include "simt.h"
