@@ -12,7 +12,6 @@ cuda=$(dirname "$here")
 inc=$(dirname "$cuda")/include
 out=${1:-$(mktemp -d)}
 mkdir -p "$out"
-: > "$out/cuda_runtime.h"  # column_reduce.cuh includes it; the emulator needs nothing from it
 
 begin=$'namespace gptcuda {\nnamespace {'
 end_ops=$'}  // namespace\n\nvoid CudaBackend::'
@@ -21,7 +20,7 @@ for f in crossentropy layernorm embedding adamw gelu dropout elementwise; do
   python3 "$here/extract.py" "$cuda/$f.cu" "$begin" "$end_ops" "$out/${f}_k.h" "k_$f"
 done
 
-build() { g++ -std=c++20 -O1 -pthread -U_FORTIFY_SOURCE -I"$out" -I"$here" -I"$cuda" -I"$inc" "$here/$1.cc" -o "$out/$1"; }
+build() { g++ -std=c++20 -O1 -pthread -U_FORTIFY_SOURCE -I"$out" -I"$here/shim" -I"$here" -I"$cuda" -I"$inc" "$here/$1.cc" -o "$out/$1"; }
 build test_gemm_mapping
 build test_attention
 build test_ops
