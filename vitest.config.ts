@@ -12,8 +12,9 @@ const shared = {
 
 // The CUDA suites run twice more against the emulated CUDA backend (the real
 // native/cuda sources on a CPU SIMT emulator, see native/cuda/emu/), so the
-// CUDA code is exercised on every machine, GPU or not: once as on an H100
-// (TF32 tensor cores), once with TF32 off (the float32 attention kernels).
+// CUDA code is exercised on every machine, GPU or not: as on an H100 (TF32
+// tensor cores), with TF32 off (the float32 attention kernels), and as on an
+// A100 (sm_80's smaller shared memory per block).
 const cudaSuites = ['test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
 const emulated = (name: string, include: string[], env: Record<string, string>) => ({
   test: {
@@ -31,6 +32,7 @@ export default defineConfig({
       { test: { ...shared, name: 'main', include: ['test/**/*.test.ts'] } },
       emulated('cuda-emulated', cudaSuites, {}),
       emulated('cuda-emulated-fp32', ['test/cuda-parity.test.ts'], { GPTCUDA_TF32: '0' }),
+      emulated('cuda-emulated-sm80', ['test/cuda-parity.test.ts'], { GPTCUDA_EMU_CC: '8.0' }),
     ],
   },
 });

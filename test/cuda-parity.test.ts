@@ -236,12 +236,20 @@ describe.skipIf(!enabled)(`CUDA parity (${OTHER} vs cpu${tf32 ? ', TF32 tensor c
     [1, 17, 256, 1], // head size 256 (the limit)
   ] as const) {
     for (const p of [0, 0.2]) {
-      it(`attention B=${B} T=${T} C=${C} NH=${NH} dropout=${p}`, () => {
+      it(`attention B=${B} T=${T} C=${C} NH=${NH} dropout=${p}`, (ctx) => {
         const rng = new R.SeededRandom(B * T * C + NH);
         const drng = { seed: 42 + T, stream: 7 };
         const qkv = pair(rng.floats(B * T * 3 * C), [B, T, 3 * C]);
         const out = zpair([B, T, C]), lse = zpair([B, NH, T]);
-        both((s) => ops.attentionForward(out[s], lse[s], qkv[s], NH, p, drng));
+        try {
+          both((s) => ops.attentionForward(out[s], lse[s], qkv[s], NH, p, drng));
+        } catch (e) {
+          // Head sizes above 128 need ~217 KiB of shared memory per block (Hopper);
+          // smaller GPUs must refuse them with this error, and only them.
+          const msg = (e as Error).message;
+          if (C / NH > 128 && /bytes of shared memory per block, the GPU allows/.test(msg)) return ctx.skip(msg);
+          throw e;
+        }
         expectParity('attention out', out, ATTN);
         expectParity('attention lse', lse, ATTN); // scores from TF32 products when TF32 is on
         const dout = pair(rng.floats(B * T * C), [B, T, C]);
