@@ -1,9 +1,6 @@
 // The kernel tests' view of the SIMT emulator (simt.h): the kernel sections of
 // the .cu files are extracted (run.sh) and compiled against this header.
 #pragma once
-#include <atomic>
-#include <stdexcept>
-
 #include "simt.h"
 
 template <class K, class... A>

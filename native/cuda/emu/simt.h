@@ -91,7 +91,6 @@ struct Lane {
 struct BlockRun {
   std::vector<Lane> lanes;
   std::vector<uint64_t> warp_vals;  // 32 per warp, for shuffles
-  ucontext_t sched;
   jmp_buf sched_jb;
   int cur = 0;
   const std::function<void()>* body = nullptr;
@@ -147,7 +146,7 @@ inline void run_block(const std::function<void()>& body, dim3 block) {
     getcontext(&l.ctx);
     l.ctx.uc_stack.ss_sp = stack_for(t);
     l.ctx.uc_stack.ss_size = kStackBytes;
-    l.ctx.uc_link = &run.sched;
+    l.ctx.uc_link = nullptr;  // lane_main never returns: it jumps back to the scheduler
     makecontext(&l.ctx, reinterpret_cast<void (*)()>(lane_main), 0);
   }
   for (;;) {
@@ -223,9 +222,9 @@ struct Profile {
   }
 };
 inline Profile* profile() {
-  static Profile* p = std::getenv("GPTCUDA_EMU_PROFILE") ? new Profile : nullptr;
-  static struct Flush { ~Flush() { delete profile(); } } flush_at_exit;
-  return p;
+  static const bool on = std::getenv("GPTCUDA_EMU_PROFILE") != nullptr;
+  static Profile p;  // prints from its destructor, at exit
+  return on ? &p : nullptr;
 }
 
 inline void run_grid(const char* name, dim3 grid, dim3 block, size_t smem,

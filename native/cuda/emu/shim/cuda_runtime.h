@@ -133,10 +133,9 @@ void launch(const char* name, LaunchConfig c, void (*kernel)(P...), A&&... args)
     err = cudaErrorInvalidConfiguration;
     why = "grid (" + std::to_string(c.grid.x) + ", " + std::to_string(c.grid.y) + ", " +
           std::to_string(c.grid.z) + ")";
-  } else if (c.smem > dynamic_smem_limit(reinterpret_cast<const void*>(kernel))) {
+  } else if (const size_t limit = dynamic_smem_limit(reinterpret_cast<const void*>(kernel)); c.smem > limit) {
     err = cudaErrorInvalidValue;
-    why = std::to_string(c.smem) + " bytes of dynamic shared memory (limit " +
-          std::to_string(dynamic_smem_limit(reinterpret_cast<const void*>(kernel))) +
+    why = std::to_string(c.smem) + " bytes of dynamic shared memory (limit " + std::to_string(limit) +
           "; above 48 KiB needs cudaFuncSetAttribute)";
   }
   auto params = std::make_shared<std::tuple<std::decay_t<P>...>>(std::forward<A>(args)...);
