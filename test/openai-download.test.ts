@@ -15,6 +15,7 @@ import {
   type DownloadOptions,
   type DownloadProgress,
   type OpenAIFile,
+  smallFileProblem,
 } from '../ts/weights/openai-download.js';
 
 const TOY = fileURLToPath(new URL('./fixtures/tf/keras-gpt2-toy/', import.meta.url));
@@ -23,7 +24,22 @@ const DATA: OpenAIFile = 'model.ckpt.data-00000-of-00001';
 /** The toy checkpoint served as if it were a released model (the toy has no .meta; any bytes do). */
 const files = new Map<string, Buffer>();
 
-type Behaviour = 'ok' | 'cut' | 'stall' | 'ignore-range' | number;
+type Behaviour =
+  | 'ok'
+  | 'cut'
+  | 'stall'
+  | 'ignore-range'
+  /** 200 without Content-Length, ending cleanly after two thirds of the file. */
+  | 'no-length-short'
+  /** Cut after (nth+1)*16 bytes; a resume request gets a 206 claiming the range starts at byte 0. */
+  | 'wrong-range-cut'
+  /** Always 200 from byte 0 (ignoring Range), cut after (nth+1)*16 bytes. */
+  | 'from-zero-cut'
+  /** Proper 206, but the connection drops after one byte. */
+  | 'cut-one-byte'
+  /** Accepts the request and never answers. */
+  | 'idle'
+  | number;
 interface Logged {
   server: string;
   file: string;
@@ -58,6 +74,20 @@ beforeAll(async () => {
       res.writeHead(behaviour).end(`status ${behaviour}`);
       return;
     }
+    if (behaviour === 'idle') return;
+    if (behaviour === 'no-length-short') {
+      res.writeHead(200).end(body.subarray(0, Math.floor((body.length * 2) / 3)));
+      return;
+    }
+    if (behaviour === 'from-zero-cut' || behaviour === 'wrong-range-cut') {
+      const wrong = behaviour === 'wrong-range-cut' && range !== undefined;
+      res.writeHead(wrong ? 206 : 200, {
+        'content-length': body.length,
+        ...(wrong ? { 'content-range': `bytes 0-${body.length - 1}/${body.length}` } : {}),
+      });
+      res.write(body.subarray(0, (nth + 1) * 16), () => setTimeout(() => res.socket?.destroy(), 10));
+      return;
+    }
     let start = 0;
     const rm = /^bytes=(\d+)-$/.exec(range ?? '');
     if (rm && behaviour !== 'ignore-range') {
@@ -74,6 +104,10 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-length': body.length });
     }
     const rest = body.subarray(start);
+    if (behaviour === 'cut-one-byte') {
+      res.write(rest.subarray(0, 1), () => setTimeout(() => res.socket?.destroy(), 10));
+      return;
+    }
     if (behaviour === 'cut') {
       // Send part of the file, then drop the connection as a flaky network would.
       res.write(rest.subarray(0, Math.floor(rest.length / 3)), () => setTimeout(() => res.socket?.destroy(), 20));
@@ -110,6 +144,7 @@ function options(extra: Partial<DownloadOptions> = {}): DownloadOptions {
     baseUrl: `${base}/primary`,
     fallbackUrls: [`${base}/mirror`],
     expectedSizes: {}, // the toy is not the size of the real 124M files
+    expectedVocab: { encoderEntries: 7, merges: 27 }, // the toy's encoder.json and vocab.bpe
     maxAttempts: 2,
     retryDelayMs: 1,
     ...extra,
@@ -345,5 +380,124 @@ describe('downloadOpenAIModel against a local server', () => {
     expect(err.code).toBe('DISK_FULL');
     expect(err.message).toMatch(/Disk full \(ENOSPC\) while writing .*checkpoint\.partial/);
     expect(existsSync(path.join(modelDir, 'checkpoint'))).toBe(false);
+  });
+});
+
+describe('never keeps a truncated file', () => {
+  const REAL = '/work/shared/fixtures/tf/openai-gpt2-124M-index';
+  it.skipIf(!existsSync(REAL))("accepts OpenAI's real small files and refuses them cut short", async () => {
+    for (const f of ['checkpoint', 'hparams.json', 'encoder.json', 'vocab.bpe'] as const) {
+      const text = await fsp.readFile(path.join(REAL, f), 'utf8');
+      expect(smallFileProblem(f, text), f).toBeNull();
+      expect(smallFileProblem(f, text.slice(0, Math.floor(text.length * 0.9))), f).not.toBeNull();
+      expect(smallFileProblem(f, text.slice(0, 40)), f).not.toBeNull();
+    }
+    // Cut right after a line break: still short by its merge count.
+    const bpe = await fsp.readFile(path.join(REAL, 'vocab.bpe'), 'utf8');
+    expect(smallFileProblem('vocab.bpe', bpe.slice(0, bpe.lastIndexOf('\n', bpe.length - 2) + 1))).toMatch(/49999 merges/);
+  });
+
+  it('refuses a small file served without Content-Length and cut short, then takes a complete copy', async () => {
+    rule = (srv, file, nth) => (file === 'hparams.json' && nth === 0 ? 'no-length-short' : 'ok');
+    const logs: string[] = [];
+    const result = await downloadOpenAIModel(options({ onLog: (m) => logs.push(m) }));
+    expect(requests.filter((r) => r.file === 'hparams.json')).toHaveLength(2);
+    expect(logs.join('\n')).toMatch(/hparams\.json.*not valid JSON/);
+    await expectFilesMatch(result.dir);
+  });
+
+  it('gives up on a small file that always arrives cut short, keeping nothing', async () => {
+    rule = (srv, file) => (file === 'vocab.bpe' ? 'no-length-short' : 'ok');
+    const opts = options();
+    const err = await downloadOpenAIModel(opts).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.code).toBe('CORRUPT');
+    expect(err.message).toMatch(/vocab\.bpe \(\d+ bytes\) .*cut short.*gave up after 2 attempts/);
+    expect(existsSync(path.join(opts.dir, '124M', 'vocab.bpe'))).toBe(false);
+    expect(existsSync(path.join(opts.dir, '124M', 'vocab.bpe.partial'))).toBe(false);
+  });
+
+  it('gives up when the server answers resume requests with a 206 from byte 0', async () => {
+    rule = (srv, file, nth) => (file === DATA ? 'wrong-range-cut' : 'ok');
+    const logs: string[] = [];
+    const err = await downloadOpenAIModel(options({ fallbackUrls: [], maxAttempts: 3, onLog: (m) => logs.push(m) })).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.code).toBe('NETWORK');
+    expect(err.message).toMatch(/gave up after 3 attempts without progress/);
+    expect(logs.join('\n')).toMatch(/unexpected Content-Range "bytes 0-/);
+    expect(requests.filter((r) => r.file === DATA)).toHaveLength(3);
+  });
+
+  it('gives up when the server always answers from byte 0 and cuts the connection', async () => {
+    rule = (srv, file) => (file === DATA ? 'from-zero-cut' : 'ok');
+    const err = await downloadOpenAIModel(options({ fallbackUrls: [], maxAttempts: 3 })).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.code).toBe('NETWORK');
+    expect(err.message).toMatch(/gave up after 3 attempts without progress/);
+    expect(requests.filter((r) => r.file === DATA)).toHaveLength(3);
+  });
+
+  it('gives up after a bounded number of tries when every connection is cut', async () => {
+    rule = (srv, file) => (file === 'checkpoint' ? 'cut-one-byte' : 'ok');
+    const err = await downloadOpenAIModel(options({ fallbackUrls: [], maxTotalAttempts: 5 })).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.code).toBe('NETWORK');
+    expect(err.message).toMatch(/checkpoint.*connection lost.*gave up after 5 attempts/s);
+    expect(requests.filter((r) => r.file === 'checkpoint')).toHaveLength(5);
+  });
+
+  it('times out quickly on a server that never answers, after a first progress notice', async () => {
+    rule = () => 'idle';
+    const progress: DownloadProgress[] = [];
+    const t0 = Date.now();
+    const err = await downloadOpenAIModel(
+      options({ fallbackUrls: [], connectTimeoutMs: 100, onProgress: (p) => progress.push(p) }),
+    ).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.code).toBe('NETWORK');
+    expect(err.message).toMatch(/did not answer within 0\.1 s.*gave up after 2 attempts/s);
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(progress[0]).toMatchObject({ file: 'checkpoint', bytes: 0, phase: 'download' });
+  });
+
+  it('bounds the total time spent on one file', async () => {
+    rule = () => 'idle';
+    const t0 = Date.now();
+    const err = await downloadOpenAIModel(
+      options({ fallbackUrls: [], maxAttempts: 100, connectTimeoutMs: 60_000, fileTimeoutMs: 200 }),
+    ).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(err.message).toMatch(/gave up after 0\.\d s on this file/);
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+});
+
+describe('a failed download leaves no empty model folder', () => {
+  it('removes the models/<size> folder (and models/) it created', async () => {
+    rule = () => 403;
+    const root = path.join(tmp, `run${dirCount++}`);
+    await fsp.mkdir(root);
+    const dir = path.join(root, 'models');
+    const err = await downloadOpenAIModel(options({ dir })).catch((e) => e);
+    expect(err).toBeInstanceOf(DownloadError);
+    expect(existsSync(path.join(dir, '124M'))).toBe(false);
+    expect(existsSync(dir)).toBe(false);
+    expect(existsSync(root)).toBe(true);
+  });
+
+  it('keeps a folder that already held files, and partial data worth resuming', async () => {
+    rule = (srv, file) => (file === DATA ? 403 : 'ok');
+    const opts = options();
+    const modelDir = path.join(opts.dir, '124M');
+    await fsp.mkdir(modelDir, { recursive: true });
+    await fsp.writeFile(path.join(modelDir, 'notes.txt'), 'mine');
+    await downloadOpenAIModel(opts).catch(() => {});
+    expect(await fsp.readFile(path.join(modelDir, 'notes.txt'), 'utf8')).toBe('mine');
+    expect(existsSync(path.join(modelDir, 'vocab.bpe'))).toBe(true);
+
+    rule = (srv, file) => (file === DATA ? (srv === 'primary' ? 'cut' : 403) : 'ok');
+    const opts2 = options({ maxAttempts: 1 });
+    await downloadOpenAIModel(opts2).catch(() => {});
+    expect(existsSync(path.join(opts2.dir, '124M', 'vocab.bpe'))).toBe(true);
   });
 });

@@ -133,8 +133,22 @@ export interface DownloadOptions {
   maxAttempts?: number;
   /** First retry delay in ms, doubled per failure up to 30 s (default 1000). */
   retryDelayMs?: number;
-  /** Abort and retry a transfer that receives nothing for this long (default 60 s). */
+  /** Abort and retry a transfer that receives nothing for this long (default 30 s). */
   stallTimeoutMs?: number;
+  /** Abort and retry a request whose response headers take longer than this (default 30 s). */
+  connectTimeoutMs?: number;
+  /**
+   * Give up on a file from one server after this long in all, retries included
+   * (default: 10 min, or the time the file takes at 50 kB/s when its size is known, whichever is longer).
+   */
+  fileTimeoutMs?: number;
+  /** Attempts per file per server in all, even when each one made progress (default 50). */
+  maxTotalAttempts?: number;
+  /**
+   * What the small files must hold to count as complete (they are served without a
+   * Content-Length, so a cut transfer looks finished): default the released models' 50257 tokens and 50000 merges.
+   */
+  expectedVocab?: { encoderEntries: number; merges: number };
   signal?: AbortSignal;
 }
 
@@ -258,7 +272,7 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 /** Why one server could not deliver a file; collected to explain a final failure. */
 class SourceFailure extends Error {
   constructor(
-    readonly kind: 'unreachable' | 'http' | 'size' | 'network',
+    readonly kind: 'unreachable' | 'http' | 'size' | 'network' | 'incomplete',
     readonly url: string,
     message: string,
   ) {
@@ -283,6 +297,56 @@ function parseContentRange(v: string | null): { start: number; total: number | n
 }
 
 // ---------------------------------------------------------------------------
+// Small files: OpenAI serves them without a Content-Length, so a transfer cut
+// short can look complete. They count as complete only when they parse.
+
+export interface VocabFacts {
+  encoderEntries: number;
+  merges: number;
+}
+/** encoder.json and vocab.bpe of every released model: 50257 tokens = 256 bytes + 50000 merges + <|endoftext|>. */
+export const OPENAI_VOCAB: VocabFacts = { encoderEntries: 50257, merges: 50000 };
+const SMALL_FILES: ReadonlySet<OpenAIFile> = new Set<OpenAIFile>(['checkpoint', 'encoder.json', 'hparams.json', 'vocab.bpe']);
+const HPARAM_KEYS = ['n_vocab', 'n_ctx', 'n_embd', 'n_head', 'n_layer'] as const;
+
+/** Why a small file is not a complete copy, or null when it is (or is not a small file). */
+export function smallFileProblem(file: OpenAIFile, text: string, facts: VocabFacts = OPENAI_VOCAB): string | null {
+  if (!SMALL_FILES.has(file)) return null;
+  if (file === 'checkpoint') {
+    return /^model_checkpoint_path: "model\.ckpt"\n(all_model_checkpoint_paths: "[^"\n]*"\n)*$/.test(text)
+      ? null
+      : 'does not name model.ckpt (or is cut short)';
+  }
+  if (file === 'vocab.bpe') {
+    if (!text.startsWith('#version:')) return 'has no #version line';
+    if (!text.endsWith('\n')) return 'does not end with a newline (cut short?)';
+    const merges = text.slice(text.indexOf('\n') + 1, -1).split('\n');
+    if (merges.length !== facts.merges) return `holds ${merges.length} merges, expected ${facts.merges}`;
+    const bad = merges.findIndex((m) => m.split(' ').length !== 2);
+    return bad < 0 ? null : `merge line ${bad + 2} is not two tokens`;
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return 'is not valid JSON (cut short?)';
+  }
+  if (!json || typeof json !== 'object' || Array.isArray(json)) return 'is not a JSON object';
+  const obj = json as Record<string, unknown>;
+  if (file === 'hparams.json') {
+    const missing = HPARAM_KEYS.filter((k) => !(Number.isInteger(obj[k]) && (obj[k] as number) > 0));
+    return missing.length === 0 ? null : `lacks positive integer ${missing.join(', ')}`;
+  }
+  const n = Object.keys(obj).length;
+  return n === facts.encoderEntries ? null : `holds ${n} tokens, expected ${facts.encoderEntries}`;
+}
+
+async function smallFileProblemOnDisk(file: OpenAIFile, p: string, facts: VocabFacts): Promise<string | null> {
+  if (!SMALL_FILES.has(file)) return null;
+  return smallFileProblem(file, await fsp.readFile(p, 'utf8'), facts);
+}
+
+// ---------------------------------------------------------------------------
 // One file from one server
 
 interface TransferContext {
@@ -293,6 +357,10 @@ interface TransferContext {
   maxAttempts: number;
   retryDelayMs: number;
   stallTimeoutMs: number;
+  connectTimeoutMs: number;
+  fileTimeoutMs: number;
+  maxTotalAttempts: number;
+  vocab: VocabFacts;
   signal: AbortSignal | undefined;
   onProgress: ((p: DownloadProgress) => void) | undefined;
   log: (m: string) => void;
@@ -305,10 +373,16 @@ interface TransferContext {
  */
 async function fetchFromSource(url: string, ctx: TransferContext): Promise<void> {
   let failures = 0;
+  let attempts = 0;
+  /** Set once the server answered a resume request from byte 0: from then on only a finished transfer is progress. */
+  let rangeBroken = false;
   const startedAt = Date.now();
   let fetched = 0; // bytes received in this call, for the rate
 
   for (;;) {
+    attempts++;
+    /** Set when this attempt did not move the file forward whatever its byte count says (restart from 0, bad content). */
+    let noProgress = false;
     if (ctx.signal?.aborted) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
     let have = (await fileSize(ctx.partial)) ?? 0;
     if (ctx.expected !== undefined && have > ctx.expected) {
@@ -319,13 +393,21 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
     }
 
     const attemptStartBytes = have;
+    let kindOfRetry: 'network' | 'incomplete' = 'network';
     const retryable = async (why: string): Promise<void> => {
       const now = (await fileSize(ctx.partial)) ?? 0;
-      failures = now > attemptStartBytes ? 1 : failures + 1;
+      failures = now > attemptStartBytes && !noProgress && !rangeBroken ? 1 : failures + 1;
+      const kind = kindOfRetry;
       if (failures >= ctx.maxAttempts) {
-        throw new SourceFailure('network', url, `${why} (gave up after ${failures} attempts without progress)`);
+        throw new SourceFailure(kind, url, `${why} (gave up after ${failures} attempts without progress)`);
+      }
+      if (attempts >= ctx.maxTotalAttempts) {
+        throw new SourceFailure(kind, url, `${why} (gave up after ${attempts} attempts)`);
       }
       const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (failures - 1));
+      if (Date.now() + delay - startedAt > ctx.fileTimeoutMs) {
+        throw new SourceFailure(kind, url, `${why} (gave up after ${((Date.now() - startedAt) / 1000).toFixed(1)} s on this file)`);
+      }
       ctx.log(`${ctx.file}: ${why}; retrying from byte ${now} in ${(delay / 1000).toFixed(1)} s`);
       try {
         await sleep(delay, ctx.signal);
@@ -337,13 +419,17 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
     const ac = new AbortController();
     let stalled = false;
     let stallTimer: NodeJS.Timeout | undefined;
-    const arm = () => {
+    const arm = (ms = ctx.stallTimeoutMs) => {
       clearTimeout(stallTimer);
       stallTimer = setTimeout(() => {
         stalled = true;
-        ac.abort(new Error(`no data for ${ctx.stallTimeoutMs / 1000} s`));
-      }, ctx.stallTimeoutMs);
+        ac.abort(new Error(`no data for ${ms / 1000} s`));
+      }, ms);
     };
+    const overTimer = setTimeout(
+      () => ac.abort(new Error(`over ${ctx.fileTimeoutMs / 1000} s on this file`)),
+      Math.max(0, ctx.fileTimeoutMs - (Date.now() - startedAt)),
+    );
     const onUserAbort = () => ac.abort(ctx.signal!.reason);
     ctx.signal?.addEventListener('abort', onUserAbort, { once: true });
     const cancelled = () => ctx.signal?.aborted === true;
@@ -352,7 +438,11 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
       const headers: Record<string, string> = { 'accept-encoding': 'identity' };
       if (have > 0) headers.range = `bytes=${have}-`;
       let res: Response;
-      arm();
+      arm(ctx.connectTimeoutMs);
+      if (attempts === 1) {
+        // A first notice right away, before the server answers (an unresponsive server must not look like a hang).
+        ctx.onProgress?.({ file: ctx.file, bytes: have, total: ctx.expected ?? null, rate: 0, phase: 'download', url });
+      }
       try {
         res = await fetch(url, { headers, signal: ac.signal, redirect: 'follow' });
       } catch (err) {
@@ -361,11 +451,12 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
         if (!stalled && code && UNREACHABLE_CODES.has(code)) {
           throw new SourceFailure('unreachable', url, `cannot connect (${code})`);
         }
-        await retryable(stalled ? 'server did not answer' : `request failed: ${errorText(err)}`);
+        await retryable(stalled ? `server did not answer within ${ctx.connectTimeoutMs / 1000} s` : `request failed: ${errorText(err)}`);
         continue;
       }
 
       // Work out where the body starts and how big the whole file is.
+      arm();
       let total: number | null = null;
       let append = false;
       const contentLength = res.headers.get('content-length');
@@ -386,13 +477,18 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
           await res.body?.cancel().catch(() => {});
           ctx.log(`${ctx.file}: server answered the resume request with an unexpected range; starting over`);
           await fsp.truncate(ctx.partial, 0);
+          rangeBroken = true;
+          await retryable(`unexpected Content-Range ${JSON.stringify(res.headers.get('content-range'))} for bytes=${have}-`);
           continue;
         }
         total = cr.total ?? (bodyLength !== null ? have + bodyLength : null);
         append = true;
       } else if (res.status === 200 || res.status === 206) {
         // 200 to a Range request means the server ignores ranges: take the whole body.
-        if (have > 0) ctx.log(`${ctx.file}: server does not support resuming; downloading from the start`);
+        if (have > 0) {
+          ctx.log(`${ctx.file}: server does not support resuming; downloading from the start`);
+          rangeBroken = true; // a restart: counts as a failed attempt if this transfer does not finish
+        }
         total = bodyLength;
         have = 0;
       } else {
@@ -484,10 +580,20 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
         await fsp.rm(ctx.partial, { force: true });
         throw new SourceFailure('size', url, `size mismatch: received ${bytes} bytes, expected ${ctx.expected}`);
       }
+      const problem = await smallFileProblemOnDisk(ctx.file, ctx.partial, ctx.vocab);
+      if (problem !== null) {
+        // Cannot tell how much is missing, so it cannot be resumed either.
+        await fsp.rm(ctx.partial, { force: true });
+        noProgress = true;
+        kindOfRetry = 'incomplete';
+        await retryable(`received ${ctx.file} (${bytes} bytes) ${problem}`);
+        continue;
+      }
       report(bytes, 'done');
       return;
     } finally {
       clearTimeout(stallTimer);
+      clearTimeout(overTimer);
       ctx.signal?.removeEventListener('abort', onUserAbort);
     }
   }
@@ -549,7 +655,6 @@ export async function downloadOpenAIModel(options: DownloadOptions): Promise<Dow
     );
   }
   const modelDir = path.resolve(options.dir, model);
-  const sizes = options.expectedSizes ?? OPENAI_KNOWN_SIZES[model];
   const sources = [
     options.baseUrl ?? OPENAI_BASE_URL,
     ...(options.fallbackUrls ?? [FALLBACK_MIRROR_URL]),
@@ -557,12 +662,116 @@ export async function downloadOpenAIModel(options: DownloadOptions): Promise<Dow
   ];
   const log = options.onLog ?? (() => {});
 
+  let created: string | undefined;
   try {
-    await fsp.mkdir(modelDir, { recursive: true });
+    created = await fsp.mkdir(modelDir, { recursive: true });
   } catch (err) {
     throw new DownloadError(`Cannot create ${modelDir}: ${errorText(err)}`, 'IO', { cause: err });
   }
+  try {
+    return await downloadInto(modelDir, sources, options, log);
+  } catch (err) {
+    if (created !== undefined) await removeIfEmpty(modelDir, created);
+    throw err;
+  }
+}
 
+/**
+ * Removes the folders this run created (`modelDir` up to `created`, the first
+ * one mkdir made) when a failed run left nothing in them but empty .partial
+ * files. A folder holding anything else stays as it is.
+ */
+async function removeIfEmpty(modelDir: string, created: string): Promise<void> {
+  try {
+    const entries = await fsp.readdir(modelDir);
+    for (const e of entries) {
+      const p = path.join(modelDir, e);
+      if (!e.endsWith('.partial') || (await fsp.lstat(p)).size !== 0 || !(await fsp.lstat(p)).isFile()) return;
+    }
+    for (const e of entries) await fsp.rm(path.join(modelDir, e));
+    for (let d = modelDir; ; d = path.dirname(d)) {
+      await fsp.rmdir(d); // fails, and stops here, on a folder that is not empty
+      if (path.resolve(d) === path.resolve(created) || path.dirname(d) === d) break;
+    }
+  } catch {
+    // best effort: leaving an empty folder behind is not worth hiding the real error
+  }
+}
+
+function transferOptions(options: DownloadOptions, expected: number | undefined) {
+  return {
+    maxAttempts: Math.max(1, options.maxAttempts ?? 4),
+    maxTotalAttempts: Math.max(1, options.maxTotalAttempts ?? 50),
+    retryDelayMs: options.retryDelayMs ?? 1000,
+    stallTimeoutMs: options.stallTimeoutMs ?? 30_000,
+    connectTimeoutMs: options.connectTimeoutMs ?? 30_000,
+    fileTimeoutMs: options.fileTimeoutMs ?? Math.max(600_000, ((expected ?? 0) / 50_000) * 1000),
+    vocab: options.expectedVocab ?? OPENAI_VOCAB,
+    signal: options.signal,
+    onProgress: options.onProgress,
+  };
+}
+
+/**
+ * Decides what to do with a file already at its final path: true when it is
+ * complete (skip it); otherwise moves it out of the way (to the .partial when
+ * it looks like the start of the file) and returns false.
+ */
+async function keepExisting(
+  file: OpenAIFile,
+  finalPath: string,
+  partial: string,
+  expected: number | undefined,
+  vocab: VocabFacts,
+  log: (m: string) => void,
+): Promise<number | undefined> {
+  const existing = await fileSize(finalPath);
+  if (existing === undefined) return undefined;
+  if (expected === undefined || existing === expected) {
+    const problem = await smallFileProblemOnDisk(file, finalPath, vocab);
+    if (problem === null) return existing;
+    log(`${file} ${problem}; downloading it again`);
+    await fsp.rm(finalPath, { force: true });
+    return undefined;
+  }
+  if (existing < expected && (await fileSize(partial)) === undefined) {
+    // Probably an interrupted copy: keep its bytes and resume after them.
+    log(`${file} is ${existing} bytes, expected ${expected}; resuming it`);
+    await fsp.rename(finalPath, partial);
+  } else {
+    log(`${file} is ${existing} bytes, expected ${expected}; downloading it again`);
+    await fsp.rm(finalPath, { force: true });
+  }
+  return undefined;
+}
+
+/** Tries each server in turn for one file; returns the URL that delivered it. */
+async function fetchFromAnySource(sources: string[], ctx: TransferContext): Promise<string> {
+  const failures: SourceFailure[] = [];
+  for (const base of sources) {
+    const url = buildUrl(base, ctx.model, ctx.file);
+    try {
+      await fetchFromSource(url, ctx);
+      return url;
+    } catch (err) {
+      if (err instanceof FatalError) throw err.error;
+      if (!(err instanceof SourceFailure)) throw err;
+      failures.push(err);
+      ctx.log(`${url}: ${err.message}${base !== sources[sources.length - 1] ? '; trying the next server' : ''}`);
+    }
+  }
+  throw allSourcesFailed(ctx.file, ctx.model, path.dirname(ctx.partial), failures);
+}
+
+async function downloadInto(
+  modelDir: string,
+  sources: string[],
+  options: DownloadOptions,
+  log: (m: string) => void,
+): Promise<DownloadResult> {
+  const { model } = options;
+  const sizes = options.expectedSizes ?? OPENAI_KNOWN_SIZES[model];
+  const vocab = options.expectedVocab ?? OPENAI_VOCAB;
   const results: DownloadedFile[] = [];
   let changed = false;
 
@@ -571,53 +780,16 @@ export async function downloadOpenAIModel(options: DownloadOptions): Promise<Dow
     const partial = `${finalPath}.partial`;
     const expected = sizes[file];
 
-    const existing = await fileSize(finalPath);
-    if (existing !== undefined) {
-      if (expected === undefined || existing === expected) {
-        results.push({ file, path: finalPath, bytes: existing, downloaded: false });
-        options.onProgress?.({ file, bytes: existing, total: existing, rate: 0, phase: 'skipped' });
-        continue;
-      }
-      if (existing < expected && (await fileSize(partial)) === undefined) {
-        // Probably an interrupted copy: keep its bytes and resume after them.
-        log(`${file} is ${existing} bytes, expected ${expected}; resuming it`);
-        await fsp.rename(finalPath, partial);
-      } else {
-        log(`${file} is ${existing} bytes, expected ${expected}; downloading it again`);
-        await fsp.rm(finalPath, { force: true });
-      }
+    const kept = await keepExisting(file, finalPath, partial, expected, vocab, log);
+    if (kept !== undefined) {
+      results.push({ file, path: finalPath, bytes: kept, downloaded: false });
+      options.onProgress?.({ file, bytes: kept, total: kept, rate: 0, phase: 'skipped' });
+      continue;
     }
 
     await checkFreeSpace(modelDir, partial, expected, model);
-
-    const ctx: TransferContext = {
-      model,
-      file,
-      partial,
-      expected,
-      maxAttempts: Math.max(1, options.maxAttempts ?? 4),
-      retryDelayMs: options.retryDelayMs ?? 1000,
-      stallTimeoutMs: options.stallTimeoutMs ?? 60_000,
-      signal: options.signal,
-      onProgress: options.onProgress,
-      log,
-    };
-    const failures: SourceFailure[] = [];
-    let doneUrl: string | undefined;
-    for (const base of sources) {
-      const url = buildUrl(base, model, file);
-      try {
-        await fetchFromSource(url, ctx);
-        doneUrl = url;
-        break;
-      } catch (err) {
-        if (err instanceof FatalError) throw err.error;
-        if (!(err instanceof SourceFailure)) throw err;
-        failures.push(err);
-        log(`${url}: ${err.message}${base !== sources[sources.length - 1] ? '; trying the next server' : ''}`);
-      }
-    }
-    if (doneUrl === undefined) throw allSourcesFailed(file, model, modelDir, failures);
+    const ctx: TransferContext = { model, file, partial, expected, log, ...transferOptions(options, expected) };
+    const doneUrl = await fetchFromAnySource(sources, ctx);
 
     try {
       await fsp.rename(partial, finalPath);
@@ -671,6 +843,8 @@ function allSourcesFailed(file: string, model: string, modelDir: string, failure
   }
   const code: DownloadErrorCode = failures.some((f) => f.kind === 'size')
     ? 'SIZE_MISMATCH'
+    : failures.some((f) => f.kind === 'incomplete')
+      ? 'CORRUPT'
     : failures.some((f) => f.kind === 'http')
       ? 'HTTP'
       : 'NETWORK';
