@@ -384,8 +384,14 @@ describe('downloadOpenAIModel against a local server', () => {
 });
 
 describe('never keeps a truncated file', () => {
-  const REAL = '/work/shared/fixtures/tf/openai-gpt2-124M-index';
-  it.skipIf(!existsSync(REAL))("accepts OpenAI's real small files and refuses them cut short", async () => {
+  // OpenAI's real 124M small files (see shared/fixtures/README.md), wherever the shared fixtures are.
+  const REAL =
+    [
+      fileURLToPath(new URL('../shared/fixtures/tf/openai-gpt2-124M-index', import.meta.url)),
+      fileURLToPath(new URL('../../shared/fixtures/tf/openai-gpt2-124M-index', import.meta.url)),
+      fileURLToPath(new URL('../../../shared/fixtures/tf/openai-gpt2-124M-index', import.meta.url)),
+    ].find((d) => existsSync(path.join(d, 'vocab.bpe'))) ?? '';
+  it.skipIf(REAL === '')("accepts OpenAI's real small files and refuses them cut short", async () => {
     for (const f of ['checkpoint', 'hparams.json', 'encoder.json', 'vocab.bpe'] as const) {
       const text = await fsp.readFile(path.join(REAL, f), 'utf8');
       expect(smallFileProblem(f, text), f).toBeNull();
