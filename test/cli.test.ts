@@ -328,7 +328,7 @@ describe('clear errors', () => {
     ]);
     expectCleanError(results[0]!, /--batch-size must be a positive integer \(got -2\)/);
     expectCleanError(results[1]!, /--max-steps must be a positive integer \(got -1\)/);
-    expectCleanError(results[2]!, /--lr must be a positive number \(got NaN\)/);
+    expectCleanError(results[2]!, /--lr must be a positive number \(got "abc"\)/);
     expectCleanError(results[3]!, /--context-length 64 exceeds the model's context length 32/);
     expectCleanError(results[4]!, /--context-length 64 exceeds the model's context length 32/);
     // Nothing was trained or written for the rejected runs.

@@ -6,7 +6,7 @@ import { native } from '../tensor/native.js';
 export function infoCommand(y: Argv): Argv<{ json: boolean }> {
   return y
     .usage('$0 info [--json]\n\nShow the build, the devices and whether CUDA is usable.')
-    .option('json', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' })
     .example('$0 info', 'human-readable')
     .example('$0 info --json', 'for scripts') as unknown as Argv<{ json: boolean }>;
 }

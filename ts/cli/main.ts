@@ -8,6 +8,21 @@ import { infoCommand, runInfo } from './info.js';
 import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
 import { runTrain, trainCommand, type TrainArgs } from './train.js';
+import { nearest, unknownOptionMessage } from './options.js';
+
+const BUILDERS: Record<string, (y: Argv) => unknown> = {
+  train: trainCommand, eval: evalCommand, generate: generateCommand, download: downloadCommand,
+  inspect: inspectCommand, export: exportCommand, tokenize: tokenizeCommand, info: infoCommand,
+};
+
+/** Every flag name (and alias) of a command, or of the top level. */
+function flagsOf(command: string | undefined): string[] {
+  const y = yargs([]);
+  const b = command ? BUILDERS[command] : undefined;
+  if (b) b(y);
+  const o = (y as unknown as { getOptions(): unknown }).getOptions() as { key: Record<string, unknown>; alias: Record<string, string[]> };
+  return [...new Set([...Object.keys(o.key), ...Object.values(o.alias).flat(), 'help', 'version'])];
+}
 
 // Each command file types its own options; yargs only needs a builder.
 const builder = (f: (y: Argv) => unknown) => f as (y: Argv) => Argv;
@@ -36,10 +51,17 @@ async function main(): Promise<void> {
     .demandCommand(1, 'choose a command (gptcuda --help lists them)')
     .strict()
     .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((msg, err, y) => {
+    .wrap(yargs().terminalWidth())
+    .fail((msg, err) => {
       if (err) throw err;
-      console.error(`${y.help()}\n\n${msg}`);
+      // One line, no help dump: help is for --help.
+      const unknown = /^Unknown arguments?: ([^,\s]+)/.exec(msg ?? '');
+      const command = hideBin(process.argv).find((a) => !a.startsWith('-'));
+      if (unknown && unknown[1] === command && !BUILDERS[command]) {
+        const near = nearest(command, Object.keys(BUILDERS));
+        console.error(`gptcuda: unknown command ${command}${near ? `; did you mean ${near}?` : ''} (gptcuda --help lists them)`);
+      } else if (unknown) console.error(`gptcuda: ${unknownOptionMessage(unknown[1], flagsOf(command && BUILDERS[command] ? command : undefined))}`);
+      else console.error(`gptcuda: ${msg} (see gptcuda ${command && BUILDERS[command] ? command + ' ' : ''}--help)`);
       process.exit(2);
     })
     .parseAsync();

@@ -1,0 +1,131 @@
+// The CLI's manners (issue 12): every flag validated before anything loads,
+// one-line unknown-option errors with a suggestion, nanoGPT-style aliases,
+// help that describes every option, hints written the way the tool was run.
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { commandPrefix, nearest, unknownOptionMessage } from '../ts/cli/options.js';
+
+const REPO = resolve(import.meta.dirname, '..');
+const MAIN = join(REPO, 'dist', 'cli', 'main.js');
+let root: string;
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return new Promise((res, rej) => {
+    // Not "run via npx" unless a test says so (vitest itself runs under npx).
+    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
+    const child = spawn(process.execPath, [MAIN, ...args], { cwd: root, env: { ...base, GPTCUDA_DEBUG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code) => res({ code, stdout, stderr }));
+  });
+}
+
+/** Fails with exactly one line on stderr, that line, and nothing on stdout. */
+function expectOneLine(r: CliResult, line: string): void {
+  expect(r.code, r.stderr).not.toBe(0);
+  expect(r.stderr.trimEnd()).toBe(`gptcuda: ${line}`);
+  expect(r.stdout).toBe('');
+}
+
+beforeAll(() => {
+  root = fs.mkdtempSync(join(tmpdir(), 'gptcuda-cli-ux-'));
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+describe('validation names the flag, before anything loads', () => {
+  it('generate --top-p 2 fails before loading the model (the weights path does not even exist)', async () => {
+    expectOneLine(await cli(['generate', '--top-p', '2', '--weights', join(root, 'no-such-ckpt.tar')]), '--top-p must be in (0, 1] (got 2)');
+  });
+  it('a non-number says what was given', async () => {
+    expectOneLine(await cli(['train', '--batch-size', 'abc']), '--batch-size must be a positive integer (got "abc")');
+    expectOneLine(await cli(['eval', '--batch-size=xyz', '--weights', 'nowhere']), '--batch-size must be a positive integer (got "xyz")');
+  });
+  it('model-config errors use flag names, also through the nanoGPT aliases', async () => {
+    expectOneLine(await cli(['train', '--emb-dim', '64', '--n-heads', '3']), '--emb-dim (64) must be divisible by --n-heads (3)');
+    expectOneLine(await cli(['train', '--n-embd', '64', '--n-head', '3']), '--emb-dim (64) must be divisible by --n-heads (3)');
+  });
+  it('generate checks temperature, top-k and max-new-tokens too', async () => {
+    const rs = await Promise.all([
+      cli(['generate', '--temperature', '-1', '--weights', 'x']),
+      cli(['generate', '--top-k', '0', '--weights', 'x']),
+      cli(['generate', '--max-new-tokens', 'lots', '--weights', 'x']),
+    ]);
+    expectOneLine(rs[0], '--temperature must be a number >= 0 (got -1)');
+    expectOneLine(rs[1], '--top-k must be a positive integer (got 0)');
+    expectOneLine(rs[2], '--max-new-tokens must be an integer >= 0 (got "lots")');
+  });
+});
+
+describe('unknown options', () => {
+  it('one line with the nearest valid flag, no help dump', async () => {
+    const [a, b] = await Promise.all([cli(['train', '--bach-size', '2']), cli(['generate', '--top_p', '0.5'])]);
+    expect(a.code).toBe(2);
+    expectOneLine(a, 'unknown option --bach-size; did you mean --batch-size?');
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/did you mean --top-p\?/);
+    expect(b.stderr.trim().split('\n')).toHaveLength(1);
+  });
+  it('nearest() and the message', () => {
+    expect(unknownOptionMessage('--foo-bar', ['foo-baz', 'lr'])).toBe('unknown option --foo-bar; did you mean --foo-baz?');
+    expect(unknownOptionMessage('--zzzzzzzzzz', ['lr'])).toBe('unknown option --zzzzzzzzzz');
+    expect(nearest('n-layer', ['n-layers', 'n-heads'])).toBe('n-layers');
+  });
+});
+
+describe('help', () => {
+  const commands = ['train', 'eval', 'generate', 'download', 'inspect', 'export', 'tokenize', 'info'];
+  it('every option of every command has a description, and the aliases are listed', async () => {
+    const rs = await Promise.all(commands.map((c) => cli([c, '--help'])));
+    rs.forEach((r, i) => {
+      expect(r.code, `${commands[i]} --help`).toBe(0);
+      const options = r.stdout.split('\n').filter((l) => /^ {2}--/.test(l));
+      expect(options.length).toBeGreaterThan(2);
+      for (const l of options) {
+        // "  --flag[, --alias]   description  [type] [default: ...]"
+        const m = /^ {2}(--[\w-]+(?:, --[\w-]+)*)\s+(.*)$/.exec(l);
+        expect(m, `${commands[i]}: ${l}`).not.toBeNull();
+        const description = m![2].replace(/\s*\[[^\]]*\]/g, '').trim();
+        expect(description, `${commands[i]}: ${l}`).not.toBe('');
+      }
+      const examples = r.stdout.split('Examples:')[1] ?? '';
+      expect(examples.split('\n').filter((l) => l.includes(' ' + commands[i]) || l.includes('gptcuda')).length, commands[i]).toBeGreaterThanOrEqual(1);
+    });
+    const train = rs[0].stdout;
+    for (const a of ['n-layer', 'n-head', 'n-embd', 'block-size', 'learning-rate', 'max-iters', 'eval-interval', 'eval-iters', 'dropout', 'output-dir'])
+      expect(train).toContain(`--${a}`);
+  });
+});
+
+describe('hints are written the way the tool was run', () => {
+  it('npx, PATH, or node <path>', () => {
+    expect(commandPrefix({ npm_command: 'exec' }, ['node', '/x/node_modules/.bin/gptcuda'])).toBe('npx gptcuda');
+    expect(commandPrefix({}, ['node', '/home/u/.npm/_npx/abc/node_modules/.bin/gptcuda'])).toBe('npx gptcuda');
+    const bin = fs.mkdtempSync(join(tmpdir(), 'gptcuda-bin-'));
+    try {
+      fs.symlinkSync(MAIN, join(bin, 'gptcuda'));
+      expect(commandPrefix({ PATH: bin }, ['node', join(bin, 'gptcuda')])).toBe('gptcuda');
+    } finally {
+      fs.rmSync(bin, { recursive: true, force: true });
+    }
+    expect(commandPrefix({ PATH: '' }, ['node', MAIN])).toMatch(/^node .*main\.js$/);
+  });
+  it('generate without weights suggests commands with that prefix', async () => {
+    const r = await cli(['generate'], { PATH: process.env.PATH ?? '' });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/`node \S*main\.js train`/);
+    const n = await cli(['generate'], { npm_command: 'exec' });
+    expect(n.stderr).toMatch(/`npx gptcuda train`/);
+  });
+});
