@@ -129,3 +129,43 @@ describe('hints are written the way the tool was run', () => {
     expect(n.stderr).toMatch(/`npx gptcuda train`/);
   });
 });
+
+const TINY = ['--n-layers', '1', '--emb-dim', '32', '--n-heads', '4', '--context-length', '32', '--batch-size', '2'];
+
+describe('train output', () => {
+  it('piped: plain progress lines (step, loss, tok/s, ETA), a short device line, a labelled summary', async () => {
+    const r = await cli(['train', ...TINY, '--max-steps', '6', '--eval-freq', '100', '--out', join(root, 'piped')], { GPTCUDA_PROGRESS_INTERVAL_MS: '0' });
+    expect(r.code, r.stderr).toBe(0);
+    const progress = r.stderr.split('\n').filter((l) => /^train .*\d+\/6 /.test(l));
+    expect(progress.length).toBeGreaterThan(0);
+    expect(r.stderr).not.toContain('\r');
+    expect(progress.some((l) => /ETA/.test(l) && /loss \d/.test(l) && /tok\/s/.test(l))).toBe(true);
+    const device = r.stdout.split('\n').find((l) => l.startsWith('device: '));
+    expect(device).toBeDefined();
+    expect(device!.length).toBeLessThan(100);
+    expect(r.stdout).toMatch(/^done: this invocation: 6 steps, \d+ tokens in /m);
+  });
+  it('the default plain interval is 10 s', async () => {
+    const { plainProgressInterval } = await import('../ts/cli/progress.js');
+    expect(plainProgressInterval({})).toBe(10_000);
+  });
+  it('--model gpt2-small: says it trains from scratch, and that the bundled text is too short for its context', async () => {
+    const r = await cli(['train', '--model', 'gpt2-small', '--out', join(root, 'g2')]);
+    expect(r.stdout.split('\n')[0]).toBe("training gpt2-small from scratch (use --init-from models/124M for OpenAI's weights)");
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/too short for context length 1024; use --context-length 256/);
+  });
+});
+
+describe('info and generate notes', () => {
+  it('info gives the CUDA reason once', async () => {
+    const r = await cli(['info']);
+    expect(r.code).toBe(0);
+    const m = /not found|not built|unavailable: (.*)/.exec(r.stdout);
+    if (m && /cuBLAS not found/.test(r.stdout)) expect(r.stdout.split('cuBLAS not found').length - 1).toBe(1);
+  });
+  it('--top-k without --temperature warns that it has no effect', async () => {
+    const r = await cli(['generate', '--top-k', '5', '--weights', join(root, 'none')]);
+    expect(r.stderr).toMatch(/warning: --top-k has no effect in greedy decoding/);
+  });
+});

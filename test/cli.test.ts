@@ -129,7 +129,7 @@ describe('train', () => {
     expect(val[2]).toBeLessThan(val[0]!);
     // The greedy sample of the book's generate_and_print_sample, then the summary.
     expect(textRun.stdout).toMatch(/^Every effort moves you/m);
-    expect(textRun.stdout).toMatch(/^done: 9 steps/m);
+    expect(textRun.stdout).toMatch(/^done: this invocation: 9 steps, \d+ tokens in /m);
     expect(textRun.stdout).toContain(join(textDir, 'loss-plot.svg'));
     expect(fs.existsSync(join(textDir, 'ckpt-step00000009.tar'))).toBe(true);
   });

@@ -159,3 +159,25 @@ export function commandPrefix(env: NodeJS.ProcessEnv = process.env, argv: string
 export function hint(rest: string): string {
   return `${commandPrefix()} ${rest}`;
 }
+
+/** "cuBLAS not found" out of "this addon was built without CUDA: not built: cuBLAS not found (set CUBLAS_ROOT ...)". */
+export function shortCudaReason(reason: string): string {
+  let r = reason;
+  for (;;) {
+    const next = r.replace(/^(this addon was built without CUDA|not built|CUDA is not available)\s*:\s*/i, '');
+    if (next === r) break;
+    r = next;
+  }
+  return r.replace(/\s*\(.*\)\s*$/, '').trim() || reason;
+}
+
+/** One short line: `device: cpu (CUDA not available: cuBLAS not found; see gptcuda info)`, under 100 characters. */
+export function deviceLine(device: string, request: string, cudaReason: string | undefined): string {
+  if (device !== 'cpu' || request !== 'auto' || !cudaReason) return `device: ${device}`;
+  const why = shortCudaReason(cudaReason);
+  const line = (see: string, w: string) => `device: cpu (CUDA not available: ${w}; see ${see})`;
+  let out = line(hint('info'), why);
+  if (out.length >= 100) out = line('gptcuda info', why);
+  if (out.length >= 100) out = line('gptcuda info', why.slice(0, Math.max(10, why.length - (out.length - 96))) + '…');
+  return out;
+}

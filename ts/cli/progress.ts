@@ -78,6 +78,12 @@ export interface ProgressOptions {
   logStream?: OutStream;
   /** Draw the bar? Default: whether `stream` is a TTY. */
   enabled?: boolean;
+  /**
+   * When the bar is not drawn (stderr not a terminal), print a plain progress
+   * line to `stream` instead, at most this often (ms) as updates come, and at
+   * least every 60 s while the event loop is free. Off when undefined.
+   */
+  plainIntervalMs?: number;
   /** Fewest milliseconds between redraws (default 100, i.e. ≤ 10/s). */
   minIntervalMs?: number;
   /** Clock in milliseconds; tests inject one. */
@@ -85,6 +91,13 @@ export interface ProgressOptions {
 }
 
 const RATE_WINDOW_MS = 10_000;
+const PLAIN_MAX_SILENCE_MS = 60_000;
+
+/** Plain-line interval when stderr is not a terminal: 10 s, or GPTCUDA_PROGRESS_INTERVAL_MS (tests). */
+export function plainProgressInterval(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.GPTCUDA_PROGRESS_INTERVAL_MS);
+  return Number.isFinite(v) && v >= 0 ? v : 10_000;
+}
 
 export class Progress {
   readonly enabled: boolean;
@@ -101,6 +114,9 @@ export class Progress {
   private lastDraw = -Infinity;
   private drawn = false;
   private finished = false;
+  private readonly plainIntervalMs: number | undefined;
+  private lastPlain: number;
+  private plainTimer: ReturnType<typeof setInterval> | undefined;
   /** Recent (time, done) samples, for a rate that follows speed changes. */
   private samples: Array<[number, number]> = [];
 
@@ -118,6 +134,20 @@ export class Progress {
     this.amountFmt = options.formatAmount ?? ((v) => (Number.isInteger(v) && Math.abs(v) < 100_000 ? String(v) : formatCount(v)));
     this.done = options.start ?? 0;
     this.samples.push([this.now(), this.done]);
+    this.plainIntervalMs = this.enabled ? undefined : options.plainIntervalMs;
+    this.lastPlain = this.now();
+    if (this.plainIntervalMs !== undefined) {
+      this.plainTimer = setInterval(() => {
+        if (this.now() - this.lastPlain >= PLAIN_MAX_SILENCE_MS) this.plain();
+      }, PLAIN_MAX_SILENCE_MS);
+      this.plainTimer.unref();
+    }
+  }
+
+  private plain(): void {
+    if (this.finished) return;
+    this.lastPlain = this.now();
+    this.stream.write(`${this.render(200)}\n`);
   }
 
   /** Set absolute progress (and optionally the status text). */
@@ -204,6 +234,7 @@ export class Progress {
   }
 
   private draw(force: boolean): void {
+    if (this.plainIntervalMs !== undefined && !this.finished && this.now() - this.lastPlain >= this.plainIntervalMs) this.plain();
     if (!this.enabled || this.finished) return;
     const t = this.now();
     if (!force && t - this.lastDraw < this.minIntervalMs) return;
@@ -240,6 +271,7 @@ export class Progress {
   /** Draw the final state and leave it on its own line; later log() lines print plainly. */
   finish(status?: string): void {
     if (this.finished) return;
+    if (this.plainTimer) clearInterval(this.plainTimer);
     if (status !== undefined) this.status = status;
     if (this.enabled) {
       this.draw(true);

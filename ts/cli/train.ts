@@ -9,13 +9,13 @@ import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/da
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
-import { PACKAGE_ROOT } from '../tensor/native.js';
+import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
-import { JsonLines, Progress, formatDuration } from './progress.js';
-import { FLAG_ALIASES, checkModelShape, checkTrainFlags, hint } from './options.js';
+import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
+import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, hint } from './options.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
 
@@ -124,6 +124,18 @@ function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
   return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
 }
 
+const GPT2_SIZES: Record<string, string> = { 'gpt2-small': 'models/124M', 'gpt2-medium': 'models/355M', 'gpt2-large': 'models/774M', 'gpt2-xl': 'models/1558M' };
+
+/** The bundled text is short: say so plainly, with a context length that fits. */
+function explainShortDefaultText<T>(isDefault: boolean, contextLength: number, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!isDefault || !(e instanceof Error) || !/^Not enough text/.test(e.message)) throw e;
+    throw new Error(`the bundled the-verdict.txt is too short for context length ${contextLength}; use --context-length 256, or --data with more text`);
+  }
+}
+
 export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   checkTrainFlags(args);
   if (!args.initFrom && !args.resume && !(args.modelsDir && args.model)) {
@@ -135,6 +147,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const say = (line: string) => {
     if (!json) console.log(line);
   };
+
+  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json)
+    console.log(`training ${args.model} from scratch (use --init-from ${GPT2_SIZES[args.model] ?? 'models/124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
   let resumePath: string | undefined;
@@ -193,7 +208,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     shuffle: (dataCfg?.shuffle as boolean | undefined) ?? args.shuffle,
     seed: (dataCfg?.seed as number | undefined) ?? args.seed,
   };
-  const loaders = createLoaders({
+  const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
     ...(tokenFile ? { ids: tokenFile } : { text }),
     trainRatio: loaderConfig.train_ratio,
     contextLength: loaderConfig.context_length,
@@ -201,7 +216,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     batchSize: loaderConfig.batch_size,
     shuffle: loaderConfig.shuffle,
     seed: loaderConfig.seed,
-  });
+  }));
   const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
   const options: TrainOptions = resumed?.trainOptions ?? {
@@ -247,12 +262,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   };
   log(header);
   json?.write(header);
-  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters on ${reason}`);
+  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
+  say(deviceLine(device, args.device, native().backends().cuda.reason));
   say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
   if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
   say(`run directory: ${runDir}`);
 
-  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true });
+  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval() });
   const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
   let lastTick = performance.now();
   let rate = 0;
@@ -315,6 +331,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     await writePlot();
   };
 
+  const startStep = trainer.state.step;
+  const startTokens = trainer.state.tokensSeen;
   let summary: TrainSummary;
   try {
     summary = await trainer.run({ onEvent, onCheckpoint: checkpoint, saveEvery: args.saveEvery });
@@ -330,7 +348,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     json.write(done);
     if (summary.stopped_early) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
   } else {
-    say(`done: ${summary.steps} steps, ${summary.tokens_seen} tokens seen in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)`);
+    const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
+    say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);
     say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
     say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
     if (summary.stopped_early) say(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
