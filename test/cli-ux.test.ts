@@ -169,3 +169,28 @@ describe('info and generate notes', () => {
     expect(r.stderr).toMatch(/warning: --top-k has no effect in greedy decoding/);
   });
 });
+
+describe('text-input errors', () => {
+  it('a non-UTF-8 file: file, byte offset and an iconv fix', async () => {
+    const f = join(root, 'latin.txt');
+    fs.writeFileSync(f, Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x20, 0x61]));
+    const r = await cli(['train', '--data', f]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toContain(`${f}: not valid UTF-8 text at byte 3 (0xe9)`);
+    expect(r.stderr).toMatch(/iconv -f latin1 -t utf-8 \S+latin\.txt > \S+/);
+  });
+  it('a .tok file without the magic is not a token file', async () => {
+    const f = join(root, 'notes.tok');
+    fs.writeFileSync(f, 'plain words, not tokens');
+    const r = await cli(['train', '--data', f]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/notes\.tok is not a gptcuda token file/);
+  });
+  it('a prompt longer than the context is cut, said once on stderr', async () => {
+    // The piped run above left a context-32 checkpoint.
+    const prompt = Array.from({ length: 60 }, (_, i) => `word${i}`).join(' ');
+    const r = await cli(['generate', '--weights', join(root, 'piped'), '--prompt', prompt, '--max-new-tokens', '2', '--device', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr.match(/cut to the last 32 tokens/g)).toHaveLength(1);
+  });
+});

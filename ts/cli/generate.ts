@@ -54,6 +54,8 @@ export async function runGenerate(args: GenerateArgs): Promise<void> {
   process.once('SIGINT', onSigint);
   try {
     const prompt = textToTokenIds(args.prompt);
+    const ctx = model.config.contextLength;
+    if (prompt.length > ctx) console.error(`note: the prompt is ${prompt.length} tokens, longer than the model's context; it was cut to the last ${ctx} tokens`);
     const ids = [...prompt];
     const start = performance.now();
     let printed = tokenIdsToText(prompt);

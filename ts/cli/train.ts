@@ -172,6 +172,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
   // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
   const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+  for (const p of dataPaths)
+    if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
+      throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
   const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
   // A new model is built only once the data is known to be usable: its
