@@ -194,3 +194,18 @@ describe('text-input errors', () => {
     expect(r.stderr.match(/cut to the last 32 tokens/g)).toHaveLength(1);
   });
 });
+
+describe('progress ETA', () => {
+  it('counts pauses such as evaluations: from the average rate, so it does not jump after one', async () => {
+    const { Progress } = await import('../ts/cli/progress.js');
+    let t = 0;
+    const out: string[] = [];
+    const p = new Progress({ total: 100, label: 'train', enabled: true, etaFromAverage: true, now: () => t, stream: { write: (s: string) => out.push(s), isTTY: true } });
+    // 10 steps at 1 s each, then a 10 s evaluation, then one more step.
+    for (let i = 1; i <= 10; i++) { t = i * 1000; p.update(i); }
+    t = 21_000;
+    p.update(11);
+    // 11 steps in 21 s: 89 left at 0.524 step/s = 170 s, not the recent-rate figure.
+    expect(p.render(200)).toMatch(/ETA 2m50s/);
+  });
+});

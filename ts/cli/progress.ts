@@ -84,6 +84,12 @@ export interface ProgressOptions {
    * least every 60 s while the event loop is free. Off when undefined.
    */
   plainIntervalMs?: number;
+  /**
+   * ETA from the average rate since the start, not the recent one: periodic
+   * pauses (training's evaluations) are then counted in it, and it does not
+   * jump after each one.
+   */
+  etaFromAverage?: boolean;
   /** Fewest milliseconds between redraws (default 100, i.e. ≤ 10/s). */
   minIntervalMs?: number;
   /** Clock in milliseconds; tests inject one. */
@@ -115,6 +121,9 @@ export class Progress {
   private drawn = false;
   private finished = false;
   private readonly plainIntervalMs: number | undefined;
+  private readonly etaFromAverage: boolean;
+  private readonly startTime: number;
+  private readonly startDone: number;
   private lastPlain: number;
   private plainTimer: ReturnType<typeof setInterval> | undefined;
   /** Recent (time, done) samples, for a rate that follows speed changes. */
@@ -134,6 +143,9 @@ export class Progress {
     this.amountFmt = options.formatAmount ?? ((v) => (Number.isInteger(v) && Math.abs(v) < 100_000 ? String(v) : formatCount(v)));
     this.done = options.start ?? 0;
     this.samples.push([this.now(), this.done]);
+    this.etaFromAverage = options.etaFromAverage ?? false;
+    this.startTime = this.now();
+    this.startDone = this.done;
     this.plainIntervalMs = this.enabled ? undefined : options.plainIntervalMs;
     this.lastPlain = this.now();
     if (this.plainIntervalMs !== undefined) {
@@ -202,7 +214,10 @@ export class Progress {
     if (known) tail.push(`${(frac * 100).toFixed(frac < 0.1 ? 1 : 0)}%`);
     if (Number.isFinite(rate) && rate > 0) {
       tail.push(this.rateFmt(rate));
-      if (known && this.done < total) tail.push(`ETA ${formatDuration((total - this.done) / rate)}`);
+      const elapsed = (this.now() - this.startTime) / 1000;
+      const avg = elapsed > 0 ? (this.done - this.startDone) / elapsed : NaN;
+      const etaRate = this.etaFromAverage && Number.isFinite(avg) && avg > 0 ? avg : rate;
+      if (known && this.done < total) tail.push(`ETA ${formatDuration((total - this.done) / etaRate)}`);
     }
     if (this.status) tail.push(this.status);
     const text = tail.join(' ');

@@ -271,7 +271,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
   say(`run directory: ${runDir}`);
 
-  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval() });
+  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval(), etaFromAverage: true });
   const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
   let lastTick = performance.now();
   let rate = 0;
