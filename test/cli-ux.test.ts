@@ -127,6 +127,9 @@ describe('hints are written the way the tool was run', () => {
     expect(r.stderr).toMatch(/`node \S*main\.js train`/);
     const n = await cli(['generate'], { npm_command: 'exec' });
     expect(n.stderr).toMatch(/`npx gptcuda train`/);
+    // Library messages too: a missing weights path suggests the download in the same form.
+    const w = await cli(['generate', '--weights', join(root, 'missing')], { npm_command: 'exec' });
+    expect(w.stderr).toMatch(/`npx gptcuda download --model 124M`/);
   });
 });
 

@@ -8,7 +8,10 @@ import { infoCommand, runInfo } from './info.js';
 import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
 import { runTrain, trainCommand, type TrainArgs } from './train.js';
-import { nearest, unknownOptionMessage } from './options.js';
+import { commandPrefix, hint, nearest, unknownOptionMessage } from './options.js';
+
+/** Library messages suggest `gptcuda …` commands: write them the way the user ran us. */
+const asInvoked = (m: string): string => m.replace(/`gptcuda (?=[a-z-])/g, `\`${commandPrefix()} `);
 
 const BUILDERS: Record<string, (y: Argv) => unknown> = {
   train: trainCommand, eval: evalCommand, generate: generateCommand, download: downloadCommand,
@@ -59,16 +62,16 @@ async function main(): Promise<void> {
       const command = hideBin(process.argv).find((a) => !a.startsWith('-'));
       if (unknown && unknown[1] === command && !BUILDERS[command]) {
         const near = nearest(command, Object.keys(BUILDERS));
-        console.error(`gptcuda: unknown command ${command}${near ? `; did you mean ${near}?` : ''} (gptcuda --help lists them)`);
+        console.error(`gptcuda: unknown command ${command}${near ? `; did you mean ${near}?` : ''} (${hint('--help')} lists them)`);
       } else if (unknown) console.error(`gptcuda: ${unknownOptionMessage(unknown[1], flagsOf(command && BUILDERS[command] ? command : undefined))}`);
-      else console.error(`gptcuda: ${msg} (see gptcuda ${command && BUILDERS[command] ? command + ' ' : ''}--help)`);
+      else console.error(`gptcuda: ${msg} (see ${hint(`${command && BUILDERS[command] ? command + ' ' : ''}--help`)})`);
       process.exit(2);
     })
     .parseAsync();
 }
 
 main().catch((e: unknown) => {
-  console.error(`gptcuda: ${e instanceof Error ? e.message : String(e)}`);
+  console.error(`gptcuda: ${asInvoked(e instanceof Error ? e.message : String(e))}`);
   if (process.env.GPTCUDA_DEBUG) console.error(e);
   process.exit(1);
 });

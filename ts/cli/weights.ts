@@ -112,7 +112,8 @@ export function exportCommand(y: Argv): Argv {
     .option('weights', { type: 'string', demandOption: true, describe: 'checkpoint or run directory to export' })
     .option('format', { type: 'string', choices: ['hf'], default: 'hf', describe: 'output format (hf: Hugging Face transformers)' })
     .option('out', { type: 'string', demandOption: true, describe: 'folder to write model.safetensors and config.json to' })
-    .example('$0 export --weights runs/20261122-101500 --format hf --out export/my-gpt', 'then GPT2LMHeadModel.from_pretrained("export/my-gpt")');
+    .example('$0 export --weights runs/20261122-101500 --format hf --out export/my-gpt', 'then GPT2LMHeadModel.from_pretrained("export/my-gpt")')
+    .example('$0 export --weights runs/20261122-101500/ckpt-step00000090.tar --out export/step90', 'one particular checkpoint');
 }
 
 export async function runExport(args: { weights: string; out: string }): Promise<void> {
