@@ -77,6 +77,13 @@ describe('unknown options', () => {
     expect(b.stderr).toMatch(/did you mean --top-p\?/);
     expect(b.stderr.trim().split('\n')).toHaveLength(1);
   });
+  it('a bad choice and a missing required flag: one line each, in flag names', async () => {
+    const [a, b] = await Promise.all([cli(['train', '--device', 'gpu']), cli(['export'])]);
+    expect(a.code).toBe(2);
+    expectOneLine(a, '--device must be one of auto, cpu, cuda (got "gpu")');
+    expect(b.code).toBe(2);
+    expect(b.stderr).toMatch(/^gptcuda: export needs --weights and --out \(see .*export --help\)\n$/);
+  });
   it('nearest() and the message', () => {
     expect(unknownOptionMessage('--foo-bar', ['foo-baz', 'lr'])).toBe('unknown option --foo-bar; did you mean --foo-baz?');
     expect(unknownOptionMessage('--zzzzzzzzzz', ['lr'])).toBe('unknown option --zzzzzzzzzz');

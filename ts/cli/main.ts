@@ -64,6 +64,14 @@ async function main(): Promise<void> {
         const near = nearest(command, Object.keys(BUILDERS));
         console.error(`gptcuda: unknown command ${command}${near ? `; did you mean ${near}?` : ''} (${hint('--help')} lists them)`);
       } else if (unknown) console.error(`gptcuda: ${unknownOptionMessage(unknown[1], flagsOf(command && BUILDERS[command] ? command : undefined))}`);
+      else if (/^Invalid values:/.test(msg ?? '')) {
+        const lines = [...(msg ?? '').matchAll(/Argument: ([\w-]+), Given: (.*?), Choices: (.*)$/gm)];
+        for (const [, flag, given, choices] of lines)
+          console.error(`gptcuda: --${flag} must be one of ${choices.replace(/"/g, '')} (got ${given})`);
+        if (lines.length === 0) console.error(`gptcuda: ${msg}`);
+      } else if (/^Missing required arguments?: /.test(msg ?? ''))
+        console.error(`gptcuda: ${command ?? ''} needs ${(msg ?? '').replace(/^[^:]*: /, '').split(', ').map((f) => `--${f}`).join(' and ')} (see ${hint(`${command ?? ''} --help`)})`);
+      else if (/^choose a command/.test(msg ?? '')) console.error(`gptcuda: choose a command (${hint('--help')} lists them)`);
       else console.error(`gptcuda: ${msg} (see ${hint(`${command && BUILDERS[command] ? command + ' ' : ''}--help`)})`);
       process.exit(2);
     })
