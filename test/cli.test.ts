@@ -129,7 +129,7 @@ describe('train', () => {
     expect(val[2]).toBeLessThan(val[0]!);
     // The greedy sample of the book's generate_and_print_sample, then the summary.
     expect(textRun.stdout).toMatch(/^Every effort moves you/m);
-    expect(textRun.stdout).toMatch(/^done: 9 steps/m);
+    expect(textRun.stdout).toMatch(/^done: this invocation: 9 steps, \d+ tokens in /m);
     expect(textRun.stdout).toContain(join(textDir, 'loss-plot.svg'));
     expect(fs.existsSync(join(textDir, 'ckpt-step00000009.tar'))).toBe(true);
   });
@@ -328,7 +328,7 @@ describe('clear errors', () => {
     ]);
     expectCleanError(results[0]!, /--batch-size must be a positive integer \(got -2\)/);
     expectCleanError(results[1]!, /--max-steps must be a positive integer \(got -1\)/);
-    expectCleanError(results[2]!, /--lr must be a positive number \(got NaN\)/);
+    expectCleanError(results[2]!, /--lr must be a positive number \(got "abc"\)/);
     expectCleanError(results[3]!, /--context-length 64 exceeds the model's context length 32/);
     expectCleanError(results[4]!, /--context-length 64 exceeds the model's context length 32/);
     // Nothing was trained or written for the rejected runs.

@@ -3,6 +3,7 @@ import type { Argv } from 'yargs';
 import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
+import { checkGenerateFlags, hint } from './options.js';
 
 export interface GenerateArgs {
   weights?: string;
@@ -25,14 +26,14 @@ export function generateCommand(y: Argv): Argv<GenerateArgs> {
     .option('weights', { type: 'string', describe: 'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
     .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
     .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' })
-    .option('prompt', { type: 'string', default: 'Every effort moves you' })
-    .option('max-new-tokens', { type: 'number', default: 25 })
-    .option('temperature', { type: 'number', default: 0, describe: '0 = greedy' })
-    .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens' })
-    .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass' })
-    .option('seed', { type: 'number', default: 123 })
+    .option('prompt', { type: 'string', default: 'Every effort moves you', describe: 'text to continue' })
+    .option('max-new-tokens', { type: 'number', default: 25, describe: 'tokens to generate' })
+    .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature; 0 = greedy' })
+    .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens; needs --temperature > 0 (default: off)' })
+    .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass, in (0, 1] (default: off)' })
+    .option('seed', { type: 'number', default: 123, describe: 'random seed for sampling' })
     .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto' })
+    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
     .option('json', { type: 'boolean', default: false, describe: 'print {"ids","text","tokens_per_s"} at the end instead of streaming' })
     .example('$0 generate --weights runs/20261122-101500 --prompt "Every effort moves you"', 'greedy, from your latest checkpoint')
     .example('$0 generate --weights models/124M --prompt "Every effort moves" --max-new-tokens 30', "OpenAI's GPT-2 124M")
@@ -40,9 +41,12 @@ export function generateCommand(y: Argv): Argv<GenerateArgs> {
 }
 
 export async function runGenerate(args: GenerateArgs): Promise<void> {
+  checkGenerateFlags(args);
+  if (args.topK !== undefined && !(args.temperature > 0))
+    console.error('warning: --top-k has no effect in greedy decoding (--temperature 0); add e.g. --temperature 1');
   const weights = args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
   if (!weights)
-    throw new Error('generate needs --weights: train a model first (`gptcuda train`, then --weights runs/<run>) or download GPT-2 (`gptcuda download --model 124M`, then --weights models/124M)');
+    throw new Error(`generate needs --weights: train a model first (\`${hint('train')}\`, then --weights runs/<run>) or download GPT-2 (\`${hint('download --model 124M')}\`, then --weights models/124M)`);
   const { device } = resolveDevice(args.device);
   const { model } = await loadModel(weights, { device });
   const controller = new AbortController();
@@ -50,6 +54,8 @@ export async function runGenerate(args: GenerateArgs): Promise<void> {
   process.once('SIGINT', onSigint);
   try {
     const prompt = textToTokenIds(args.prompt);
+    const ctx = model.config.contextLength;
+    if (prompt.length > ctx) console.error(`note: the prompt is ${prompt.length} tokens, longer than the model's context; it was cut to the last ${ctx} tokens`);
     const ids = [...prompt];
     const start = performance.now();
     let printed = tokenIdsToText(prompt);

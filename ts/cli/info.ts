@@ -6,7 +6,7 @@ import { native } from '../tensor/native.js';
 export function infoCommand(y: Argv): Argv<{ json: boolean }> {
   return y
     .usage('$0 info [--json]\n\nShow the build, the devices and whether CUDA is usable.')
-    .option('json', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' })
     .example('$0 info', 'human-readable')
     .example('$0 info --json', 'for scripts') as unknown as Argv<{ json: boolean }>;
 }
@@ -19,6 +19,8 @@ export function runInfo(args: { json: boolean }): void {
   if (args.json) return console.log(JSON.stringify(info));
   console.log(`gptcuda ${LIBRARY_VERSION} (Node ${process.version})`);
   console.log(`cpu:  ${b.cpu.threads} threads, GEMM: ${b.cpu.gemm}`);
+  // Each reason once: a build without CUDA is unavailable for that reason alone.
+  if (!b.cuda.available && (b.cuda.reason ?? '').includes(b.cuda.buildInfo)) return console.log(`cuda: unavailable: ${b.cuda.reason}`);
   console.log(`cuda: ${b.cuda.buildInfo}`);
   if (b.cuda.available) {
     const d = native().deviceInfo('cuda');

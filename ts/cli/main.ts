@@ -8,6 +8,24 @@ import { infoCommand, runInfo } from './info.js';
 import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
 import { runTrain, trainCommand, type TrainArgs } from './train.js';
+import { commandPrefix, hint, nearest, unknownOptionMessage } from './options.js';
+
+/** Library messages suggest `gptcuda …` commands: write them the way the user ran us. */
+const asInvoked = (m: string): string => m.replace(/`gptcuda (?=[a-z-])/g, `\`${commandPrefix()} `);
+
+const BUILDERS: Record<string, (y: Argv) => unknown> = {
+  train: trainCommand, eval: evalCommand, generate: generateCommand, download: downloadCommand,
+  inspect: inspectCommand, export: exportCommand, tokenize: tokenizeCommand, info: infoCommand,
+};
+
+/** Every flag name (and alias) of a command, or of the top level. */
+function flagsOf(command: string | undefined): string[] {
+  const y = yargs([]);
+  const b = command ? BUILDERS[command] : undefined;
+  if (b) b(y);
+  const o = (y as unknown as { getOptions(): unknown }).getOptions() as { key: Record<string, unknown>; alias: Record<string, string[]> };
+  return [...new Set([...Object.keys(o.key), ...Object.values(o.alias).flat(), 'help', 'version'])];
+}
 
 // Each command file types its own options; yargs only needs a builder.
 const builder = (f: (y: Argv) => unknown) => f as (y: Argv) => Argv;
@@ -36,17 +54,32 @@ async function main(): Promise<void> {
     .demandCommand(1, 'choose a command (gptcuda --help lists them)')
     .strict()
     .recommendCommands()
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((msg, err, y) => {
+    .wrap(yargs().terminalWidth())
+    .fail((msg, err) => {
       if (err) throw err;
-      console.error(`${y.help()}\n\n${msg}`);
+      // One line, no help dump: help is for --help.
+      const unknown = /^Unknown arguments?: ([^,\s]+)/.exec(msg ?? '');
+      const command = hideBin(process.argv).find((a) => !a.startsWith('-'));
+      if (unknown && unknown[1] === command && !BUILDERS[command]) {
+        const near = nearest(command, Object.keys(BUILDERS));
+        console.error(`gptcuda: unknown command ${command}${near ? `; did you mean ${near}?` : ''} (${hint('--help')} lists them)`);
+      } else if (unknown) console.error(`gptcuda: ${unknownOptionMessage(unknown[1], flagsOf(command && BUILDERS[command] ? command : undefined))}`);
+      else if (/^Invalid values:/.test(msg ?? '')) {
+        const lines = [...(msg ?? '').matchAll(/Argument: ([\w-]+), Given: (.*?), Choices: (.*)$/gm)];
+        for (const [, flag, given, choices] of lines)
+          console.error(`gptcuda: --${flag} must be one of ${choices.replace(/"/g, '')} (got ${given})`);
+        if (lines.length === 0) console.error(`gptcuda: ${msg}`);
+      } else if (/^Missing required arguments?: /.test(msg ?? ''))
+        console.error(`gptcuda: ${command ?? ''} needs ${(msg ?? '').replace(/^[^:]*: /, '').split(', ').map((f) => `--${f}`).join(' and ')} (see ${hint(`${command ?? ''} --help`)})`);
+      else if (/^choose a command/.test(msg ?? '')) console.error(`gptcuda: choose a command (${hint('--help')} lists them)`);
+      else console.error(`gptcuda: ${msg} (see ${hint(`${command && BUILDERS[command] ? command + ' ' : ''}--help`)})`);
       process.exit(2);
     })
     .parseAsync();
 }
 
 main().catch((e: unknown) => {
-  console.error(`gptcuda: ${e instanceof Error ? e.message : String(e)}`);
+  console.error(`gptcuda: ${asInvoked(e instanceof Error ? e.message : String(e))}`);
   if (process.env.GPTCUDA_DEBUG) console.error(e);
   process.exit(1);
 });

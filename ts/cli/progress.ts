@@ -78,6 +78,18 @@ export interface ProgressOptions {
   logStream?: OutStream;
   /** Draw the bar? Default: whether `stream` is a TTY. */
   enabled?: boolean;
+  /**
+   * When the bar is not drawn (stderr not a terminal), print a plain progress
+   * line to `stream` instead, at most this often (ms) as updates come, and at
+   * least every 60 s while the event loop is free. Off when undefined.
+   */
+  plainIntervalMs?: number;
+  /**
+   * ETA from the average rate since the start, not the recent one: periodic
+   * pauses (training's evaluations) are then counted in it, and it does not
+   * jump after each one.
+   */
+  etaFromAverage?: boolean;
   /** Fewest milliseconds between redraws (default 100, i.e. ≤ 10/s). */
   minIntervalMs?: number;
   /** Clock in milliseconds; tests inject one. */
@@ -85,6 +97,13 @@ export interface ProgressOptions {
 }
 
 const RATE_WINDOW_MS = 10_000;
+const PLAIN_MAX_SILENCE_MS = 60_000;
+
+/** Plain-line interval when stderr is not a terminal: 10 s, or GPTCUDA_PROGRESS_INTERVAL_MS (tests). */
+export function plainProgressInterval(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.GPTCUDA_PROGRESS_INTERVAL_MS);
+  return Number.isFinite(v) && v >= 0 ? v : 10_000;
+}
 
 export class Progress {
   readonly enabled: boolean;
@@ -101,6 +120,12 @@ export class Progress {
   private lastDraw = -Infinity;
   private drawn = false;
   private finished = false;
+  private readonly plainIntervalMs: number | undefined;
+  private readonly etaFromAverage: boolean;
+  private readonly startTime: number;
+  private readonly startDone: number;
+  private lastPlain: number;
+  private plainTimer: ReturnType<typeof setInterval> | undefined;
   /** Recent (time, done) samples, for a rate that follows speed changes. */
   private samples: Array<[number, number]> = [];
 
@@ -118,6 +143,23 @@ export class Progress {
     this.amountFmt = options.formatAmount ?? ((v) => (Number.isInteger(v) && Math.abs(v) < 100_000 ? String(v) : formatCount(v)));
     this.done = options.start ?? 0;
     this.samples.push([this.now(), this.done]);
+    this.etaFromAverage = options.etaFromAverage ?? false;
+    this.startTime = this.now();
+    this.startDone = this.done;
+    this.plainIntervalMs = this.enabled ? undefined : options.plainIntervalMs;
+    this.lastPlain = this.now();
+    if (this.plainIntervalMs !== undefined) {
+      this.plainTimer = setInterval(() => {
+        if (this.now() - this.lastPlain >= PLAIN_MAX_SILENCE_MS) this.plain();
+      }, PLAIN_MAX_SILENCE_MS);
+      this.plainTimer.unref();
+    }
+  }
+
+  private plain(): void {
+    if (this.finished) return;
+    this.lastPlain = this.now();
+    this.stream.write(`${this.render(200)}\n`);
   }
 
   /** Set absolute progress (and optionally the status text). */
@@ -172,7 +214,10 @@ export class Progress {
     if (known) tail.push(`${(frac * 100).toFixed(frac < 0.1 ? 1 : 0)}%`);
     if (Number.isFinite(rate) && rate > 0) {
       tail.push(this.rateFmt(rate));
-      if (known && this.done < total) tail.push(`ETA ${formatDuration((total - this.done) / rate)}`);
+      const elapsed = (this.now() - this.startTime) / 1000;
+      const avg = elapsed > 0 ? (this.done - this.startDone) / elapsed : NaN;
+      const etaRate = this.etaFromAverage && Number.isFinite(avg) && avg > 0 ? avg : rate;
+      if (known && this.done < total) tail.push(`ETA ${formatDuration((total - this.done) / etaRate)}`);
     }
     if (this.status) tail.push(this.status);
     const text = tail.join(' ');
@@ -204,6 +249,7 @@ export class Progress {
   }
 
   private draw(force: boolean): void {
+    if (this.plainIntervalMs !== undefined && !this.finished && this.now() - this.lastPlain >= this.plainIntervalMs) this.plain();
     if (!this.enabled || this.finished) return;
     const t = this.now();
     if (!force && t - this.lastDraw < this.minIntervalMs) return;
@@ -240,6 +286,7 @@ export class Progress {
   /** Draw the final state and leave it on its own line; later log() lines print plainly. */
   finish(status?: string): void {
     if (this.finished) return;
+    if (this.plainTimer) clearInterval(this.plainTimer);
     if (status !== undefined) this.status = status;
     if (this.enabled) {
       this.draw(true);

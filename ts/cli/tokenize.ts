@@ -9,7 +9,7 @@ export function tokenizeCommand(y: Argv): Argv {
     .usage('$0 tokenize <inputs..> --out <file.tok>\n\nTokenise text files or folders of .txt once (GPT-2 BPE) into a uint16 token file; train streams windows from it.')
     .positional('inputs', { type: 'string', array: true, describe: 'text files or directories of .txt files' })
     .option('out', { type: 'string', demandOption: true, describe: 'token file to write (written to a temporary name, then renamed)' })
-    .option('json', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' })
     .example('$0 tokenize corpus/ --out corpus.tok', 'every .txt in corpus/, joined with <|endoftext|>')
     .example('$0 train --data corpus.tok --model gpt2-small', 'then train on it');
 }

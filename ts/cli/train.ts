@@ -6,15 +6,16 @@ import { checkpointFileName, latestCheckpoint, pruneCheckpoints } from '../check
 import { atomicWriteFile } from '../checkpoint/atomic.js';
 import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
-import { resolveConfig, type GPTConfig } from '../model/config.js';
+import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
-import { PACKAGE_ROOT } from '../tensor/native.js';
+import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
-import { JsonLines, Progress, formatDuration } from './progress.js';
+import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
+import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, hint } from './options.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
 
@@ -58,37 +59,37 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
   return yargs
     .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
     .option('data', { type: 'string', array: true, describe: 'text file(s) or a directory of .txt files (default: bundled the-verdict.txt)' })
-    .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl', default: undefined })
+    .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default: book)' })
     .option('models-dir', { type: 'string', describe: 'with --model gpt2-*: start from the GPT-2 weights downloaded there (as --init-from)' })
     .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
-    .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint)' })
-    .option('context-length', { type: 'number', describe: 'context length (model and data windows)' })
-    .option('emb-dim', { type: 'number', describe: 'embedding width' })
-    .option('n-layers', { type: 'number', describe: 'transformer blocks' })
-    .option('n-heads', { type: 'number', describe: 'attention heads' })
-    .option('drop-rate', { type: 'number', describe: 'dropout rate' })
-    .option('qkv-bias', { type: 'boolean', describe: 'bias in the Q/K/V projections' })
+    .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint); default: a new run' })
+    .option('context-length', { alias: FLAG_ALIASES['context-length'], type: 'number', describe: "context length, model and data windows (default: the preset's, 256 for book, 1024 for gpt2-*)" })
+    .option('emb-dim', { alias: FLAG_ALIASES['emb-dim'], type: 'number', describe: "embedding width (default: the preset's, 768 for book)" })
+    .option('n-layers', { alias: FLAG_ALIASES['n-layers'], type: 'number', describe: "transformer blocks (default: the preset's, 12 for book)" })
+    .option('n-heads', { alias: FLAG_ALIASES['n-heads'], type: 'number', describe: "attention heads; must divide --emb-dim (default: the preset's, 12 for book)" })
+    .option('drop-rate', { alias: FLAG_ALIASES['drop-rate'], type: 'number', describe: 'dropout rate, in [0, 1) (default: 0.1)' })
+    .option('qkv-bias', { type: 'boolean', describe: "bias in the Q/K/V projections (default: the preset's, off for book)" })
     .option('init', { type: 'string', choices: ['gpt2', 'pytorch'], describe: "initialisation (default: the book's PyTorch defaults for --model book, GPT-2's for gpt2-*)" })
-    .option('epochs', { type: 'number', default: 10 })
-    .option('max-steps', { type: 'number', describe: 'stop after this many optimizer updates' })
-    .option('batch-size', { type: 'number', default: 2 })
-    .option('lr', { type: 'number', default: BOOK_ADAMW.lr, describe: 'peak learning rate (AdamW)' })
-    .option('weight-decay', { type: 'number', default: BOOK_ADAMW.weightDecay })
+    .option('epochs', { type: 'number', default: 10, describe: 'passes over the training data' })
+    .option('max-steps', { alias: FLAG_ALIASES['max-steps'], type: 'number', describe: 'stop after this many optimizer updates (default: run all --epochs)' })
+    .option('batch-size', { type: 'number', default: 2, describe: 'windows per micro-batch' })
+    .option('lr', { alias: FLAG_ALIASES['lr'], type: 'number', default: BOOK_ADAMW.lr, describe: 'peak learning rate (AdamW)' })
+    .option('weight-decay', { type: 'number', default: BOOK_ADAMW.weightDecay, describe: 'AdamW weight decay' })
     .option('warmup-steps', { type: 'number', default: 0, describe: 'linear learning-rate warmup (Appendix D)' })
-    .option('min-lr', { type: 'number', describe: 'cosine-decay the learning rate to this after warmup (Appendix D)' })
-    .option('grad-clip', { type: 'number', describe: 'clip the global gradient norm to this' })
+    .option('min-lr', { type: 'number', describe: 'cosine-decay the learning rate to this after warmup, Appendix D (default: constant)' })
+    .option('grad-clip', { type: 'number', describe: 'clip the global gradient norm to this (default: no clipping)' })
     .option('grad-accum', { type: 'number', default: 1, describe: 'micro-batches per optimizer update' })
-    .option('train-ratio', { type: 'number', default: 0.9 })
+    .option('train-ratio', { type: 'number', default: 0.9, describe: 'fraction of the text used for training (the rest validates)' })
     .option('stride', { type: 'number', describe: 'window stride in tokens (default: context length)' })
     .option('shuffle', { type: 'boolean', default: true, describe: 'shuffle training windows (--no-shuffle to keep order)' })
-    .option('seed', { type: 'number', default: 123 })
-    .option('eval-freq', { type: 'number', default: 5, describe: 'evaluate every N optimizer updates' })
-    .option('eval-iter', { type: 'number', default: 5, describe: 'batches per evaluation' })
-    .option('sample-prompt', { type: 'string', default: 'Every effort moves you' })
-    .option('out', { type: 'string', describe: 'run directory: log, loss plot, checkpoints (default runs/<date-time>)' })
-    .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (and always at the end)' })
+    .option('seed', { type: 'number', default: 123, describe: 'random seed (initialisation, shuffling, dropout)' })
+    .option('eval-freq', { alias: FLAG_ALIASES['eval-freq'], type: 'number', default: 5, describe: 'evaluate every N optimizer updates' })
+    .option('eval-iter', { alias: FLAG_ALIASES['eval-iter'], type: 'number', default: 5, describe: 'batches per evaluation' })
+    .option('sample-prompt', { type: 'string', default: 'Every effort moves you', describe: 'text continued after each epoch to show progress' })
+    .option('out', { alias: FLAG_ALIASES['out'], type: 'string', describe: 'run directory: log, loss plot, checkpoints (default runs/<date-time>)' })
+    .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (default: only at the end)' })
     .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto' })
+    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
@@ -123,36 +124,32 @@ function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
   return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
 }
 
-/** Rejects nonsensical numeric flags before anything is built (yargs turns `--lr abc` into NaN). */
-function checkFlags(args: TrainArgs): void {
-  const check = (flag: string, v: number | undefined, ok: (v: number) => boolean, what: string) => {
-    if (v !== undefined && !ok(v)) throw new Error(`--${flag} must be ${what} (got ${v})`);
-  };
-  const posInt = (v: number) => Number.isInteger(v) && v >= 1;
-  const ints: [string, number | undefined][] = [
-    ['epochs', args.epochs], ['max-steps', args.maxSteps], ['batch-size', args.batchSize], ['context-length', args.contextLength],
-    ['emb-dim', args.embDim], ['n-layers', args.nLayers], ['n-heads', args.nHeads], ['grad-accum', args.gradAccum],
-    ['stride', args.stride], ['eval-freq', args.evalFreq], ['eval-iter', args.evalIter], ['save-every', args.saveEvery],
-    ['keep-checkpoints', args.keepCheckpoints],
-  ];
-  for (const [flag, v] of ints) check(flag, v, posInt, 'a positive integer');
-  check('lr', args.lr, (v) => Number.isFinite(v) && v > 0, 'a positive number');
-  check('min-lr', args.minLr, (v) => Number.isFinite(v) && v >= 0, 'a number >= 0');
-  check('weight-decay', args.weightDecay, (v) => Number.isFinite(v) && v >= 0, 'a number >= 0');
-  check('grad-clip', args.gradClip, (v) => Number.isFinite(v) && v > 0, 'a positive number');
-  check('warmup-steps', args.warmupSteps, (v) => Number.isInteger(v) && v >= 0, 'an integer >= 0');
-  check('drop-rate', args.dropRate, (v) => v >= 0 && v < 1, 'in [0, 1)');
-  check('train-ratio', args.trainRatio, (v) => v > 0 && v < 1, 'between 0 and 1');
-  check('seed', args.seed, (v) => Number.isSafeInteger(v) && v >= 0, 'an integer >= 0');
+const GPT2_SIZES: Record<string, string> = { 'gpt2-small': 'models/124M', 'gpt2-medium': 'models/355M', 'gpt2-large': 'models/774M', 'gpt2-xl': 'models/1558M' };
+
+/** The bundled text is short: say so plainly, with a context length that fits. */
+function explainShortDefaultText<T>(isDefault: boolean, contextLength: number, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!isDefault || !(e instanceof Error) || !/^Not enough text/.test(e.message)) throw e;
+    throw new Error(`the bundled the-verdict.txt is too short for context length ${contextLength}; use --context-length 256, or --data with more text`);
+  }
 }
 
 export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
-  checkFlags(args);
+  checkTrainFlags(args);
+  if (!args.initFrom && !args.resume && !(args.modelsDir && args.model)) {
+    const preset = PRESETS[args.model ?? 'book'];
+    if (preset) checkModelShape(args, preset);
+  }
   const { device, reason } = resolveDevice(args.device);
   const json = args.json ? new JsonLines() : null;
   const say = (line: string) => {
     if (!json) console.log(line);
   };
+
+  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json)
+    console.log(`training ${args.model} from scratch (use --init-from ${GPT2_SIZES[args.model] ?? 'models/124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
   let resumePath: string | undefined;
@@ -175,6 +172,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
   // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
   const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+  for (const p of dataPaths)
+    if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
+      throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
   const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
   // A new model is built only once the data is known to be usable: its
@@ -211,7 +211,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     shuffle: (dataCfg?.shuffle as boolean | undefined) ?? args.shuffle,
     seed: (dataCfg?.seed as number | undefined) ?? args.seed,
   };
-  const loaders = createLoaders({
+  const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
     ...(tokenFile ? { ids: tokenFile } : { text }),
     trainRatio: loaderConfig.train_ratio,
     contextLength: loaderConfig.context_length,
@@ -219,7 +219,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     batchSize: loaderConfig.batch_size,
     shuffle: loaderConfig.shuffle,
     seed: loaderConfig.seed,
-  });
+  }));
   const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
   const options: TrainOptions = resumed?.trainOptions ?? {
@@ -265,12 +265,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   };
   log(header);
   json?.write(header);
-  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters on ${reason}`);
+  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
+  say(deviceLine(device, args.device, native().backends().cuda.reason));
   say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
   if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
   say(`run directory: ${runDir}`);
 
-  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true });
+  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval(), etaFromAverage: true });
   const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
   let lastTick = performance.now();
   let rate = 0;
@@ -333,6 +334,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     await writePlot();
   };
 
+  const startStep = trainer.state.step;
+  const startTokens = trainer.state.tokensSeen;
   let summary: TrainSummary;
   try {
     summary = await trainer.run({ onEvent, onCheckpoint: checkpoint, saveEvery: args.saveEvery });
@@ -346,12 +349,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   log(done);
   if (json) {
     json.write(done);
-    if (summary.stopped_early) console.error(`stopped early; resume with: gptcuda train --resume ${runDir}`);
+    if (summary.stopped_early) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
   } else {
-    say(`done: ${summary.steps} steps, ${summary.tokens_seen} tokens seen in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)`);
+    const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
+    say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);
     say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
     say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
-    if (summary.stopped_early) say(`stopped early; resume with: gptcuda train --resume ${runDir}`);
+    if (summary.stopped_early) say(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
   }
   model.dispose();
   trainer.optimizer.dispose();

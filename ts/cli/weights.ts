@@ -14,10 +14,10 @@ import { Progress, formatBytes } from './progress.js';
 export function downloadCommand(y: Argv): Argv {
   return y
     .usage('$0 download --model 124M|355M|774M|1558M [--dir models] [--mirror URL]\n\nDownload OpenAI\'s GPT-2 weights (no TensorFlow needed): resumable, size- and CRC-checked.')
-    .option('model', { type: 'string', choices: [...OPENAI_MODEL_SIZES], demandOption: true })
-    .option('dir', { type: 'string', default: 'models' })
+    .option('model', { type: 'string', choices: [...OPENAI_MODEL_SIZES], demandOption: true, describe: 'GPT-2 size to download' })
+    .option('dir', { type: 'string', default: 'models', describe: 'folder to put <size>/ in' })
     .option('mirror', { type: 'string', describe: 'another server to try: files come from <mirror>/<size>/<file>' })
-    .option('json', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' })
     .example('$0 download --model 124M', 'into models/124M')
     .example('$0 download --model 1558M --dir /data/gpt2', '6.2 GB; rerun to resume after an interruption');
 }
@@ -56,7 +56,7 @@ export function inspectCommand(y: Argv): Argv {
   return y
     .usage('$0 inspect <path> [--json]\n\nList the tensors (name, dtype, shape, bytes), the detected format and the model config of a weights file or folder.')
     .positional('path', { type: 'string', describe: 'checkpoint .tar, run directory, OpenAI folder or .safetensors' })
-    .option('json', { type: 'boolean', default: false })
+    .option('json', { type: 'boolean', default: false, describe: 'machine-readable JSON on stdout' })
     .example('$0 inspect models/124M', "OpenAI's checkpoint")
     .example('$0 inspect runs/20261122-101500/ckpt-step00000090.tar --json', 'a training checkpoint');
 }
@@ -109,10 +109,11 @@ export async function runInspect(args: { path: string; json: boolean }): Promise
 export function exportCommand(y: Argv): Argv {
   return y
     .usage('$0 export --weights <checkpoint> --format hf --out <dir>\n\nWrite model.safetensors + config.json that Hugging Face transformers\' GPT2LMHeadModel loads.')
-    .option('weights', { type: 'string', demandOption: true })
-    .option('format', { type: 'string', choices: ['hf'], default: 'hf' })
-    .option('out', { type: 'string', demandOption: true })
-    .example('$0 export --weights runs/20261122-101500 --format hf --out export/my-gpt', 'then GPT2LMHeadModel.from_pretrained("export/my-gpt")');
+    .option('weights', { type: 'string', demandOption: true, describe: 'checkpoint or run directory to export' })
+    .option('format', { type: 'string', choices: ['hf'], default: 'hf', describe: 'output format (hf: Hugging Face transformers)' })
+    .option('out', { type: 'string', demandOption: true, describe: 'folder to write model.safetensors and config.json to' })
+    .example('$0 export --weights runs/20261122-101500 --format hf --out export/my-gpt', 'then GPT2LMHeadModel.from_pretrained("export/my-gpt")')
+    .example('$0 export --weights runs/20261122-101500/ckpt-step00000090.tar --out export/step90', 'one particular checkpoint');
 }
 
 export async function runExport(args: { weights: string; out: string }): Promise<void> {

@@ -38,8 +38,36 @@ function decodeUtf8(bytes: Uint8Array, file: string): string {
     // ignoreBOM keeps a leading U+FEFF, as Python's "utf-8" codec does.
     return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes);
   } catch {
-    throw new Error(`${file}: not valid UTF-8 text`);
+    const at = firstInvalidUtf8(bytes);
+    const where = at >= 0 ? ` at byte ${at} (0x${bytes[at]!.toString(16).padStart(2, '0')})` : '';
+    throw new Error(
+      `${file}: not valid UTF-8 text${where}; convert it first, e.g. iconv -f latin1 -t utf-8 ${file} > ${file.replace(/(\.[^./]*)?$/, '.utf8$1')}`,
+    );
   }
+}
+
+/** Byte offset of the first byte that does not start or continue a valid UTF-8 sequence; -1 if none. */
+export function firstInvalidUtf8(b: Uint8Array): number {
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    let n: number;
+    let min: number;
+    if (c < 0x80) { i++; continue; }
+    else if (c >= 0xc2 && c <= 0xdf) [n, min] = [1, 0x80];
+    else if (c >= 0xe0 && c <= 0xef) [n, min] = [2, 0x800];
+    else if (c >= 0xf0 && c <= 0xf4) [n, min] = [3, 0x10000];
+    else return i;
+    let cp = c & (0x3f >> n);
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k];
+      if (d === undefined || (d & 0xc0) !== 0x80) return i;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return i;
+    i += n + 1;
+  }
+  return -1;
 }
 
 /**
