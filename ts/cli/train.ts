@@ -2,9 +2,9 @@
 import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { checkpointFileName, latestCheckpoint, pruneCheckpoints } from '../checkpoint/archive.js';
+import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
-import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
 import { resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
@@ -156,16 +156,20 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
   let resumePath: string | undefined;
+  let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | null = null;
   if (args.resume) {
     const target = resolve(args.resume);
     if (!existsSync(target)) throw new Error(`--resume ${args.resume}: no such file or directory`);
     if (statSync(target).isDirectory()) {
-      const latest = await latestCheckpoint(target, { onWarning: (m) => console.error(`warning: ${m}`) });
+      const latest = await loadLatestCheckpoint(target, { device, onWarning: (m) => console.error(`warning: ${m}`) });
       if (!latest) throw new Error(`--resume ${args.resume}: the run directory has no checkpoints yet`);
       resumePath = latest.path;
-    } else resumePath = target;
+      resumed = latest;
+    } else {
+      resumePath = target;
+      resumed = await loadCheckpoint(resumePath, { device });
+    }
   }
-  const resumed = resumePath ? await loadCheckpoint(resumePath, { device }) : null;
   if (resumed && !resumed.trainState) throw new Error(`--resume: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
   mkdirSync(runDir, { recursive: true });

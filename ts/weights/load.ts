@@ -6,7 +6,7 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { latestCheckpoint } from '../checkpoint/archive.js';
-import { loadCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.js';
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
@@ -75,7 +75,13 @@ export function resolvePresetWeights(preset: string, modelsDir: string): string 
 export async function loadModel(pathArg: string, options: { device?: Device } = {}): Promise<LoadedModel> {
   const source = await detectWeights(pathArg);
   let model: GPTModel;
-  if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
+  if (source.format === 'gptcuda-checkpoint' && statSync(resolve(pathArg)).isDirectory()) {
+    // A run directory: the newest checkpoint that passes full verification (same rule as --resume DIR).
+    const latest = await loadLatestCheckpoint(resolve(pathArg), { device: options.device, onWarning: (m) => console.error(`warning: ${m}`) });
+    if (!latest) throw new Error(`${pathArg}: the run directory has no checkpoints`);
+    source.path = latest.path;
+    model = latest.model;
+  } else if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
   else if (source.format === 'openai-tf') model = await loadOpenAI(source.path, options.device);
   else model = await loadHuggingFace(source.path, options.device);
   return { model, source };
