@@ -22,6 +22,7 @@ export interface TrainArgs {
   data?: string[];
   model?: string;
   initFrom?: string;
+  allowNonfinite?: boolean;
   modelsDir?: string;
   resume?: string;
   contextLength?: number;
@@ -61,6 +62,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl', default: undefined })
     .option('models-dir', { type: 'string', describe: 'with --model gpt2-*: start from the GPT-2 weights downloaded there (as --init-from)' })
     .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
+    .option('allow-nonfinite', { type: 'boolean', describe: 'with --init-from a Hugging Face model.safetensors: import NaN/Inf weights instead of refusing them' })
     .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint)' })
     .option('context-length', { type: 'number', describe: 'context length (model and data windows)' })
     .option('emb-dim', { type: 'number', describe: 'embedding width' })
@@ -188,7 +190,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
   if (resumed) loadedModel = resumed.model;
   else if (initFrom) {
-    loadedModel = (await loadModel(initFrom, { device })).model;
+    loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
     if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
     loadedModel.dropoutSeed = args.seed;
   } else {
