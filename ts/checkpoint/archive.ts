@@ -478,7 +478,7 @@ async function parseArchiveStream(fh: FileHandle, path: string): Promise<ParsedA
         try {
           raw = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch (err) {
-          return setError(new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message}); the archive is corrupted`));
+          return setError(new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')}); the archive is corrupted`));
         }
         // Checked as soon as the manifest arrives: a checkpoint from a newer
         // gptcuda may have a different layout, and "upgrade gptcuda" is the
@@ -672,7 +672,7 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
     try {
       raw = JSON.parse(mbuf.toString('utf8'));
     } catch (err) {
-      throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message}); the archive is corrupted`);
+      throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')}); the archive is corrupted`);
     }
     const manifest = validateManifest(raw, path);
 

@@ -131,7 +131,7 @@ function gpt2Config(hp: { n_vocab: number; n_ctx: number; n_embd: number; n_head
 export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel> {
   const hpPath = join(dir, 'hparams.json');
   if (!existsSync(hpPath)) throw new Error(`${dir}: hparams.json is missing (re-run \`gptcuda download\`)`);
-  const hp = JSON.parse(readFileSync(hpPath, 'utf8'));
+  const hp = readJson(hpPath);
   const ckpt = await openTfCheckpoint(dir);
   try {
     // hparams.json's counts are checked against the tensors in the index before they drive any loop or allocation.
@@ -142,7 +142,12 @@ export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel
     if (wteEntry.shape.join(',') !== `${hp.n_vocab},${hp.n_embd}`) throw new Error(`${hpPath}: n_vocab ${hp.n_vocab} / n_embd ${hp.n_embd} disagree with tensor model/wte of shape [${wteEntry.shape}]`);
     if (wpeEntry.shape.join(',') !== `${hp.n_ctx},${hp.n_embd}`) throw new Error(`${hpPath}: n_ctx ${hp.n_ctx} / n_embd ${hp.n_embd} disagree with tensor model/wpe of shape [${wpeEntry.shape}]`);
     if (ckpt.has(`model/h${hp.n_layer}/ln_1/g`)) throw new Error(`${hpPath}: n_layer is ${hp.n_layer} but the checkpoint has an extra layer (tensor model/h${hp.n_layer}/ln_1/g)`);
-    const config = gpt2Config(hp);
+    let config: GPTConfig;
+    try {
+      config = gpt2Config(hp as Parameters<typeof gpt2Config>[0]);
+    } catch (err) {
+      throw new Error(`${hpPath}: ${(err as Error).message}`);
+    }
     for (const t of gpt2Tensors(config)) if (!ckpt.has(t.openai)) throw new Error(`${dir}: tensor ${t.openai} (needed by hparams.json) is missing from the checkpoint`);
     return await fillFromGpt2(config, device, async (t) => {
       const entry = ckpt.entry(t.openai);
@@ -164,7 +169,7 @@ export async function loadHuggingFace(file: string, device?: Device, options: { 
   for (const [name, t] of contents.tensors) tensors.set(name.replace(/^transformer\./, ''), t);
   const get = (name: string) => {
     const t = tensors.get(name);
-    if (!t) throw new Error(`${basename(file)}: tensor ${name} is missing; is this a GPT-2 model.safetensors?`);
+    if (!t) throw new Error(`${file}: tensor ${name} is missing; is this a GPT-2 model.safetensors?`);
     return t;
   };
   const wte = get('wte.weight'), wpe = get('wpe.weight');
@@ -172,33 +177,38 @@ export async function loadHuggingFace(file: string, device?: Device, options: { 
   let nLayers = 0;
   while (tensors.has(`h.${nLayers}.ln_1.weight`)) nLayers++;
   const cfgPath = join(dirname(file), 'config.json');
-  const hfConfig = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : null;
+  const hfConfig = existsSync(cfgPath) ? readJson(cfgPath) : null;
   const nHeads = hfConfig?.n_head ?? GPT2_HEADS_BY_WIDTH[C];
   if (!nHeads) throw new Error(`${file}: cannot tell the number of heads (no config.json beside it and width ${C} is not a GPT-2 size)`);
   // config.json must agree with the tensors actually present.
   const agree = (key: string, value: number, tensor: string) => {
     if (hfConfig && hfConfig[key] !== undefined && hfConfig[key] !== value)
-      throw new Error(`${cfgPath}: ${key} is ${JSON.stringify(hfConfig[key])} but ${basename(file)} implies ${value} (tensor ${tensor})`);
+      throw new Error(`${cfgPath}: ${key} is ${JSON.stringify(hfConfig[key])} but ${file} implies ${value} (tensor ${tensor})`);
   };
   agree('n_layer', nLayers, hfConfig?.n_layer > nLayers ? `h.${nLayers}.ln_1.weight missing` : `h.${nLayers - 1}.ln_1.weight`);
   agree('n_embd', C, 'wte.weight');
   agree('vocab_size', wte.shape[0]!, 'wte.weight');
   agree('n_positions', wpe.shape[0]!, 'wpe.weight');
-  const config = gpt2Config({ n_vocab: wte.shape[0], n_ctx: wpe.shape[0], n_embd: C, n_head: nHeads, n_layer: nLayers });
+  let config: GPTConfig;
+  try {
+    config = gpt2Config({ n_vocab: wte.shape[0], n_ctx: wpe.shape[0], n_embd: C, n_head: nHeads, n_layer: nLayers });
+  } catch (err) {
+    throw new Error(`${hfConfig ? cfgPath : file}: ${(err as Error).message}`);
+  }
   const known = new Set(gpt2Tensors(config).map((t) => t.hf));
   known.add('lm_head.weight');
   for (const name of tensors.keys())
     if (!known.has(name) && !/^h\.\d+\.attn\.(bias|masked_bias)$/.test(name))
-      throw new Error(`${basename(file)}: unexpected tensor ${name} for a GPT-2 with ${nLayers} layers`);
+      throw new Error(`${file}: unexpected tensor ${name} for a GPT-2 with ${nLayers} layers`);
   const head = tensors.get('lm_head.weight');
   const tied = hfConfig?.tie_word_embeddings !== false;
-  if (!tied && !head) throw new Error(`${cfgPath}: tie_word_embeddings is false but ${basename(file)} has no tensor lm_head.weight`);
+  if (!tied && !head) throw new Error(`${cfgPath}: tie_word_embeddings is false but ${file} has no tensor lm_head.weight`);
   if (!options.allowNonFinite) {
     for (const [name, t] of tensors) {
       if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') continue;
       const v = floatData(t, { hf: name, shape: t.shape });
       for (let i = 0; i < v.length; i++)
-        if (!Number.isFinite(v[i]!)) throw new Error(`${basename(file)}: tensor ${name} has a non-finite value (${v[i]}) at flat index ${i}; pass --allow-nonfinite to import it anyway`);
+        if (!Number.isFinite(v[i]!)) throw new Error(`${file}: tensor ${name} has a non-finite value (${v[i]}) at flat index ${i}; pass --allow-nonfinite to import it anyway`);
     }
   }
   if (tied && head) {
@@ -224,4 +234,16 @@ function floatData(x: NamedTensor, t: { hf: string; shape: number[] }): Float32A
     return out;
   }
   throw new Error(`${t.hf} has dtype ${x.dtype}; expected a float type`);
+}
+
+/** A small JSON file (hparams.json, config.json); a damaged one is a one-line error naming it. */
+function readJson(path: string): Record<string, any> {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')})`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`);
+  return v as Record<string, any>;
 }
