@@ -38,14 +38,14 @@ function isTar(path: string): boolean {
   }
 }
 
-export async function detectWeights(pathArg: string): Promise<WeightsSource> {
+export async function detectWeights(pathArg: string, options: { onWarning?: (message: string) => void } = {}): Promise<WeightsSource> {
   const path = resolve(pathArg);
   if (!existsSync(path)) throw new Error(`weights not found: ${pathArg} does not exist (train a model, or run \`gptcuda download --model 124M\`)`);
   if (statSync(path).isDirectory()) {
     const names = readdirSync(path);
     if (names.includes('model.ckpt.index') || names.includes('checkpoint')) return { format: 'openai-tf', path };
     if (names.includes('model.safetensors')) return { format: 'hf-safetensors', path: join(path, 'model.safetensors') };
-    const latest = await latestCheckpoint(path, { onWarning: (m) => console.error(`warning: ${m}`) });
+    const latest = await latestCheckpoint(path, { onWarning: options.onWarning ?? ((m) => console.error(`warning: ${m}`)) });
     if (latest) return { format: 'gptcuda-checkpoint', path: latest.path };
     throw new Error(`${pathArg}: not a weights folder (expected an OpenAI folder with model.ckpt.index, a Hugging Face folder with model.safetensors, or a run directory with ckpt-step*.tar)`);
   }
@@ -73,7 +73,8 @@ export function resolvePresetWeights(preset: string, modelsDir: string): string 
 }
 
 export async function loadModel(pathArg: string, options: { device?: Device; allowNonFinite?: boolean } = {}): Promise<LoadedModel> {
-  const source = await detectWeights(pathArg);
+  // A run directory's damaged checkpoints are reported once, by loadLatestCheckpoint below.
+  const source = await detectWeights(pathArg, { onWarning: () => {} });
   let model: GPTModel;
   if (source.format === 'gptcuda-checkpoint' && statSync(resolve(pathArg)).isDirectory()) {
     // A run directory: the newest checkpoint that passes full verification (same rule as --resume DIR).
