@@ -463,14 +463,14 @@ function snappyLiteral(data: number[]): number[] {
 async function writeBundle(
   prefix: string,
   tensors: TestTensor[],
-  opts: { numShards: number; blockEntries: number; snappy: boolean; minConsumer?: number },
+  opts: { numShards: number; blockEntries: number; snappy: boolean; minConsumer?: number; headerShards?: number },
 ) {
   const shards: number[][] = Array.from({ length: opts.numShards }, () => []);
   const sorted = [...tensors].sort((a, b) => (a.name < b.name ? -1 : 1));
   const kv: { key: Uint8Array; value: number[] }[] = [
     {
       key: new Uint8Array(0),
-      value: [8, ...varint(opts.numShards), ...lenField(3, [8, 1, ...(opts.minConsumer ? [16, opts.minConsumer] : [])])],
+      value: [8, ...varint(opts.headerShards ?? opts.numShards), ...lenField(3, [8, 1, ...(opts.minConsumer ? [16, opts.minConsumer] : [])])],
     },
   ];
   for (const t of sorted) {
@@ -577,5 +577,16 @@ describe('synthetic bundles (multi-shard, multi-block, Snappy, other dtypes)', (
     const prefix = path.join(dir, 'bundle');
     await writeBundle(prefix, tensors.slice(0, 2), { numShards: 2, blockEntries: 4, snappy: false, minConsumer: 2 });
     await expect(openTfCheckpoint(prefix)).rejects.toThrow(/needs a newer reader .*min_consumer 2/);
+  });
+});
+
+describe('num_shards is checked against the index before it sizes anything', () => {
+  it('a huge num_shards in a tiny index is refused at once, naming the index', async () => {
+    const prefix = path.join(tmp, 'huge-shards');
+    const t = { name: 'a', dtypeCode: 1, shape: [1], bytes: Uint8Array.from([0, 0, 128, 63]), shard: 0 };
+    await writeBundle(prefix, [t], { numShards: 1, blockEntries: 4, snappy: false, headerShards: 2_000_000_000 });
+    const t0 = Date.now();
+    await expect(openTfCheckpoint(prefix)).rejects.toThrow(/huge-shards\.index: num_shards is 2000000000 but the index lists only 1 tensors/);
+    expect(Date.now() - t0).toBeLessThan(2000);
   });
 });

@@ -143,6 +143,24 @@ function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
+/** Key of the manifest's own checksum (sha256 of {@link canonicalManifest}). */
+export const MANIFEST_CHECKSUM_KEY = 'manifest_sha256';
+
+function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v !== null && typeof v === 'object') {
+    const keys = Object.keys(v as object).filter((k) => (v as Record<string, unknown>)[k] !== undefined).sort();
+    return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+/** sha256 of the manifest's content (keys sorted, its own checksum left out): config, step, lr, ... */
+export function manifestChecksum(manifest: Record<string, unknown>): string {
+  const { [MANIFEST_CHECKSUM_KEY]: _omit, ...rest } = manifest;
+  return createHash('sha256').update(canonicalJson(rest), 'utf8').digest('hex');
+}
+
 /**
  * Atomically writes a checkpoint archive to `path` (temp file in the same
  * directory, fsync, rename, directory fsync): a crash at any moment leaves
@@ -180,6 +198,8 @@ export async function writeCheckpointArchive(path: string, input: WriteCheckpoin
   };
   let manifestText: string;
   try {
+    delete manifest[MANIFEST_CHECKSUM_KEY];
+    manifest[MANIFEST_CHECKSUM_KEY] = manifestChecksum(JSON.parse(JSON.stringify(manifest)));
     manifestText = JSON.stringify(manifest, null, 2) + '\n';
   } catch (err) {
     throw new TypeError(`checkpoint manifest is not JSON-serializable: ${(err as Error).message}`);
@@ -231,6 +251,15 @@ function validateManifest(raw: unknown, where: string): CheckpointManifest {
       'NEWER_VERSION',
       `${where}: checkpoint format version ${v} is newer than this gptcuda supports (version ${CHECKPOINT_FORMAT_VERSION}); it was written by a newer gptcuda, upgrade gptcuda to load it`,
     );
+  }
+  // The manifest's own checksum covers config and training state (step, lr, ...), so an
+  // edited value is caught like a flipped tensor byte. Old checkpoints lack it (warned in finishRead).
+  const sum = m[MANIFEST_CHECKSUM_KEY];
+  if (sum !== undefined) {
+    if (typeof sum !== 'string' || !/^[0-9a-f]{64}$/.test(sum)) bad(`has a malformed ${MANIFEST_CHECKSUM_KEY}`);
+    if (manifestChecksum(m) !== sum) {
+      throw new CheckpointError('CHECKSUM', `${where}: manifest.json does not match its ${MANIFEST_CHECKSUM_KEY} (config or training state was edited or corrupted); use an older checkpoint or a good copy`);
+    }
   }
   const files = m.tensors;
   if (typeof files !== 'object' || files === null || Array.isArray(files)) bad('has no "tensors" table');
@@ -449,7 +478,7 @@ async function parseArchiveStream(fh: FileHandle, path: string): Promise<ParsedA
         try {
           raw = JSON.parse(Buffer.concat(chunks).toString('utf8'));
         } catch (err) {
-          return setError(new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message}); the archive is corrupted`));
+          return setError(new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')}); the archive is corrupted`));
         }
         // Checked as soon as the manifest arrives: a checkpoint from a newer
         // gptcuda may have a different layout, and "upgrade gptcuda" is the
@@ -533,6 +562,7 @@ function finishRead(parsed: ParsedArchive, path: string, nonFinite: 'error' | 'w
   const files = new Map<string, Map<string, NamedTensor>>();
   const metadata = new Map<string, SafetensorsMetadata | undefined>();
   const warnings: string[] = [];
+  if (manifest[MANIFEST_CHECKSUM_KEY] === undefined) warnings.push(`${path}: manifest.json has no ${MANIFEST_CHECKSUM_KEY} (written by an older gptcuda); its config and training state cannot be verified`);
   for (const [file, listed] of Object.entries(manifest.tensors)) {
     const d = decoded.get(file);
     if (!d) throw new CheckpointError('MISMATCH', `${path}: the manifest lists ${file} but the archive has no such entry; the archive is incomplete or corrupted`);
@@ -642,7 +672,7 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
     try {
       raw = JSON.parse(mbuf.toString('utf8'));
     } catch (err) {
-      throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message}); the archive is corrupted`);
+      throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')}); the archive is corrupted`);
     }
     const manifest = validateManifest(raw, path);
 

@@ -7,7 +7,8 @@ import { validateConfig, type GPTConfig } from '../model/config.js';
 import type { Device } from '../tensor/tensor.js';
 import { PACKAGE_ROOT } from '../tensor/native.js';
 import type { TrainOptions, TrainState } from '../train/trainer.js';
-import { readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
+import { CheckpointError, listCheckpoints, readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
+import { SafetensorsError } from './safetensors.js';
 import type { NamedTensor } from './safetensors.js';
 
 export const LIBRARY_VERSION: string = JSON.parse(readFileSync(join(PACKAGE_ROOT, 'package.json'), 'utf8')).version;
@@ -131,20 +132,30 @@ export interface LoadedCheckpoint {
 export async function loadCheckpoint(path: string, options: { device?: Device; nonFinite?: 'error' | 'warn' } = {}): Promise<LoadedCheckpoint> {
   const archive = await readCheckpointArchive(path, { nonFinite: options.nonFinite ?? 'error' });
   const manifest = archive.manifest;
-  const config = fromStoredConfig(manifest.config as StoredConfig);
+  let config: GPTConfig;
+  try {
+    config = fromStoredConfig(manifest.config as StoredConfig);
+  } catch (err) {
+    throw new CheckpointError('BAD_MANIFEST', `${path}: ${(err as Error).message}`);
+  }
   const weights = archive.files.get('model.safetensors');
-  if (!weights) throw new Error(`${path}: checkpoint has no model.safetensors`);
+  if (!weights) throw new CheckpointError('MISMATCH', `${path}: checkpoint has no model.safetensors`);
+  // The config's counts are checked against the tensors present before they drive any loop or allocation.
+  let stored = 0;
+  for (const t of weights.values()) stored += t.data.length;
+  if (config.nLayers > weights.size || config.vocabSize * config.embDim > stored || config.contextLength * config.embDim > stored)
+    throw new CheckpointError('MISMATCH', `${path}: the manifest's model config (${config.nLayers} layers, vocab ${config.vocabSize}, context ${config.contextLength}, width ${config.embDim}) needs more than the ${weights.size} tensors (${stored} values) in model.safetensors`);
   const specs = GPTModel.parameterSpecs(config);
   const expected = new Set(specs.map((s) => s.name));
   for (const name of weights.keys())
-    if (!expected.has(name)) throw new Error(`${path}: unexpected tensor '${name}' for the model config in the manifest`);
+    if (!expected.has(name)) throw new CheckpointError('MISMATCH', `${path}: unexpected tensor '${name}' for the model config in the manifest`);
   let total = 0;
   for (const s of specs) {
     const t = weights.get(s.name);
-    if (!t) throw new Error(`${path}: tensor '${s.name}' is missing from model.safetensors`);
-    if (t.dtype !== 'F32') throw new Error(`${path}: tensor '${s.name}' is ${t.dtype}, expected F32`);
+    if (!t) throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' is missing from model.safetensors`);
+    if (t.dtype !== 'F32') throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' is ${t.dtype}, expected F32`);
     if (t.shape.join(',') !== s.shape.join(','))
-      throw new Error(`${path}: tensor '${s.name}' has shape [${t.shape}] but the config needs [${s.shape}]`);
+      throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' has shape [${t.shape}] but the config needs [${s.shape}]`);
     total += t.data.length;
   }
   const flat = new Float32Array(total);
@@ -159,7 +170,7 @@ export async function loadCheckpoint(path: string, options: { device?: Device; n
   if (opt) {
     const m = opt.get('exp_avg')?.data, v = opt.get('exp_avg_sq')?.data;
     if (!(m instanceof Float32Array) || !(v instanceof Float32Array) || m.length !== total || v.length !== total)
-      throw new Error(`${path}: optimizer.safetensors does not match the model (${total} parameters)`);
+      throw new CheckpointError('MISMATCH', `${path}: optimizer.safetensors does not match the model (${total} parameters)`);
     const info = manifest.optimizer as { step: number } & TrainOptions['optimizer'];
     optimizer = { step: info.step, m, v, hyper: { lr: info.lr, beta1: info.beta1, beta2: info.beta2, eps: info.eps, weightDecay: info.weightDecay } };
   }
@@ -175,4 +186,45 @@ export async function loadCheckpoint(path: string, options: { device?: Device; n
     trainOptions: (manifest.train_options as TrainOptions | undefined) ?? null,
     warnings: archive.warnings,
   };
+}
+
+export interface LoadedLatestCheckpoint extends LoadedCheckpoint {
+  /** The archive that was loaded. */
+  path: string;
+}
+
+function isDamage(err: unknown): boolean {
+  return err instanceof SafetensorsError || (err instanceof CheckpointError && err.code !== 'NEWER_VERSION');
+}
+
+/**
+ * Loads the newest intact checkpoint of a run directory (what `--resume DIR`,
+ * `eval DIR` and `generate DIR` use). Each newer one that fails the full
+ * verification (truncated, a flipped byte, an edited manifest, NaN weights, a
+ * config that disagrees with its tensors) is skipped with a warning
+ * (`onWarning`, default process.emitWarning). Returns null when the directory
+ * has no checkpoints; throws when none is usable, or when the newest intact
+ * candidate was written by a newer gptcuda.
+ */
+export async function loadLatestCheckpoint(
+  runDir: string,
+  options: { device?: Device; onWarning?: (message: string) => void } = {},
+): Promise<LoadedLatestCheckpoint | null> {
+  const onWarning = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GPTCUDA_CHECKPOINT_SKIPPED' }));
+  const all = await listCheckpoints(runDir);
+  if (all.length === 0) return null;
+  const skipped: string[] = [];
+  for (let i = all.length - 1; i >= 0; i--) {
+    const c = all[i]!;
+    try {
+      const loaded = await loadCheckpoint(c.path, { device: options.device });
+      return { ...loaded, path: c.path, warnings: [...skipped, ...loaded.warnings] };
+    } catch (err) {
+      if (!isDamage(err)) throw err;
+      const msg = `skipping damaged checkpoint ${c.name}: ${(err as Error).message.split('\n')[0]}`;
+      skipped.push(msg);
+      onWarning(msg);
+    }
+  }
+  throw new CheckpointError('CORRUPT', `${runDir}: none of the ${all.length} checkpoints is usable:\n  ${skipped.join('\n  ')}`);
 }

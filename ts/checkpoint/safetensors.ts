@@ -322,7 +322,7 @@ function decodeHeaderJson(jsonBytes: Uint8Array, headerLength: number, dataLengt
   try {
     parsed = JSON.parse(text);
   } catch (err) {
-    fail(source, `header is not valid JSON (${(err as Error).message}); the file is corrupted or not a safetensors file`);
+    fail(source, `header is not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')}); the file is corrupted or not a safetensors file`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(source, 'header must be a JSON object');
   const dup = findDuplicateTopLevelKey(text);

@@ -2,9 +2,9 @@
 import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { checkpointFileName, latestCheckpoint, pruneCheckpoints } from '../checkpoint/archive.js';
+import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
-import { loadCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
@@ -23,6 +23,7 @@ export interface TrainArgs {
   data?: string[];
   model?: string;
   initFrom?: string;
+  allowNonfinite?: boolean;
   modelsDir?: string;
   resume?: string;
   contextLength?: number;
@@ -62,6 +63,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default: book)' })
     .option('models-dir', { type: 'string', describe: 'with --model gpt2-*: start from the GPT-2 weights downloaded there (as --init-from)' })
     .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
+    .option('allow-nonfinite', { type: 'boolean', describe: 'with --init-from a Hugging Face model.safetensors: import NaN/Inf weights instead of refusing them (default: refuse)' })
     .option('resume', { type: 'string', describe: 'continue a run: a checkpoint .tar, or a run directory (its latest complete checkpoint); default: a new run' })
     .option('context-length', { alias: FLAG_ALIASES['context-length'], type: 'number', describe: "context length, model and data windows (default: the preset's, 256 for book, 1024 for gpt2-*)" })
     .option('emb-dim', { alias: FLAG_ALIASES['emb-dim'], type: 'number', describe: "embedding width (default: the preset's, 768 for book)" })
@@ -153,16 +155,20 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
   let resumePath: string | undefined;
+  let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | null = null;
   if (args.resume) {
     const target = resolve(args.resume);
     if (!existsSync(target)) throw new Error(`--resume ${args.resume}: no such file or directory`);
     if (statSync(target).isDirectory()) {
-      const latest = await latestCheckpoint(target, { onWarning: (m) => console.error(`warning: ${m}`) });
+      const latest = await loadLatestCheckpoint(target, { device, onWarning: (m) => console.error(`warning: ${m}`) });
       if (!latest) throw new Error(`--resume ${args.resume}: the run directory has no checkpoints yet`);
       resumePath = latest.path;
-    } else resumePath = target;
+      resumed = latest;
+    } else {
+      resumePath = target;
+      resumed = await loadCheckpoint(resumePath, { device });
+    }
   }
-  const resumed = resumePath ? await loadCheckpoint(resumePath, { device }) : null;
   if (resumed && !resumed.trainState) throw new Error(`--resume: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
   mkdirSync(runDir, { recursive: true });
@@ -184,7 +190,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
   if (resumed) loadedModel = resumed.model;
   else if (initFrom) {
-    loadedModel = (await loadModel(initFrom, { device })).model;
+    loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
     if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
     loadedModel.dropoutSeed = args.seed;
   } else {

@@ -599,6 +599,8 @@ export function createLoaders(options: CreateLoadersOptions): Loaders {
 export const TOKEN_FILE_MAGIC = 'GPTCTOK1';
 export const TOKEN_FILE_VERSION = 1;
 export const TOKEN_FILE_HEADER_BYTES = 20;
+/** GPT-2's vocabulary size: every id in a token file is below it. */
+const GPT2_VOCAB_SIZE = 50257;
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 
@@ -777,7 +779,13 @@ export class TokenFile implements TokenSource {
     this.length = length;
   }
 
-  static open(file: string): TokenFile {
+  /**
+   * Opens and validates a token file: magic, version, header count against the
+   * file size, and every token id < `vocabSize` (default: GPT-2's 50,257), so a
+   * bad id fails here, with the file and the token offset, not mid-training.
+   */
+  static open(file: string, options: { vocabSize?: number } = {}): TokenFile {
+    const vocabSize = options.vocabSize ?? GPT2_VOCAB_SIZE;
     let fd: number;
     try {
       fd = fs.openSync(file, 'r');
@@ -806,7 +814,21 @@ export class TokenFile implements TokenSource {
           `${file}: truncated or corrupt token file: the header says ${count} tokens (${expected} bytes) but the file has ${size} bytes`,
         );
       }
-      return new TokenFile(file, fd, Number(count));
+      const n = Number(count);
+      const CHUNK = 1 << 20;
+      const bytes = new Uint8Array(Math.min(n, CHUNK) * 2);
+      const dv = new DataView(bytes.buffer);
+      for (let start = 0; start < n; start += CHUNK) {
+        const len = Math.min(CHUNK, n - start);
+        readFully(fd, bytes.subarray(0, len * 2), TOKEN_FILE_HEADER_BYTES + start * 2);
+        for (let i = 0; i < len; i++) {
+          const id = dv.getUint16(i * 2, true);
+          if (id >= vocabSize) {
+            throw new Error(`${file}: corrupt token file: token ${start + i} (byte offset ${TOKEN_FILE_HEADER_BYTES + (start + i) * 2}) is id ${id}, not below the vocabulary size ${vocabSize}`);
+          }
+        }
+      }
+      return new TokenFile(file, fd, n);
     } catch (err) {
       fs.closeSync(fd);
       throw err;

@@ -38,8 +38,10 @@ export class ParameterStore {
     this.device = device;
     let offset = 0;
     const laid: Omit<Parameter, 'value' | 'grad'>[] = [];
+    const seen = new Set<string>();
     for (const s of specs) {
-      if (this.byName.has(s.name) || laid.some((p) => p.name === s.name)) throw new Error(`duplicate parameter ${s.name}`);
+      if (this.byName.has(s.name) || seen.has(s.name)) throw new Error(`duplicate parameter ${s.name}`);
+      seen.add(s.name);
       const numel = s.shape.reduce((a, b) => a * b, 1);
       laid.push({ ...s, offset, numel });
       offset += numel;

@@ -6,7 +6,7 @@
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { latestCheckpoint } from '../checkpoint/archive.js';
-import { loadCheckpoint } from '../checkpoint/checkpoint.js';
+import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.js';
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
@@ -38,14 +38,14 @@ function isTar(path: string): boolean {
   }
 }
 
-export async function detectWeights(pathArg: string): Promise<WeightsSource> {
+export async function detectWeights(pathArg: string, options: { onWarning?: (message: string) => void } = {}): Promise<WeightsSource> {
   const path = resolve(pathArg);
   if (!existsSync(path)) throw new Error(`weights not found: ${pathArg} does not exist (train a model, or run \`gptcuda download --model 124M\`)`);
   if (statSync(path).isDirectory()) {
     const names = readdirSync(path);
     if (names.includes('model.ckpt.index') || names.includes('checkpoint')) return { format: 'openai-tf', path };
     if (names.includes('model.safetensors')) return { format: 'hf-safetensors', path: join(path, 'model.safetensors') };
-    const latest = await latestCheckpoint(path, { onWarning: (m) => console.error(`warning: ${m}`) });
+    const latest = await latestCheckpoint(path, { onWarning: options.onWarning ?? ((m) => console.error(`warning: ${m}`)) });
     if (latest) return { format: 'gptcuda-checkpoint', path: latest.path };
     throw new Error(`${pathArg}: not a weights folder (expected an OpenAI folder with model.ckpt.index, a Hugging Face folder with model.safetensors, or a run directory with ckpt-step*.tar)`);
   }
@@ -72,12 +72,19 @@ export function resolvePresetWeights(preset: string, modelsDir: string): string 
   return dir;
 }
 
-export async function loadModel(pathArg: string, options: { device?: Device } = {}): Promise<LoadedModel> {
-  const source = await detectWeights(pathArg);
+export async function loadModel(pathArg: string, options: { device?: Device; allowNonFinite?: boolean } = {}): Promise<LoadedModel> {
+  // A run directory's damaged checkpoints are reported once, by loadLatestCheckpoint below.
+  const source = await detectWeights(pathArg, { onWarning: () => {} });
   let model: GPTModel;
-  if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
+  if (source.format === 'gptcuda-checkpoint' && statSync(resolve(pathArg)).isDirectory()) {
+    // A run directory: the newest checkpoint that passes full verification (same rule as --resume DIR).
+    const latest = await loadLatestCheckpoint(resolve(pathArg), { device: options.device, onWarning: (m) => console.error(`warning: ${m}`) });
+    if (!latest) throw new Error(`${pathArg}: the run directory has no checkpoints`);
+    source.path = latest.path;
+    model = latest.model;
+  } else if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
   else if (source.format === 'openai-tf') model = await loadOpenAI(source.path, options.device);
-  else model = await loadHuggingFace(source.path, options.device);
+  else model = await loadHuggingFace(source.path, options.device, { allowNonFinite: options.allowNonFinite });
   return { model, source };
 }
 
@@ -125,9 +132,24 @@ function gpt2Config(hp: { n_vocab: number; n_ctx: number; n_embd: number; n_head
 export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel> {
   const hpPath = join(dir, 'hparams.json');
   if (!existsSync(hpPath)) throw new Error(`${dir}: hparams.json is missing (re-run \`gptcuda download\`)`);
-  const config = gpt2Config(JSON.parse(readFileSync(hpPath, 'utf8')));
+  const hp = readJson(hpPath);
   const ckpt = await openTfCheckpoint(dir);
   try {
+    // hparams.json's counts are checked against the tensors in the index before they drive any loop or allocation.
+    if (!Number.isSafeInteger(hp?.n_layer) || hp.n_layer > ckpt.entries.length)
+      throw new Error(`${hpPath}: n_layer ${JSON.stringify(hp?.n_layer)} does not fit the ${ckpt.entries.length} tensors in the checkpoint`);
+    const wteEntry = ckpt.has('model/wte') ? ckpt.entry('model/wte') : undefined, wpeEntry = ckpt.has('model/wpe') ? ckpt.entry('model/wpe') : undefined;
+    if (!wteEntry || !wpeEntry) throw new Error(`${dir}: tensor ${wteEntry ? 'model/wpe' : 'model/wte'} is missing from the checkpoint`);
+    if (wteEntry.shape.join(',') !== `${hp.n_vocab},${hp.n_embd}`) throw new Error(`${hpPath}: n_vocab ${hp.n_vocab} / n_embd ${hp.n_embd} disagree with tensor model/wte of shape [${wteEntry.shape}]`);
+    if (wpeEntry.shape.join(',') !== `${hp.n_ctx},${hp.n_embd}`) throw new Error(`${hpPath}: n_ctx ${hp.n_ctx} / n_embd ${hp.n_embd} disagree with tensor model/wpe of shape [${wpeEntry.shape}]`);
+    if (ckpt.has(`model/h${hp.n_layer}/ln_1/g`)) throw new Error(`${hpPath}: n_layer is ${hp.n_layer} but the checkpoint has an extra layer (tensor model/h${hp.n_layer}/ln_1/g)`);
+    let config: GPTConfig;
+    try {
+      config = gpt2Config(hp as Parameters<typeof gpt2Config>[0]);
+    } catch (err) {
+      throw new Error(`${hpPath}: ${(err as Error).message}`);
+    }
+    for (const t of gpt2Tensors(config)) if (!ckpt.has(t.openai)) throw new Error(`${dir}: tensor ${t.openai} (needed by hparams.json) is missing from the checkpoint`);
     return await fillFromGpt2(config, device, async (t) => {
       const entry = ckpt.entry(t.openai);
       const got = entry.shape.filter((d, i) => !(i === 0 && d === 1 && entry.shape.length === t.shape.length + 1));
@@ -142,13 +164,13 @@ export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel
   }
 }
 
-export async function loadHuggingFace(file: string, device?: Device): Promise<GPTModel> {
+export async function loadHuggingFace(file: string, device?: Device, options: { allowNonFinite?: boolean } = {}): Promise<GPTModel> {
   const contents = await readSafetensorsFile(file);
   const tensors = new Map<string, NamedTensor>();
   for (const [name, t] of contents.tensors) tensors.set(name.replace(/^transformer\./, ''), t);
   const get = (name: string) => {
     const t = tensors.get(name);
-    if (!t) throw new Error(`${basename(file)}: tensor ${name} is missing; is this a GPT-2 model.safetensors?`);
+    if (!t) throw new Error(`${file}: tensor ${name} is missing; is this a GPT-2 model.safetensors?`);
     return t;
   };
   const wte = get('wte.weight'), wpe = get('wpe.weight');
@@ -156,14 +178,48 @@ export async function loadHuggingFace(file: string, device?: Device): Promise<GP
   let nLayers = 0;
   while (tensors.has(`h.${nLayers}.ln_1.weight`)) nLayers++;
   const cfgPath = join(dirname(file), 'config.json');
-  const hfConfig = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, 'utf8')) : null;
+  const hfConfig = existsSync(cfgPath) ? readJson(cfgPath) : null;
   const nHeads = hfConfig?.n_head ?? GPT2_HEADS_BY_WIDTH[C];
   if (!nHeads) throw new Error(`${file}: cannot tell the number of heads (no config.json beside it and width ${C} is not a GPT-2 size)`);
-  const config = gpt2Config({ n_vocab: wte.shape[0], n_ctx: wpe.shape[0], n_embd: C, n_head: nHeads, n_layer: nLayers });
+  // config.json must agree with the tensors actually present.
+  const agree = (key: string, value: number, tensor: string) => {
+    if (hfConfig && hfConfig[key] !== undefined && hfConfig[key] !== value)
+      throw new Error(`${cfgPath}: ${key} is ${JSON.stringify(hfConfig[key])} but ${file} implies ${value} (tensor ${tensor})`);
+  };
+  agree('n_layer', nLayers, hfConfig?.n_layer > nLayers ? `h.${nLayers}.ln_1.weight missing` : `h.${nLayers - 1}.ln_1.weight`);
+  agree('n_embd', C, 'wte.weight');
+  agree('vocab_size', wte.shape[0]!, 'wte.weight');
+  agree('n_positions', wpe.shape[0]!, 'wpe.weight');
+  let config: GPTConfig;
+  try {
+    config = gpt2Config({ n_vocab: wte.shape[0], n_ctx: wpe.shape[0], n_embd: C, n_head: nHeads, n_layer: nLayers });
+  } catch (err) {
+    throw new Error(`${hfConfig ? cfgPath : file}: ${(err as Error).message}`);
+  }
+  const known = new Set(gpt2Tensors(config).map((t) => t.hf));
+  known.add('lm_head.weight');
+  for (const name of tensors.keys())
+    if (!known.has(name) && !/^h\.\d+\.attn\.(bias|masked_bias)$/.test(name))
+      throw new Error(`${file}: unexpected tensor ${name} for a GPT-2 with ${nLayers} layers`);
+  const head = tensors.get('lm_head.weight');
+  const tied = hfConfig?.tie_word_embeddings !== false;
+  if (!tied && !head) throw new Error(`${cfgPath}: tie_word_embeddings is false but ${file} has no tensor lm_head.weight`);
+  if (!options.allowNonFinite) {
+    for (const [name, t] of tensors) {
+      if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') continue;
+      const v = floatData(t, { hf: name, shape: t.shape });
+      for (let i = 0; i < v.length; i++)
+        if (!Number.isFinite(v[i]!)) throw new Error(`${file}: tensor ${name} has a non-finite value (${v[i]}) at flat index ${i}; pass --allow-nonfinite to import it anyway`);
+    }
+  }
+  if (tied && head) {
+    const a = floatData(head, { hf: 'lm_head.weight', shape: wte.shape }), b = floatData(wte, { hf: 'wte.weight', shape: wte.shape });
+    for (let i = 0; i < a.length; i++)
+      if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) throw new Error(`${cfgPath}: tie_word_embeddings is ${hfConfig ? 'true' : 'unset (true)'} but tensor lm_head.weight differs from wte.weight`);
+  }
   const model = await fillFromGpt2(config, device, async (t) => floatData(get(t.hf), t));
   // An untied head (tie_word_embeddings: false, as our export writes for the book's models).
-  const head = tensors.get('lm_head.weight');
-  if (head && hfConfig?.tie_word_embeddings === false) {
+  if (head && !tied) {
     if (head.shape.join(',') !== wte.shape.join(',')) throw new Error(`lm_head.weight has shape [${head.shape}], expected [${wte.shape}]`);
     model.params.get('out_head.weight').value.write(floatData(head, { hf: 'lm_head.weight', shape: wte.shape }));
   }
@@ -179,4 +235,16 @@ function floatData(x: NamedTensor, t: { hf: string; shape: number[] }): Float32A
     return out;
   }
   throw new Error(`${t.hf} has dtype ${x.dtype}; expected a float type`);
+}
+
+/** A small JSON file (hparams.json, config.json); a damaged one is a one-line error naming it. */
+function readJson(path: string): Record<string, any> {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message.replace(/\s+/g, ' ')})`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${path}: not a JSON object`);
+  return v as Record<string, any>;
 }

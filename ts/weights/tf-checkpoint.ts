@@ -571,6 +571,8 @@ export class TfCheckpoint {
     this.entries = entries;
     this.byName = new Map(entries.map((e) => [e.name, e]));
     const n = Math.max(1, header.numShards);
+    // Every shard holds at least one tensor: a larger count is corruption, refused before it sizes anything.
+    if (n > Math.max(1, entries.length)) throw new Error(`${indexPath}: num_shards is ${header.numShards} but the index lists only ${entries.length} tensors; the index is corrupted`);
     this.dataFiles = Array.from({ length: n }, (_, i) => dataFileName(prefix, i, n));
   }
 
