@@ -9,13 +9,12 @@ std::unique_ptr<Recording> g_open;
 
 struct RecordingHandle {
   std::shared_ptr<Recording> rec;
-  bool running = false;
 };
 
 class RunWorker : public Napi::AsyncWorker {
  public:
-  RunWorker(Napi::Env env, std::shared_ptr<Recording> rec, RecordingHandle* handle)
-      : Napi::AsyncWorker(env), rec_(std::move(rec)), handle_(handle), deferred_(Napi::Promise::Deferred::New(env)) {}
+  RunWorker(Napi::Env env, std::shared_ptr<Recording> rec)
+      : Napi::AsyncWorker(env), rec_(std::move(rec)), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -36,11 +35,14 @@ class RunWorker : public Napi::AsyncWorker {
 
  private:
   void finish() {
-    rec_->unpin();
-    handle_->running = false;
+    // A tensor disposed while this ran had its free deferred; the recording
+    // can never run again, so let the memory go now rather than at GC.
+    if (rec_->uses_disposed()) rec_->release();
+    rec_->running = false;
   }
+  // Shared, not the handle: JS may drop (and GC finalize) the handle while
+  // the worker still runs.
   std::shared_ptr<Recording> rec_;
-  RecordingHandle* handle_;
   Napi::Promise::Deferred deferred_;
 };
 
@@ -62,10 +64,15 @@ Napi::Value RunRecording(const Napi::CallbackInfo& info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(env, "runRecording: expected a recording from endRecording()");
   auto* handle = info[0].As<Napi::External<RecordingHandle>>().Data();
-  if (handle->running) throw Napi::Error::New(env, "runRecording: this recording is already running");
-  handle->running = true;
-  handle->rec->pin();
-  auto* worker = new RunWorker(env, handle->rec, handle);
+  if (handle->rec->running) throw Napi::Error::New(env, "runRecording: this recording is already running");
+  if (handle->rec->released() || handle->rec->uses_disposed()) {
+    handle->rec->release();
+    throw Napi::Error::New(env,
+                           "runRecording: a tensor this recording uses was disposed; record the ops again "
+                           "with live tensors, or dispose them only after the recording has run");
+  }
+  handle->rec->running = true;
+  auto* worker = new RunWorker(env, handle->rec);
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;
@@ -85,13 +92,20 @@ void Recording::run() const {
   }
 }
 
-// Pinning happens on the JS thread (runRecording and the worker's completion),
-// the same thread that disposes tensors, so the counters need no locking.
-void Recording::pin() {
-  for (auto& s : storages_) s->pins++;
+// Pins change on the JS thread only (recording an op, runRecording, the
+// worker's completion, the handle's finalizer), the thread that disposes
+// tensors, so the counters need no locking.
+bool Recording::uses_disposed() const {
+  for (auto& s : storages_)
+    if (s->freed) return true;
+  return false;
 }
-void Recording::unpin() {
+void Recording::release() {
+  if (released_) return;
+  released_ = true;
   for (auto& s : storages_) s->unpin();
+  storages_.clear();
+  steps_.clear();
 }
 
 void register_recording(Napi::Env env, Napi::Object exports) {

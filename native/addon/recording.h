@@ -14,25 +14,43 @@
 
 namespace gptcuda {
 
+// A recording pins the memory of every tensor it references from the moment
+// the op is recorded: dispose() of one of them meanwhile only marks it, and
+// the free happens when the recording can no longer run (see release()), so a
+// worker thread never touches freed memory.
 class Recording {
  public:
+  Recording() = default;
+  Recording(const Recording&) = delete;
+  Recording& operator=(const Recording&) = delete;
+  ~Recording() { release(); }
+
   void add(std::function<void()> step, const char* op) {
     steps_.push_back(std::move(step));
     ops_.push_back(op);
   }
   void keep_alive(std::shared_ptr<Storage> s) {
-    if (s) storages_.push_back(std::move(s));
+    if (!s) return;
+    s->pins++;
+    storages_.push_back(std::move(s));
   }
   // Runs every step; on failure throws naming the op that failed.
   void run() const;
-  void pin();
-  void unpin();
+  // True when a tensor it uses was disposed: running it would compute on
+  // memory the program gave up, so it is refused.
+  bool uses_disposed() const;
+  // Drops the pins (and so performs the deferred frees). The recording cannot
+  // run afterwards. Called on the JS thread only, like dispose().
+  void release();
+  bool released() const { return released_; }
   bool empty() const { return steps_.empty(); }
+  bool running = false;  // queued or running on a worker thread
 
  private:
   std::vector<std::function<void()>> steps_;
   std::vector<const char*> ops_;
   std::vector<std::shared_ptr<Storage>> storages_;
+  bool released_ = false;
 };
 
 // The recording op calls append to, or null when ops run immediately.
