@@ -35,9 +35,7 @@ class RunWorker : public Napi::AsyncWorker {
 
  private:
   void finish() {
-    // A tensor disposed while this ran had its free deferred; the recording
-    // can never run again, so let the memory go now rather than at GC.
-    if (rec_->uses_disposed()) rec_->release();
+    rec_->unpin();  // frees what was disposed during the run
     rec_->running = false;
   }
   // Shared, not the handle: JS may drop (and GC finalize) the handle while
@@ -65,13 +63,13 @@ Napi::Value RunRecording(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "runRecording: expected a recording from endRecording()");
   auto* handle = info[0].As<Napi::External<RecordingHandle>>().Data();
   if (handle->rec->running) throw Napi::Error::New(env, "runRecording: this recording is already running");
-  if (handle->rec->released() || handle->rec->uses_disposed()) {
-    handle->rec->release();
+  if (handle->rec->uses_disposed()) {
     throw Napi::Error::New(env,
                            "runRecording: a tensor this recording uses was disposed; record the ops again "
                            "with live tensors, or dispose them only after the recording has run");
   }
   handle->rec->running = true;
+  handle->rec->pin();
   auto* worker = new RunWorker(env, handle->rec);
   Napi::Promise p = worker->promise();
   worker->Queue();
@@ -92,20 +90,18 @@ void Recording::run() const {
   }
 }
 
-// Pins change on the JS thread only (recording an op, runRecording, the
-// worker's completion, the handle's finalizer), the thread that disposes
-// tensors, so the counters need no locking.
+// Pins change on the JS thread only (runRecording and the worker's
+// completion), the thread that disposes tensors, so the counters need no locking.
 bool Recording::uses_disposed() const {
   for (auto& s : storages_)
     if (s->freed) return true;
   return false;
 }
-void Recording::release() {
-  if (released_) return;
-  released_ = true;
+void Recording::pin() {
+  for (auto& s : storages_) s->pins++;
+}
+void Recording::unpin() {
   for (auto& s : storages_) s->unpin();
-  storages_.clear();
-  steps_.clear();
 }
 
 void register_recording(Napi::Env env, Napi::Object exports) {

@@ -14,35 +14,34 @@
 
 namespace gptcuda {
 
-// A recording pins the memory of every tensor it references from the moment
-// the op is recorded: dispose() of one of them meanwhile only marks it, and
-// the free happens when the recording can no longer run (see release()), so a
-// worker thread never touches freed memory.
+// A recording pins the memory of every tensor it references while it is
+// queued or running on a worker: dispose() of one of them meanwhile only marks
+// it, and the worker's completion frees it. Outside a run a dispose frees at
+// once (memory, GPU memory above all, should not wait for the recording to be
+// garbage collected), and runRecording then refuses the recording, so a worker
+// thread never touches freed memory.
 class Recording {
  public:
   Recording() = default;
   Recording(const Recording&) = delete;
   Recording& operator=(const Recording&) = delete;
-  ~Recording() { release(); }
 
   void add(std::function<void()> step, const char* op) {
     steps_.push_back(std::move(step));
     ops_.push_back(op);
   }
   void keep_alive(std::shared_ptr<Storage> s) {
-    if (!s) return;
-    s->pins++;
-    storages_.push_back(std::move(s));
+    if (s) storages_.push_back(std::move(s));
   }
   // Runs every step; on failure throws naming the op that failed.
   void run() const;
   // True when a tensor it uses was disposed: running it would compute on
   // memory the program gave up, so it is refused.
   bool uses_disposed() const;
-  // Drops the pins (and so performs the deferred frees). The recording cannot
-  // run afterwards. Called on the JS thread only, like dispose().
-  void release();
-  bool released() const { return released_; }
+  // Around a run, on the JS thread only (like dispose()); unpin performs the
+  // frees deferred meanwhile.
+  void pin();
+  void unpin();
   bool empty() const { return steps_.empty(); }
   bool running = false;  // queued or running on a worker thread
 
@@ -50,7 +49,6 @@ class Recording {
   std::vector<std::function<void()>> steps_;
   std::vector<const char*> ops_;
   std::vector<std::shared_ptr<Storage>> storages_;
-  bool released_ = false;
 };
 
 // The recording op calls append to, or null when ops run immediately.
