@@ -39,20 +39,24 @@ Napi::Value CreateTensor(const Napi::CallbackInfo& info) {
     throw Napi::TypeError::New(env, "createTensor(shape: number[], dtype, device)");
   Napi::Array arr = info[0].As<Napi::Array>();
   std::vector<int64_t> shape;
-  double n = 1;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value v = arr.Get(i);
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-    if (!(d >= 0) || d != std::floor(d))
+    // Range first: casting a double beyond int64 to an integer is undefined.
+    if (!(d >= 0 && d <= double(kMaxElements)) || d != std::floor(d))
       throw Napi::RangeError::New(env, "createTensor: shape entries must be non-negative integers, got " +
                                            v.ToString().Utf8Value());
     shape.push_back(static_cast<int64_t>(d));
-    n *= d;
   }
   DType dtype = parse_dtype(env, info[1], "createTensor");
   DeviceKind device = parse_device(env, info[2], "createTensor");
-  if (n * dtype_size(dtype) > 1e13)
-    throw Napi::RangeError::New(env, "createTensor: shape " + shape_string(shape) + " is too large");
+  // Sizes in 64-bit integers, overflow-checked: a wrapped product would
+  // allocate a small buffer that ops then index as if it were huge.
+  uint64_t n = 0, bytes = 0;
+  if (!checked_numel(shape, &n) || __builtin_mul_overflow(n, uint64_t(dtype_size(dtype)), &bytes) ||
+      bytes > uint64_t(1e13))
+    throw Napi::RangeError::New(env, "createTensor: shape " + shape_string(shape) +
+                                         " is too large (at most 10^13 bytes); use a smaller shape");
   Backend* backend;
   try {
     backend = backend_for(device, "createTensor");
@@ -61,7 +65,7 @@ Napi::Value CreateTensor(const Napi::CallbackInfo& info) {
   }
   auto storage = std::make_shared<Storage>();
   storage->backend = backend;
-  storage->bytes = static_cast<size_t>(n) * dtype_size(dtype);
+  storage->bytes = static_cast<size_t>(bytes);
   try {
     storage->data = storage->bytes ? backend->alloc(storage->bytes) : nullptr;
     if (storage->bytes) backend->fill(static_cast<float*>(storage->data), storage->bytes / 4, 0.0f);

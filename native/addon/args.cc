@@ -118,8 +118,11 @@ int64_t Args::last_dim(NativeTensor* t, const char* name) {
 
 int64_t Args::rows(NativeTensor* t, const char* name) {
   last_dim(t, name);  // checks there is one
+  // Checked although every tensor's shape product is bounded (kMaxElements),
+  // so a future way to make a shape cannot turn this into a wrapped row count.
   int64_t n = 1;
-  for (size_t i = 0; i + 1 < t->shape().size(); ++i) n *= t->shape()[i];
+  for (size_t i = 0; i + 1 < t->shape().size(); ++i)
+    if (__builtin_mul_overflow(n, t->shape()[i], &n)) fail(std::string(name) + "'s shape " + shape_string(t->shape()) + " is too large");
   return n;
 }
 

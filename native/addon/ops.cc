@@ -28,6 +28,20 @@ int as_int(Args& a, int64_t v, const char* what) {
   return static_cast<int>(v);
 }
 
+// Size arithmetic, overflow-checked in 64 bits. Shapes are bounded when made
+// (kMaxElements), so these only fail if that bound is ever loosened; a
+// wrapped size must then be refused, never used to index memory.
+int64_t mul(Args& a, int64_t x, int64_t y, const char* what) {
+  int64_t r;
+  if (__builtin_mul_overflow(x, y, &r)) a.fail(std::string(what) + " overflows 64 bits; use smaller shapes");
+  return r;
+}
+int64_t add(Args& a, int64_t x, int64_t y, const char* what) {
+  int64_t r;
+  if (__builtin_add_overflow(x, y, &r)) a.fail(std::string(what) + " overflows 64 bits; use smaller shapes");
+  return r;
+}
+
 float* f32(NativeTensor* t) { return t ? static_cast<float*>(t->data()) : nullptr; }
 const int32_t* i32(NativeTensor* t) { return static_cast<const int32_t*>(t->data()); }
 
@@ -70,7 +84,7 @@ Napi::Value Copy(Args& a) {
   auto dst = a.any_tensor(0, "dst"), src = a.any_tensor(1, "src");
   if (dst->dtype() != src->dtype()) a.fail("dst and src must have the same dtype");
   a.expect_numel(src, "src", dst->numel());
-  size_t bytes = dst->numel() * dtype_size(dst->dtype());
+  size_t bytes = static_cast<size_t>(mul(a, int64_t(dst->numel()), int64_t(dtype_size(dst->dtype())), "the byte count"));
   if (bytes == 0) return Napi::Value();
   void* to = dst->data();
   const void* from = src->data();
@@ -117,7 +131,7 @@ Napi::Value EmbeddingForward(Args& a) {
   int64_t B = ids->shape()[0], T = ids->shape()[1], V = wte->shape()[0], C = wte->shape()[1];
   a.expect_shape(out, "out", {B, T, C});
   a.expect_shape(wpe, "wpe", {-1, C});
-  if (pos0 + T > wpe->shape()[0])
+  if (add(a, pos0, T, "pos0 + T") > wpe->shape()[0])
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + T - 1) +
            " exceed the " + std::to_string(wpe->shape()[0]) +
            " rows of wpe (the model's context length); use a shorter sequence");
@@ -136,14 +150,14 @@ Napi::Value EmbeddingBackward(Args& a) {
   a.expect_shape(dout, "dout", {B, T, C});
   a.expect_shape(dwte, "dwte", {-1, C});
   a.expect_shape(dwpe, "dwpe", {-1, C});
-  if (dwpe && pos0 + T > dwpe->shape()[0]) a.fail("positions exceed the rows of dwpe");
+  if (dwpe && add(a, pos0, T, "pos0 + T") > dwpe->shape()[0]) a.fail("positions exceed the rows of dwpe");
   if (dwte) {
     // Validate ids on the host for the CPU: an out-of-range id must not write
     // outside dwte. (The CUDA backend clamps and reports at the next sync.)
     if (dwte->device() == DeviceKind::CPU) {
       const int32_t* p = i32(ids);
       int64_t V = dwte->shape()[0];
-      for (int64_t i = 0; i < B * T; ++i)
+      for (int64_t i = 0, n = mul(a, B, T, "B * T"); i < n; ++i)
         if (p[i] < 0 || p[i] >= V)
           a.fail("token id " + std::to_string(p[i]) + " at position " + std::to_string(i) +
                  " is out of range [0, " + std::to_string(V) + ")");
@@ -328,11 +342,11 @@ Napi::Value AttentionDecode(Args& a) {
   a.expect_rank(kc, "kcache", 4);
   a.expect_rank(qkv, "qkv", 3);
   int64_t B = kc->shape()[0], NH = kc->shape()[1], Tmax = kc->shape()[2], hs = kc->shape()[3];
-  int64_t C = NH * hs, Tn = qkv->shape()[1];
+  int64_t C = mul(a, NH, hs, "nHeads * headSize"), Tn = qkv->shape()[1];
   a.expect_shape(vc, "vcache", kc->shape());
-  a.expect_shape(qkv, "qkv", {B, Tn, 3 * C});
+  a.expect_shape(qkv, "qkv", {B, Tn, mul(a, 3, C, "3 * C")});
   a.expect_shape(out, "out", {B, Tn, C});
-  if (pos0 + Tn > Tmax)
+  if (add(a, pos0, Tn, "pos0 + Tn") > Tmax)
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
            " do not fit in a cache of " + std::to_string(Tmax) + " positions");
   LAUNCH(a, attention_decode, f32(out), f32(kc), f32(vc), f32(qkv), as_int(a, B, "B"),

@@ -9,13 +9,12 @@ std::unique_ptr<Recording> g_open;
 
 struct RecordingHandle {
   std::shared_ptr<Recording> rec;
-  bool running = false;
 };
 
 class RunWorker : public Napi::AsyncWorker {
  public:
-  RunWorker(Napi::Env env, std::shared_ptr<Recording> rec, RecordingHandle* handle)
-      : Napi::AsyncWorker(env), rec_(std::move(rec)), handle_(handle), deferred_(Napi::Promise::Deferred::New(env)) {}
+  RunWorker(Napi::Env env, std::shared_ptr<Recording> rec)
+      : Napi::AsyncWorker(env), rec_(std::move(rec)), deferred_(Napi::Promise::Deferred::New(env)) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -36,11 +35,12 @@ class RunWorker : public Napi::AsyncWorker {
 
  private:
   void finish() {
-    rec_->unpin();
-    handle_->running = false;
+    rec_->unpin();  // frees what was disposed during the run
+    rec_->running = false;
   }
+  // Shared, not the handle: JS may drop (and GC finalize) the handle while
+  // the worker still runs.
   std::shared_ptr<Recording> rec_;
-  RecordingHandle* handle_;
   Napi::Promise::Deferred deferred_;
 };
 
@@ -62,10 +62,15 @@ Napi::Value RunRecording(const Napi::CallbackInfo& info) {
   if (info.Length() != 1 || !info[0].IsExternal())
     throw Napi::TypeError::New(env, "runRecording: expected a recording from endRecording()");
   auto* handle = info[0].As<Napi::External<RecordingHandle>>().Data();
-  if (handle->running) throw Napi::Error::New(env, "runRecording: this recording is already running");
-  handle->running = true;
+  if (handle->rec->running) throw Napi::Error::New(env, "runRecording: this recording is already running");
+  if (handle->rec->uses_disposed()) {
+    throw Napi::Error::New(env,
+                           "runRecording: a tensor this recording uses was disposed; record the ops again "
+                           "with live tensors, or dispose them only after the recording has run");
+  }
+  handle->rec->running = true;
   handle->rec->pin();
-  auto* worker = new RunWorker(env, handle->rec, handle);
+  auto* worker = new RunWorker(env, handle->rec);
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;
@@ -85,8 +90,13 @@ void Recording::run() const {
   }
 }
 
-// Pinning happens on the JS thread (runRecording and the worker's completion),
-// the same thread that disposes tensors, so the counters need no locking.
+// Pins change on the JS thread only (runRecording and the worker's
+// completion), the thread that disposes tensors, so the counters need no locking.
+bool Recording::uses_disposed() const {
+  for (auto& s : storages_)
+    if (s->freed) return true;
+  return false;
+}
 void Recording::pin() {
   for (auto& s : storages_) s->pins++;
 }

@@ -14,8 +14,18 @@
 
 namespace gptcuda {
 
+// A recording pins the memory of every tensor it references while it is
+// queued or running on a worker: dispose() of one of them meanwhile only marks
+// it, and the worker's completion frees it. Outside a run a dispose frees at
+// once (memory, GPU memory above all, should not wait for the recording to be
+// garbage collected), and runRecording then refuses the recording, so a worker
+// thread never touches freed memory.
 class Recording {
  public:
+  Recording() = default;
+  Recording(const Recording&) = delete;
+  Recording& operator=(const Recording&) = delete;
+
   void add(std::function<void()> step, const char* op) {
     steps_.push_back(std::move(step));
     ops_.push_back(op);
@@ -25,9 +35,15 @@ class Recording {
   }
   // Runs every step; on failure throws naming the op that failed.
   void run() const;
+  // True when a tensor it uses was disposed: running it would compute on
+  // memory the program gave up, so it is refused.
+  bool uses_disposed() const;
+  // Around a run, on the JS thread only (like dispose()); unpin performs the
+  // frees deferred meanwhile.
   void pin();
   void unpin();
   bool empty() const { return steps_.empty(); }
+  bool running = false;  // queued or running on a worker thread
 
  private:
   std::vector<std::function<void()>> steps_;

@@ -59,6 +59,8 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   void* data() const;
   bool disposed() const { return disposed_ || !storage_ || storage_->freed; }
   DType dtype() const { return dtype_; }
+  // Only for live tensors (a disposed view has dropped its storage): callers
+  // check disposed() first, as Args does for every op argument.
   DeviceKind device() const { return storage_->backend->kind(); }
   Backend* backend() const { return storage_->backend; }
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -78,6 +80,8 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value SameStorage(const Napi::CallbackInfo& info);
+  // Throws "<what>: tensor ... was disposed; ..." when this tensor is no longer usable.
+  void require_live(Napi::Env env, const char* what) const;
 
   std::shared_ptr<Storage> storage_;
   size_t offset_ = 0;  // in elements of dtype_
@@ -88,6 +92,17 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
 };
 
 std::string shape_string(const std::vector<int64_t>& shape);
+
+// The largest element count a shape may have: a JS number holds it exactly,
+// and any product of its entries (rows, bytes of an 8-byte type) stays far
+// from 2^63, so size arithmetic elsewhere cannot wrap.
+constexpr uint64_t kMaxElements = 9007199254740991ULL;  // 2^53 - 1
+
+// The element count of shape, or false when the product of its non-zero entries
+// exceeds kMaxElements (a wrapped product would let a view read or write
+// outside its memory). Zero entries are skipped for the bound so an empty
+// tensor of a huge shape is refused too rather than wrapping to a small size.
+bool checked_numel(const std::vector<int64_t>& shape, uint64_t* out);
 const char* device_name(DeviceKind d);
 
 }  // namespace gptcuda

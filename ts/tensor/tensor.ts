@@ -113,7 +113,9 @@ export class Tensor {
     this.handle.dispose();
   }
 
+  /** Never throws (it runs inside error messages and debuggers): a disposed tensor says so. */
   toString(): string {
-    return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device}${this.disposed ? ', disposed' : ''})`;
+    if (this.disposed) return 'Tensor(disposed)';
+    return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device})`;
   }
 }
