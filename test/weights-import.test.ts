@@ -126,6 +126,7 @@ describe('--model with --models-dir', () => {
     model.dispose();
     const missing = spawnSync(process.execPath, [cli, 'eval', '--model', 'gpt2-medium', '--models-dir', models], { encoding: 'utf8' });
     expect(missing.status).not.toBe(0);
-    expect(missing.stderr).toMatch(/355M does not exist: run `gptcuda download --model 355M/);
+    // The hint is written the way the tool was started (here `node …/main.js`).
+    expect(missing.stderr).toMatch(/355M does not exist: run `(node \S*main\.js|gptcuda|npx gptcuda) download --model 355M/);
   });
 });
