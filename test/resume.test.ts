@@ -416,13 +416,13 @@ describe('resume through the CLI (train --json, then train --resume)', () => {
     return { code, stdout, stderr, log: fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as JsonEvent) };
   }
 
-  it('SIGINT: finishes the update, checkpoints, exits 0 saying how to resume; resuming reaches the same weights', async () => {
+  it('SIGINT: finishes the update, checkpoints, exits 130 (as a shell reports SIGINT) saying how to resume; resuming reaches the same weights', async () => {
     const dir = tmp('cli-sigint');
     const jsonDir = tmp('cli-sigint-json');
     const [text, json] = await Promise.all([interrupted(dir, []), interrupted(jsonDir, ['--json'])]);
 
     // Text mode: the notice and the resume command on stdout.
-    expect(text.code, text.stderr).toBe(0);
+    expect(text.code, text.stderr).toBe(130);
     expect(text.stdout).toMatch(/SIGINT: finishing this step and writing a checkpoint/);
     expect(text.stdout).toContain(`resume with: gptcuda train --resume ${dir}`);
     const ckpts = await listCheckpoints(dir);
@@ -433,7 +433,7 @@ describe('resume through the CLI (train --json, then train --resume)', () => {
     expect(text.log[text.log.length - 1]).toMatchObject({ event: 'done', steps: k, stopped_early: true });
 
     // --json: stdout stays pure JSON lines; the notice and the resume command go to stderr.
-    expect(json.code, json.stderr).toBe(0);
+    expect(json.code, json.stderr).toBe(130);
     const events = jsonLines(json.stdout);
     const jsonCkpts = await listCheckpoints(jsonDir);
     expect(jsonCkpts).toHaveLength(1);

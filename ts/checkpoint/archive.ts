@@ -785,12 +785,25 @@ export async function latestCheckpoint(
  * Deletes all but the newest `keep` checkpoints in `runDir` (plus temp files
  * left by writers that died). If none of the kept ones passes the quick check,
  * the newest older one that does is kept as well, so pruning never removes
- * the last loadable checkpoint. Returns the deleted paths.
+ * the last loadable checkpoint. With `runId`, only checkpoints whose
+ * manifest carries that `run_id` are considered. Returns the deleted paths.
  */
-export async function pruneCheckpoints(runDir: string, keep: number): Promise<string[]> {
+export async function pruneCheckpoints(runDir: string, keep: number, options: { runId?: string } = {}): Promise<string[]> {
   if (!Number.isSafeInteger(keep) || keep < 1) throw new RangeError(`keep must be a positive integer, got ${keep}`);
   const removed = await removeStaleTempFiles(runDir, { targetFilter: (n) => CKPT_RE.test(n) });
-  const all = await listCheckpoints(runDir);
+  let all = await listCheckpoints(runDir);
+  if (options.runId !== undefined) {
+    // Only this run's checkpoints are ever candidates: another run's (or an unreadable one) stays.
+    const mine: CheckpointFile[] = [];
+    for (const c of all) {
+      try {
+        if ((await inspectCheckpoint(c.path)).manifest.run_id === options.runId) mine.push(c);
+      } catch {
+        // Damaged or not ours to judge: leave it.
+      }
+    }
+    all = mine;
+  }
   if (all.length <= keep) return removed;
   const kept = all.slice(-keep);
   const older = all.slice(0, -keep);

@@ -4,6 +4,7 @@ import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { evalCommand, runEval, type EvalArgs } from './eval.js';
 import { generateCommand, runGenerate, type GenerateArgs } from './generate.js';
+import { installOutputErrorHandlers } from './output.js';
 import { infoCommand, runInfo } from './info.js';
 import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
@@ -30,11 +31,9 @@ function flagsOf(command: string | undefined): string[] {
 // Each command file types its own options; yargs only needs a builder.
 const builder = (f: (y: Argv) => unknown) => f as (y: Argv) => Argv;
 
-// `gptcuda train --json | head` closes stdout early: exit quietly, as Unix tools do.
-process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-  if (e.code === 'EPIPE') process.exit(0);
-  throw e;
-});
+// `gptcuda generate | head` closes stdout early: exit quietly, as Unix tools do
+// (train saves its checkpoint first; see output.ts).
+installOutputErrorHandlers();
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))

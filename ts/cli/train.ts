@@ -1,6 +1,6 @@
 // `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
-import { appendFileSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { appendFileSync, closeSync, existsSync, openSync, rmSync, readSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
@@ -12,6 +12,8 @@ import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
+import { RunDirectory, claimForNewRun, newRunId } from '../train/run-dir.js';
+import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
@@ -54,6 +56,8 @@ export interface TrainArgs {
   json: boolean;
   saveEvery?: number;
   keepCheckpoints: number;
+  overwrite?: boolean;
+  skipNonfinite?: boolean;
 }
 
 export function trainCommand(yargs: Argv): Argv<TrainArgs> {
@@ -91,6 +95,8 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('out', { alias: FLAG_ALIASES['out'], type: 'string', describe: 'run directory: log, loss plot, checkpoints (default runs/<date-time>)' })
     .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (default: only at the end)' })
     .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })
+    .option('overwrite', { type: 'boolean', default: false, describe: "replace another run's checkpoints in the --out directory (default: refuse)" })
+    .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' })
     .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .example('$0 train', "the book's run on the bundled text")
@@ -115,6 +121,9 @@ function isTokenFile(path: string): boolean {
     return false;
   }
 }
+
+/** 128 + the signal number, as a shell reports a process killed by it. */
+const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
 
 function timestamp(): string {
   const d = new Date();
@@ -171,199 +180,270 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   }
   if (resumed && !resumed.trainState) throw new Error(`--resume: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
-  mkdirSync(runDir, { recursive: true });
-
-  // Data settings come from the checkpoint on resume, so the order continues.
-  const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
-  const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
-  // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
-  const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
-  for (const p of dataPaths)
-    if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
-      throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
-  const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
-
-  // A new model is built only once the data is known to be usable: its
-  // initialisation takes a while for the larger presets.
-  let loadedModel: GPTModel | null = null;
-  let newConfig: GPTConfig | null = null;
-  const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
-  if (resumed) loadedModel = resumed.model;
-  else if (initFrom) {
-    loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
-    if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
-    loadedModel.dropoutSeed = args.seed;
-  } else {
-    newConfig = resolveConfig(args.model, {
-      contextLength: args.contextLength,
-      embDim: args.embDim,
-      nLayers: args.nLayers,
-      nHeads: args.nHeads,
-      dropRate: args.dropRate,
-      qkvBias: args.qkvBias,
-      init: args.init,
-    });
-  }
-  const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
-  const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
-  if (args.contextLength !== undefined && args.contextLength > modelContext)
-    throw new Error(`--context-length ${args.contextLength} exceeds the model's context length ${modelContext}`);
-  const loaderConfig = {
-    paths: dataPaths.map((p) => resolve(p)),
-    train_ratio: (dataCfg?.train_ratio as number | undefined) ?? args.trainRatio,
-    context_length: windowLength,
-    stride: (dataCfg?.stride as number | undefined) ?? args.stride ?? windowLength,
-    batch_size: (dataCfg?.batch_size as number | undefined) ?? args.batchSize,
-    shuffle: (dataCfg?.shuffle as boolean | undefined) ?? args.shuffle,
-    seed: (dataCfg?.seed as number | undefined) ?? args.seed,
-  };
-  const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
-    ...(tokenFile ? { ids: tokenFile } : { text }),
-    trainRatio: loaderConfig.train_ratio,
-    contextLength: loaderConfig.context_length,
-    stride: loaderConfig.stride,
-    batchSize: loaderConfig.batch_size,
-    shuffle: loaderConfig.shuffle,
-    seed: loaderConfig.seed,
-  }));
-  const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
-
-  const options: TrainOptions = resumed?.trainOptions ?? {
-    epochs: args.epochs,
-    maxSteps: args.maxSteps,
-    optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
-    warmupSteps: args.warmupSteps,
-    minLr: args.minLr,
-    gradClip: args.gradClip,
-    gradAccum: args.gradAccum,
-    evalFreq: args.evalFreq,
-    evalIter: args.evalIter,
-    samplePrompt: args.samplePrompt,
-  };
-  if (resumed) {
-    // A resumed run may be extended: a larger --epochs / --max-steps given now wins.
-    if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
-    if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
-  }
-  const trainer = new Trainer(model, loaders.train, loaders.val, options);
-  if (resumed && resumed.trainState && resumed.optimizer) {
-    trainer.optimizer.m.write(resumed.optimizer.m);
-    trainer.optimizer.v.write(resumed.optimizer.v);
-    trainer.restore(resumed.trainState, resumed.optimizer.step);
-  }
-
-  const logPath = join(runDir, 'log.jsonl');
-  const log = (record: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(record) + '\n');
-  const header = {
-    event: 'start',
-    device,
-    device_reason: reason,
-    parameters: model.numParameters,
-    config: model.config,
-    train_tokens: loaders.trainTokens,
-    val_tokens: loaders.valTokens,
-    train_batches: loaders.train.numBatches,
-    val_batches: loaders.val.numBatches,
-    total_steps: trainer.totalSteps,
-    run_dir: runDir,
-    resumed_from: resumePath ?? null,
-    step: trainer.state.step,
-  };
-  log(header);
-  json?.write(header);
-  say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
-  say(deviceLine(device, args.device, native().backends().cuda.reason));
-  say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
-  if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
-  say(`run directory: ${runDir}`);
-
-  const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval(), etaFromAverage: true });
-  const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
-  let lastTick = performance.now();
-  let rate = 0;
-  // The plot is replaced atomically: a viewer never sees half an SVG.
-  const writePlot = async () => {
-    const h = trainer.state.history;
-    if (h.trainLosses.length === 0) return;
-    await atomicWriteFile(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
-  };
-
-  const onEvent = (e: TrainEvent) => {
-    log(e as unknown as Record<string, unknown>);
-    if (json) return json.write(e as unknown as Record<string, unknown>);
-    if (e.event === 'step') {
-      const now = performance.now();
-      const inst = tokensPerStep / Math.max((now - lastTick) / 1000, 1e-9);
-      rate = rate === 0 ? inst : 0.8 * rate + 0.2 * inst;
-      lastTick = now;
-      progress.update(e.step + 1, `loss ${e.loss.toFixed(3)} | ${Math.round(rate)} tok/s`);
-    } else if (e.event === 'eval') {
-      progress.log(formatEval(e));
-    } else {
-      progress.log(e.text);
-    }
-  };
-
-  let stopping = false;
-  const onSignal = (sig: string) => {
-    if (stopping) {
-      console.error(`\n${sig} again: exiting without a final checkpoint`);
-      process.exit(130);
-    }
-    stopping = true;
-    // With --json, stdout carries only JSON lines: notices go to stderr.
-    const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
-    if (json) console.error(notice);
-    else progress.log(notice);
-    trainer.requestStop();
-  };
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.on('SIGINT', sigint);
-  process.on('SIGTERM', sigterm);
-
-  // The final checkpoint is not written twice when --save-every divides the last step.
-  let savedStep = -1;
-  const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
-    if (why !== 'interval' && savedStep === t.state.step) return;
-    savedStep = t.state.step;
-    const path = join(runDir, checkpointFileName(t.state.step));
-    await saveCheckpoint(path, {
-      model,
-      optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
-      train: { state: t.state, options, seed: args.seed, loaderConfig },
-    });
-    await pruneCheckpoints(runDir, args.keepCheckpoints);
-    const record = { event: 'checkpoint', step: t.state.step, path };
-    log(record);
-    if (json) json.write(record);
-    await writePlot();
-  };
-
-  const startStep = trainer.state.step;
-  const startTokens = trainer.state.tokensSeen;
-  let summary: TrainSummary;
+  // A run directory belongs to one run: its lock, and no other run's checkpoints.
+  const runId = (resumed?.manifest.run_id as string | undefined) ?? (resumed ? undefined : newRunId());
+  const dir = await RunDirectory.open(runDir);
+  let stepsDone = false;
   try {
-    summary = await trainer.run({ onEvent, onCheckpoint: checkpoint, saveEvery: args.saveEvery });
+    if (runId !== undefined && (!resumePath || dirname(resumePath) !== runDir)) {
+      const replaced = await claimForNewRun(runDir, runId, args.overwrite === true);
+      if (replaced.length) {
+        for (const n of ['log.jsonl', 'loss-plot.svg']) rmSync(join(runDir, n), { force: true });
+        console.error(`--overwrite: removed ${replaced.length} checkpoint(s) of the previous run in ${runDir}`);
+      }
+    }
+    return await trainInDir();
+  } catch (err) {
+    if (!stepsDone) dir.removeIfUnused();
+    throw err;
   } finally {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
-    progress.finish();
+    dir.release();
   }
-  await writePlot();
-  const done = { event: 'done', ...summary, run_dir: runDir };
-  log(done);
-  if (json) {
-    json.write(done);
-    if (summary.stopped_early) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
-  } else {
-    const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
-    say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);
-    say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
-    say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
-    if (summary.stopped_early) say(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
+
+  async function trainInDir(): Promise<TrainSummary> {
+
+    // Data settings come from the checkpoint on resume, so the order continues.
+    const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
+    const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
+    // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
+    const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+    for (const p of dataPaths)
+      if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
+        throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
+    const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+
+    // A new model is built only once the data is known to be usable: its
+    // initialisation takes a while for the larger presets.
+    let loadedModel: GPTModel | null = null;
+    let newConfig: GPTConfig | null = null;
+    const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+    if (resumed) loadedModel = resumed.model;
+    else if (initFrom) {
+      loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
+      if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
+      loadedModel.dropoutSeed = args.seed;
+    } else {
+      newConfig = resolveConfig(args.model, {
+        contextLength: args.contextLength,
+        embDim: args.embDim,
+        nLayers: args.nLayers,
+        nHeads: args.nHeads,
+        dropRate: args.dropRate,
+        qkvBias: args.qkvBias,
+        init: args.init,
+      });
+    }
+    const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
+    const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
+    if (args.contextLength !== undefined && args.contextLength > modelContext)
+      throw new Error(`--context-length ${args.contextLength} exceeds the model's context length ${modelContext}`);
+    const loaderConfig = {
+      paths: dataPaths.map((p) => resolve(p)),
+      train_ratio: (dataCfg?.train_ratio as number | undefined) ?? args.trainRatio,
+      context_length: windowLength,
+      stride: (dataCfg?.stride as number | undefined) ?? args.stride ?? windowLength,
+      batch_size: (dataCfg?.batch_size as number | undefined) ?? args.batchSize,
+      shuffle: (dataCfg?.shuffle as boolean | undefined) ?? args.shuffle,
+      seed: (dataCfg?.seed as number | undefined) ?? args.seed,
+    };
+    const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
+      ...(tokenFile ? { ids: tokenFile } : { text }),
+      trainRatio: loaderConfig.train_ratio,
+      contextLength: loaderConfig.context_length,
+      stride: loaderConfig.stride,
+      batchSize: loaderConfig.batch_size,
+      shuffle: loaderConfig.shuffle,
+      seed: loaderConfig.seed,
+    }));
+    const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
+
+    const options: TrainOptions = resumed?.trainOptions ?? {
+      epochs: args.epochs,
+      maxSteps: args.maxSteps,
+      optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
+      warmupSteps: args.warmupSteps,
+      minLr: args.minLr,
+      gradClip: args.gradClip,
+      gradAccum: args.gradAccum,
+      evalFreq: args.evalFreq,
+      evalIter: args.evalIter,
+      samplePrompt: args.samplePrompt,
+    };
+    if (resumed) {
+      // A resumed run may be extended: a larger --epochs / --max-steps given now wins.
+      if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
+      if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
+    }
+    const trainer = new Trainer(model, loaders.train, loaders.val, options);
+    if (resumed && resumed.trainState && resumed.optimizer) {
+      trainer.optimizer.m.write(resumed.optimizer.m);
+      trainer.optimizer.v.write(resumed.optimizer.v);
+      trainer.restore(resumed.trainState, resumed.optimizer.step);
+    }
+
+    const logPath = join(runDir, 'log.jsonl');
+    const log = (record: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(record) + '\n');
+    const header = {
+      event: 'start',
+      device,
+      device_reason: reason,
+      parameters: model.numParameters,
+      config: model.config,
+      train_tokens: loaders.trainTokens,
+      val_tokens: loaders.valTokens,
+      train_batches: loaders.train.numBatches,
+      val_batches: loaders.val.numBatches,
+      total_steps: trainer.totalSteps,
+      run_dir: runDir,
+      resumed_from: resumePath ?? null,
+      step: trainer.state.step,
+    };
+    log(header);
+    json?.write(header);
+    say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
+    say(deviceLine(device, args.device, native().backends().cuda.reason));
+    say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
+    if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
+    say(`run directory: ${runDir}`);
+
+    const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval(), etaFromAverage: true });
+    const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
+    let lastTick = performance.now();
+    let rate = 0;
+    // The plot is replaced atomically: a viewer never sees half an SVG.
+    const writePlot = async () => {
+      const h = trainer.state.history;
+      if (h.trainLosses.length === 0) return;
+      await atomicWriteFile(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
+    };
+
+    const onEvent = (e: TrainEvent) => {
+      if (e.event === 'step') stepsDone = true;
+      log(e as unknown as Record<string, unknown>);
+      if (json) return json.write(e as unknown as Record<string, unknown>);
+      if (e.event === 'step') {
+        const now = performance.now();
+        const inst = tokensPerStep / Math.max((now - lastTick) / 1000, 1e-9);
+        rate = rate === 0 ? inst : 0.8 * rate + 0.2 * inst;
+        lastTick = now;
+        progress.update(e.step + 1, `loss ${e.loss.toFixed(3)} | ${Math.round(rate)} tok/s`);
+      } else if (e.event === 'eval') {
+        progress.log(formatEval(e));
+      } else {
+        progress.log(e.text);
+      }
+    };
+
+    let stopping = false;
+    let stopSignal: string | undefined;
+    const onSignal = (sig: string) => {
+      if (stopping) {
+        console.error(`\n${sig} again: exiting without a final checkpoint`);
+        process.exit(EXIT_CODES[sig] ?? 1);
+      }
+      stopping = true;
+      stopSignal = sig;
+      // With --json, stdout carries only JSON lines: notices go to stderr.
+      const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
+      if (json) console.error(notice);
+      else progress.log(notice);
+      trainer.requestStop();
+    };
+    // SIGHUP (terminal closed) saves too. A closed stdout (`| head`, or the
+    // reader of a pipeline killed by the same Ctrl-C) stops the run the same
+    // way: the checkpoint is written either way, never skipped for an EPIPE.
+    const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, () => onSignal(sig)] as const);
+    for (const [sig, h] of handlers) process.on(sig, h);
+    setOutputClosedHandler((stream) => {
+      if (stream === 'stdout' && !stopping) {
+        stopping = true;
+        trainer.requestStop();
+      }
+    });
+
+    // The final checkpoint is not written twice when --save-every divides the last step.
+    let savedStep = -1;
+    let lastSaved: string | undefined;
+    const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
+      if (why !== 'interval' && savedStep === t.state.step) return;
+      const path = join(runDir, checkpointFileName(t.state.step));
+      try {
+        await saveCheckpoint(path, {
+          model,
+          optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
+          train: { state: t.state, options, seed: args.seed, loaderConfig },
+          ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
+        });
+      } catch (err) {
+        const bytes = model.numParameters * 4 * 3;
+        throw new Error(`cannot write checkpoint ${path} (about ${bytes} bytes): ${(err as Error).message}`);
+      }
+      savedStep = t.state.step;
+      lastSaved = path;
+      await pruneCheckpoints(runDir, args.keepCheckpoints, runId !== undefined ? { runId } : {});
+      const record = { event: 'checkpoint', step: t.state.step, path };
+      log(record);
+      if (json) json.write(record);
+      await writePlot();
+    };
+
+    const startStep = trainer.state.step;
+    const startTokens = trainer.state.tokensSeen;
+    let summary: TrainSummary;
+    try {
+      summary = await trainer.run({
+        onEvent,
+        onCheckpoint: checkpoint,
+        saveEvery: args.saveEvery,
+        nonFinite: args.skipNonfinite ? 'skip' : 'stop',
+        onNonFinite: (e) => {
+          log(e as unknown as Record<string, unknown>);
+          console.error(`step ${e.step}: ${e.what}; ${e.action === 'skip' ? 'update skipped (--skip-nonfinite)' : 'stopping before the update'}`);
+        },
+      });
+    } catch (err) {
+      // An error after the first step (bad token, disk full) keeps the last completed step where the disk allows.
+      let msg = (err as Error).message;
+      if (stepsDone && savedStep !== trainer.state.step) {
+        try {
+          await checkpoint(trainer, 'stop');
+          msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
+        } catch (err2) {
+          msg += `\nno checkpoint of step ${trainer.state.step} could be written: ${(err2 as Error).message}`;
+        }
+      } else if (lastSaved) msg += `\nthe last checkpoint is ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
+      throw Object.assign(new Error(msg), { cause: err });
+    } finally {
+      for (const [sig, h] of handlers) process.off(sig, h);
+      // The summary lines still to come must not turn a dead reader into exit 0.
+      setOutputClosedHandler(() => undefined);
+      progress.finish();
+    }
+    if (stopSignal) process.exitCode = EXIT_CODES[stopSignal] ?? 1;
+    if (summary.non_finite) {
+      const nf = summary.non_finite;
+      model.dispose();
+      trainer.optimizer.dispose();
+      throw new Error(
+        `training stopped at step ${nf.step}: ${nf.what} (the update was not applied); the last good step's weights (step ${summary.steps}) are saved in ${lastSaved}. ` +
+          `Lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such updates; resume with: ${hint(`train --resume ${runDir}`)}`,
+      );
+    }
+    await writePlot();
+    const done = { event: 'done', ...summary, run_dir: runDir };
+    log(done);
+    if (json) {
+      json.write(done);
+      if (summary.stopped_early) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
+    } else {
+      const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
+      say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);
+      say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
+      say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
+      if (summary.stopped_early) say(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
+    }
+    model.dispose();
+    trainer.optimizer.dispose();
+    return summary;
   }
-  model.dispose();
-  trainer.optimizer.dispose();
-  return summary;
 }

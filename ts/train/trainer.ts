@@ -66,13 +66,21 @@ export interface TrainSummary {
   final_train_loss: number;
   final_val_loss: number;
   stopped_early: boolean;
+  /** Set when training stopped at a NaN/Inf loss or gradient norm (the update was not applied). */
+  non_finite?: NonFiniteEvent;
 }
+
+export interface NonFiniteEvent { event: 'non_finite'; step: number; epoch: number; what: string; loss: number; grad_norm: number; action: 'stop' | 'skip' }
 
 export interface TrainHooks {
   onEvent?(e: TrainEvent): void;
   /** Called after updates where `saveEvery` divides the step, and at the end. */
   onCheckpoint?(trainer: Trainer, reason: 'interval' | 'end' | 'stop'): Promise<void> | void;
   saveEvery?: number;
+  /** A NaN/Inf loss or gradient norm: stop before the update (default), or skip the update and go on (llm.c-style). */
+  nonFinite?: 'stop' | 'skip';
+  /** Called for each non-finite update found. */
+  onNonFinite?(e: NonFiniteEvent): void;
 }
 
 export class Trainer {
@@ -160,6 +168,7 @@ export class Trainer {
     const start = performance.now();
     const startTokens = this.state.tokensSeen;
     let stoppedEarly = false;
+    let nonFinite: NonFiniteEvent | undefined;
     const s = this.state;
 
     outer: while (s.epoch < this.options.epochs && s.step < total) {
@@ -169,6 +178,7 @@ export class Trainer {
       this.model.zeroGrad();
       const batches = this.train.numBatches - this.train.batchIndex;
       let seen = 0;
+      let tokensBefore = s.tokensSeen;
       for (const batch of this.train) {
         seen++;
         const loss = this.model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets, {
@@ -184,9 +194,28 @@ export class Trainer {
         // An epoch ending mid-accumulation updates with what it has.
         if (micro < accum) ops.scale(this.model.params.flatGrad, accum / micro);
         const lr = this.learningRate(s.step);
-        const gradNorm = this.options.gradClip !== undefined ? this.optimizer.clipGradNorm(this.options.gradClip) : undefined;
-        this.optimizer.update(lr);
+        // The norm is measured (and clipped) before the update, so a NaN/Inf never reaches the weights.
+        const norm = this.optimizer.clipGradNorm(this.options.gradClip);
+        const gradNorm = this.options.gradClip !== undefined ? norm : undefined;
         const stepLoss = lossSum / micro;
+        if (!Number.isFinite(stepLoss) || !Number.isFinite(norm)) {
+          const what = [!Number.isFinite(stepLoss) ? `loss is ${stepLoss}` : '', !Number.isFinite(norm) ? `gradient norm is ${norm}` : ''].filter(Boolean).join(' and ');
+          const e: NonFiniteEvent = { event: 'non_finite', step: s.step, epoch: epoch + 1, what, loss: stepLoss, grad_norm: norm, action: hooks.nonFinite ?? 'stop' };
+          hooks.onNonFinite?.(e);
+          micro = 0;
+          lossSum = 0;
+          this.model.zeroGrad();
+          if (e.action === 'stop') {
+            // The state stays that of the last completed update.
+            s.tokensSeen = tokensBefore;
+            nonFinite = e;
+            stoppedEarly = true;
+            break outer;
+          }
+          tokensBefore = s.tokensSeen;
+          continue;
+        }
+        this.optimizer.update(lr);
         const step = s.step;
         s.step += 1;
         s.stepLosses.push(stepLoss);
@@ -204,6 +233,7 @@ export class Trainer {
         }
         micro = 0;
         lossSum = 0;
+        tokensBefore = s.tokensSeen;
         this.model.zeroGrad();
         if (hooks.saveEvery && s.step % hooks.saveEvery === 0) await hooks.onCheckpoint?.(this, 'interval');
         if (this.stopRequested) {
@@ -221,7 +251,7 @@ export class Trainer {
       this.captureLoader();
       if (s.step >= total) break;
     }
-    this.captureLoader();
+    if (!nonFinite) this.captureLoader();
     await hooks.onCheckpoint?.(this, stoppedEarly ? 'stop' : 'end');
     const seconds = (performance.now() - start) / 1000;
     const h = s.history;
@@ -234,6 +264,7 @@ export class Trainer {
       final_train_loss: h.trainLosses[h.trainLosses.length - 1] ?? NaN,
       final_val_loss: h.valLosses[h.valLosses.length - 1] ?? NaN,
       stopped_early: stoppedEarly,
+      ...(nonFinite ? { non_finite: nonFinite } : {}),
     };
   }
 }

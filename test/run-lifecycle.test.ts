@@ -1,0 +1,219 @@
+// A run directory's lifecycle, through the CLI as a user runs it
+// (`node dist/cli/main.js train`): one run per directory (lock, other runs'
+// checkpoints refused or --overwrite, pruning only this run's), signals and a
+// dead stdout reader never losing the checkpoint, non-finite training
+// stopping with the last good weights saved, and SIGKILLs during saves.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/archive.js';
+import { loadCheckpoint } from '../ts/checkpoint/checkpoint.js';
+import { LOCK_NAME } from '../ts/train/run-dir.js';
+
+const REPO = resolve(import.meta.dirname, '..');
+const MAIN = join(REPO, 'dist', 'cli', 'main.js');
+const TINY = [
+  '--n-layers', '2', '--emb-dim', '32', '--n-heads', '4', '--context-length', '32', '--batch-size', '2', '--drop-rate', '0.1',
+  '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1',
+];
+/** Runs long enough to be interrupted. */
+const LONG = ['--epochs', '1000', '--max-steps', '100000'];
+
+let root: string;
+beforeAll(() => {
+  root = fs.mkdtempSync(join(tmpdir(), 'gptcuda-lifecycle-'));
+});
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+interface CliResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
+
+function start(args: string[], detached = false): ChildProcess {
+  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function finish(child: ChildProcess): Promise<CliResult> {
+  return new Promise((res, rej) => {
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d) => (stdout += d));
+    child.stderr?.on('data', (d) => (stderr += d));
+    child.on('error', rej);
+    child.on('close', (code, signal) => res({ code, signal, stdout, stderr }));
+  });
+}
+
+const cli = (args: string[]) => finish(start(args));
+
+/** Resolves once the run's log shows `n` completed steps. */
+async function stepsLogged(dir: string, n: number, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    let count = 0;
+    try {
+      count = fs.readFileSync(join(dir, 'log.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"event":"step"')).length;
+    } catch {
+      // not yet
+    }
+    if (count >= n) return;
+    if (child.exitCode !== null) throw new Error(`train exited ${child.exitCode} before ${n} steps`);
+    if (Date.now() > deadline) throw new Error(`no ${n} steps in ${dir} after 20 s`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A pid that is certainly not running any more. */
+async function deadPid(): Promise<number> {
+  const c = spawn(process.execPath, ['-e', '0']);
+  await new Promise((r) => c.on('close', r));
+  return c.pid!;
+}
+
+describe('one run per directory', () => {
+  it('a locked directory is refused at once, naming the holder; the lock is left alone', async () => {
+    const dir = join(root, 'locked');
+    fs.mkdirSync(dir);
+    const lock = JSON.stringify({ pid: process.pid, host: hostname(), started: new Date().toISOString() });
+    fs.writeFileSync(join(dir, LOCK_NAME), lock);
+    const r = await cli(['train', ...TINY, '--max-steps', '1', '--out', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`in use by another gptcuda train \\(pid ${process.pid} on host `));
+    expect(fs.readFileSync(join(dir, LOCK_NAME), 'utf8')).toBe(lock);
+    expect(await listCheckpoints(dir)).toEqual([]);
+  });
+
+  it('a stale lock of a dead process is taken over with a notice, and released at the end', async () => {
+    const dir = join(root, 'stale');
+    fs.mkdirSync(dir);
+    const pid = await deadPid();
+    fs.writeFileSync(join(dir, LOCK_NAME), JSON.stringify({ pid, host: hostname(), started: new Date().toISOString() }));
+    const r = await cli(['train', ...TINY, '--max-steps', '1', '--out', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`taking over the stale lock .*pid ${pid}`));
+    expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+  });
+
+  it("--out at another run's directory is refused with advice; --overwrite replaces it", async () => {
+    const dir = join(root, 'taken');
+    expect((await cli(['train', ...TINY, '--max-steps', '2', '--out', dir])).code).toBe(0);
+    const before = fs.readFileSync(join(dir, 'ckpt-step00000002.tar'));
+    const r = await cli(['train', ...TINY, '--max-steps', '1', '--out', dir]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/already holds another run's checkpoints/);
+    expect(r.stderr).toContain(`--resume ${dir}`);
+    expect(r.stderr).toMatch(/--overwrite/);
+    expect(fs.readFileSync(join(dir, 'ckpt-step00000002.tar')).equals(before)).toBe(true);
+
+    const o = await cli(['train', ...TINY, '--max-steps', '1', '--seed', '7', '--out', dir, '--overwrite']);
+    expect(o.code, o.stderr).toBe(0);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+  });
+
+  it("pruning deletes only this run's checkpoints", async () => {
+    const other = join(root, 'prune-other');
+    const dir = join(root, 'prune-mine');
+    expect((await cli(['train', ...TINY, '--max-steps', '1', '--out', other])).code).toBe(0);
+    expect((await cli(['train', ...TINY, '--max-steps', '2', '--seed', '5', '--out', dir])).code).toBe(0);
+    // Another run's checkpoint that sorts before this run's.
+    fs.copyFileSync(join(other, 'ckpt-step00000001.tar'), join(dir, 'ckpt-step00000001.tar'));
+    const r = await cli(['train', '--resume', dir, '--max-steps', '4', '--save-every', '1', '--keep-checkpoints', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1, 4]);
+  });
+
+  it('a train that fails before its first step leaves no directory it created', async () => {
+    const dir = join(root, 'never-trained');
+    const short = join(root, 'short.txt');
+    fs.writeFileSync(short, 'too short');
+    const r = await cli(['train', ...TINY, '--data', short, '--out', dir]);
+    expect(r.code).toBe(1);
+    expect(fs.existsSync(dir)).toBe(false);
+  });
+});
+
+describe('signals and broken pipes never lose work', () => {
+  it('SIGINT to the process group whose stdout/stderr reader died: checkpoint written, exit 130', async () => {
+    const dir = join(root, 'sigint');
+    const child = start(['train', ...TINY, ...LONG, '--out', dir], true);
+    const done = finish(child);
+    await stepsLogged(dir, 2, child);
+    // As `gptcuda train 2>&1 | tee log` on Ctrl-C: the reader goes first.
+    child.stdout!.destroy();
+    child.stderr!.destroy();
+    process.kill(-child.pid!, 'SIGINT');
+    const r = await done;
+    expect(r.code).toBe(130);
+    const latest = await latestCheckpoint(dir);
+    expect(latest?.step).toBeGreaterThanOrEqual(2);
+    expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
+  });
+
+  it('SIGTERM: checkpoint written, exit 143', async () => {
+    const dir = join(root, 'sigterm');
+    const child = start(['train', ...TINY, ...LONG, '--out', dir]);
+    const done = finish(child);
+    await stepsLogged(dir, 1, child);
+    child.kill('SIGTERM');
+    const r = await done;
+    expect(r.code, r.stderr).toBe(143);
+    expect((await latestCheckpoint(dir))?.step).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('non-finite training', () => {
+  it('stops naming the step and what was non-finite, with the last good weights saved', async () => {
+    const dir = join(root, 'nan');
+    const r = await cli(['train', ...TINY, '--max-steps', '20', '--save-every', '1', '--lr', '1e6', '--out', dir]);
+    expect(r.code).toBe(1);
+    const m = /training stopped at step (\d+): (loss|gradient norm) is (NaN|-?Infinity)/.exec(r.stderr);
+    expect(m, r.stderr).not.toBeNull();
+    const step = Number(m![1]);
+    const latest = await latestCheckpoint(dir);
+    expect(latest?.step).toBe(step);
+    expect(r.stderr).toContain(latest!.path);
+    // Loading refuses NaN/Inf weights by default: these are good.
+    const ck = await loadCheckpoint(latest!.path);
+    expect(ck.trainState?.step).toBe(step);
+    ck.model.dispose();
+  });
+
+  it('--skip-nonfinite skips such updates and finishes', async () => {
+    const dir = join(root, 'nan-skip');
+    const r = await cli(['train', ...TINY, '--max-steps', '4', '--lr', '1e6', '--skip-nonfinite', '--out', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/update skipped \(--skip-nonfinite\)/);
+    const ck = await loadCheckpoint((await latestCheckpoint(dir))!.path);
+    ck.model.dispose();
+  });
+});
+
+describe('kill -9 during saves', () => {
+  it('10 SIGKILLs with --save-every 1: each time the directory resumes from its newest intact checkpoint', async () => {
+    const dir = join(root, 'kill9');
+    let lastStep = 0;
+    for (let i = 0; i < 10; i++) {
+      const args = i === 0 ? ['train', ...TINY, ...LONG, '--save-every', '1', '--out', dir] : ['train', '--resume', dir, '--save-every', '1'];
+      const child = start(args);
+      const done = finish(child);
+      const stepsBefore = i === 0 ? 0 : fs.readFileSync(join(dir, 'log.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"event":"step"')).length;
+      // A step is logged before its checkpoint is saved: two steps mean one checkpoint done.
+      await stepsLogged(dir, stepsBefore + 2, child);
+      await new Promise((r) => setTimeout(r, Math.random() * 400));
+      child.kill('SIGKILL');
+      const r = await done;
+      expect(r.signal, r.stderr).toBe('SIGKILL');
+      const latest = await latestCheckpoint(dir, { onWarning: () => undefined });
+      expect(latest, `after kill ${i + 1}`).not.toBeNull();
+      expect(latest!.step).toBeGreaterThanOrEqual(lastStep);
+      lastStep = latest!.step;
+    }
+    const r = await cli(['train', '--resume', dir, '--max-steps', String(lastStep + 1)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`at step ${lastStep}`);
+    expect(fs.readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
+    expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
+  }, 120_000);
+});
