@@ -424,7 +424,9 @@ describe('resume through the CLI (train --json, then train --resume)', () => {
     // Text mode: the notice and the resume command on stdout.
     expect(text.code, text.stderr).toBe(130);
     expect(text.stdout).toMatch(/SIGINT: finishing this step and writing a checkpoint/);
-    expect(text.stdout).toContain(`resume with: gptcuda train --resume ${dir}`);
+    // The hint is written the way the tool was started (here `node …/main.js`).
+    expect(text.stdout).toMatch(/resume with: \S.* train --resume /);
+    expect(text.stdout).toContain(`train --resume ${dir}`);
     const ckpts = await listCheckpoints(dir);
     expect(ckpts).toHaveLength(1);
     const k = ckpts[0]!.step;
