@@ -11,22 +11,14 @@ import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TokenFile } from '../ts/data
 import { GPTModel } from '../ts/model/gpt.js';
 import { exportHuggingFace } from '../ts/weights/export.js';
 import { loadModel } from '../ts/weights/load.js';
+import { mulberry32 } from './helpers/reference.js';
 
 const MUTANTS = 300;
 const TOY = join(__dirname, 'fixtures', 'tf', 'keras-gpt2-toy');
 const root = fs.mkdtempSync(join(tmpdir(), 'gptcuda-fuzz-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 /** One mutant of `orig`: a byte flip, a truncation, a run of 0xff, or an edited length field at one of `lengthFields`. */
 function mutate(orig: Buffer, r: () => number, lengthFields: { at: number; len: number }[]): Buffer {
