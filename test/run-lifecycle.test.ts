@@ -151,14 +151,14 @@ describe('signals and broken pipes never lose work', () => {
     expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
   });
 
-  it('SIGTERM: checkpoint written, exit 143', async () => {
-    const dir = join(root, 'sigterm');
+  it.each([['SIGTERM', 143], ['SIGHUP', 129]] as const)('%s: checkpoint written, exit %i', async (sig, code) => {
+    const dir = join(root, sig.toLowerCase());
     const child = start(['train', ...TINY, ...LONG, '--out', dir]);
     const done = finish(child);
     await stepsLogged(dir, 1, child);
-    child.kill('SIGTERM');
+    child.kill(sig);
     const r = await done;
-    expect(r.code, r.stderr).toBe(143);
+    expect(r.code, r.stderr).toBe(code);
     expect((await latestCheckpoint(dir))?.step).toBeGreaterThanOrEqual(1);
   });
 });
