@@ -217,7 +217,7 @@ describe('eval, generate, inspect, export, info', () => {
   });
 
   it('generate without --weights fails and says how to get weights', async () => {
-    expectCleanError(await cli(['generate', '--prompt', 'Hello']), /--weights/, /gptcuda train/, /gptcuda download/);
+    expectCleanError(await cli(['generate', '--prompt', 'Hello']), /--weights/, /(gptcuda|main\.js) train`/, /(gptcuda|main\.js) download/);
   });
 
   it('greedy generation is identical through the CLI (text and --json), model.generate() and model.stream()', async () => {
