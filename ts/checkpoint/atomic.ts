@@ -172,7 +172,8 @@ export async function atomicWriteFile(
   );
 }
 
-function processIsAlive(pid: number): boolean {
+/** Whether a process with this pid runs on this host (EPERM: it does, as another user). */
+export function processIsAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -6,9 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { listCheckpoints } from '../checkpoint/archive.js';
-import { inspectCheckpoint } from '../checkpoint/archive.js';
-import { removeStaleTempFiles } from '../checkpoint/atomic.js';
+import { inspectCheckpoint, listCheckpoints } from '../checkpoint/archive.js';
+import { processIsAlive, removeStaleTempFiles } from '../checkpoint/atomic.js';
 
 export const LOCK_NAME = '.gptcuda-train.lock';
 
@@ -21,15 +20,6 @@ export interface LockInfo {
 
 export function newRunId(): string {
   return randomBytes(8).toString('hex');
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export class RunDirectory {
@@ -81,7 +71,7 @@ export class RunDirectory {
           if (attempt < 2) continue;
         }
         const who = `pid ${holder.pid ?? '?'} on host ${holder.host ?? '?'}`;
-        if (holder.host === info.host && typeof holder.pid === 'number' && !alive(holder.pid)) {
+        if (holder.host === info.host && typeof holder.pid === 'number' && !processIsAlive(holder.pid)) {
           notice(`notice: taking over the stale lock of ${this.dir} (${who} is no longer running)`);
           rmSync(this.lockPath, { force: true });
           continue;
