@@ -1,35 +1,22 @@
 // The CLI's manners (issue 12): every flag validated before anything loads,
 // one-line unknown-option errors with a suggestion, nanoGPT-style aliases,
 // help that describes every option, hints written the way the tool was run.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { commandPrefix, nearest, unknownOptionMessage } from '../ts/cli/options.js';
+import { spawnCli, type CliResult } from './helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const MAIN = join(REPO, 'dist', 'cli', 'main.js');
 let root: string;
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 function cli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  return new Promise((res, rej) => {
-    // Not "run via npx" unless a test says so (vitest itself runs under npx).
-    const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: root, env: { ...base, GPTCUDA_DEBUG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
+  // Not "run via npx" unless a test says so (vitest itself runs under npx).
+  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('npm_')));
+  return spawnCli(args, { cwd: root, env: base, extraEnv: env });
 }
 
 /** Fails with exactly one line on stderr, that line, and nothing on stdout. */

@@ -3,7 +3,6 @@
 // `generate` (against the library's generate() and stream()), `inspect`,
 // `export`, `info`, and the errors a user meets first (no weights, too little
 // text, bad flag values): exit status non-zero, a clear message, no stack trace.
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,6 +13,7 @@ import { createLoaders, loadText } from '../ts/data/dataset.js';
 import { textToTokenIds, tokenIdsToText } from '../ts/data/tokenizer.js';
 import { GPTModel } from '../ts/model/gpt.js';
 import { loaderLoss } from '../ts/train/loss.js';
+import { spawnCli, type CliResult } from './helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const MAIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -28,24 +28,8 @@ const tinyWith = (flag: string, value: string): string[] => TINY.map((a, i) => (
 
 let root: string;
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** Runs the CLI asynchronously, so independent commands can run side by side. */
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: root, env: { ...process.env, GPTCUDA_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]): Promise<CliResult> => spawnCli(args, { cwd: root });
 
 async function cliOk(args: string[]): Promise<CliResult> {
   const r = await cli(args);

@@ -24,6 +24,7 @@ import { resolveConfig, type GPTConfig } from '../ts/model/config.js';
 import { GPTModel } from '../ts/model/gpt.js';
 import { BOOK_ADAMW } from '../ts/train/optimizer.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainState } from '../ts/train/trainer.js';
+import { spawnCli, type CliResult } from './helpers/cli.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const MAIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -276,24 +277,8 @@ const TINY_FLAGS = [
   '--eval-freq', '3', '--eval-iter', '2', '--device', 'cpu', '--seed', String(SEED),
 ];
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
-/** Runs the CLI; asynchronous so that independent runs can go side by side. */
-function cli(args: string[]): Promise<CliResult> {
-  return new Promise((res, rej) => {
-    const child = spawn(process.execPath, [MAIN, ...args], { cwd: root, env: { ...process.env, GPTCUDA_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', rej);
-    child.on('close', (code) => res({ code, stdout, stderr }));
-  });
-}
+const cli = (args: string[]): Promise<CliResult> => spawnCli(args, { cwd: root });
 
 async function cliOk(args: string[]): Promise<CliResult> {
   const r = await cli(args);
