@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Rng, type RngState } from '../tensor/rng.js';
-import { EOT_ID, EOT_TEXT, textToTokenIds } from './tokenizer.js';
+import { EOT_ID, EOT_TEXT, VOCAB_SIZE, textToTokenIds } from './tokenizer.js';
 
 // ---------------------------------------------------------------------------
 // Reading text
@@ -599,8 +599,6 @@ export function createLoaders(options: CreateLoadersOptions): Loaders {
 export const TOKEN_FILE_MAGIC = 'GPTCTOK1';
 export const TOKEN_FILE_VERSION = 1;
 export const TOKEN_FILE_HEADER_BYTES = 20;
-/** GPT-2's vocabulary size: every id in a token file is below it. */
-const GPT2_VOCAB_SIZE = 50257;
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
 
@@ -785,7 +783,7 @@ export class TokenFile implements TokenSource {
    * bad id fails here, with the file and the token offset, not mid-training.
    */
   static open(file: string, options: { vocabSize?: number } = {}): TokenFile {
-    const vocabSize = options.vocabSize ?? GPT2_VOCAB_SIZE;
+    const vocabSize = options.vocabSize ?? VOCAB_SIZE;
     let fd: number;
     try {
       fd = fs.openSync(file, 'r');
