@@ -9,6 +9,7 @@
 #include "ops.h"
 #include "recording.h"
 #include "tensor.h"
+#include "text.h"
 
 namespace gptcuda {
 int cpu_num_threads();
@@ -156,6 +157,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   register_ops(env, exports);
   register_recording(env, exports);
+  register_text(env, exports);
   return exports;
 }
 

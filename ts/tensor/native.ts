@@ -84,6 +84,15 @@ export interface Addon {
   endRecording(): NativeRecording;
   /** Runs a recording on a worker thread; the event loop stays free meanwhile. */
   runRecording(recording: NativeRecording): Promise<void>;
+  /** Byte-pair encoder over GPT-2's pre-tokenizer (native/text); see ts/data/tokenizer.ts. */
+  BpeTokenizer: new (bytes: Uint8Array, lengths: Uint32Array, ranks: Uint32Array, special: string, specialId: number) => NativeBpe;
+}
+
+export interface NativeBpe {
+  /** Token ids of `text`, cut into up to `chunks` parts encoded on up to `threads` threads. */
+  encode(text: string, chunks: number, threads: number): Uint32Array;
+  /** The same on a worker thread. */
+  encodeAsync(text: string, chunks: number, threads: number): Promise<Uint32Array>;
 }
 
 function packageRoot(): string {
