@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { Rng, type RngState } from '../tensor/rng.js';
-import { EOT_ID, EOT_TEXT, VOCAB_SIZE, textToTokenIds } from './tokenizer.js';
+import { EOT_ID, EOT_TEXT, VOCAB_SIZE, textToTokenIds, textToTokenIdsAsync } from './tokenizer.js';
 
 // ---------------------------------------------------------------------------
 // Reading text
@@ -690,8 +690,9 @@ export async function pretokenize(inputs: string | string[], outPath: string, op
     await out.write(bytes, 0, bytes.length, TOKEN_FILE_HEADER_BYTES + (tokens - fill) * 2);
     fill = 0;
   };
-  const emit = async (ids: number[]): Promise<void> => {
-    for (const id of ids) {
+  const emit = async (ids: ArrayLike<number>): Promise<void> => {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
       if (id < 0 || id > 0xffff) throw new Error(`token id ${id} does not fit in 16 bits`);
       buf[fill++] = id;
       tokens++;
@@ -729,12 +730,12 @@ export async function pretokenize(inputs: string | string[], outPath: string, op
           text += normalizeNewlines(piece);
           bytesDone += bytesRead;
           if (last) {
-            if (text.length > 0) await emit(textToTokenIds(text));
+            if (text.length > 0) await emit(await textToTokenIdsAsync(text));
             text = '';
           } else {
             const cut = findSafeCut(text, searched);
             if (cut > 0) {
-              await emit(textToTokenIds(text.slice(0, cut)));
+              await emit(await textToTokenIdsAsync(text.slice(0, cut)));
               text = text.slice(cut);
             }
             // The cut found is the last one, so what is left has been searched
