@@ -184,7 +184,7 @@ describe('non-finite training', () => {
 
   it('--skip-nonfinite skips such updates and finishes', async () => {
     const dir = join(root, 'nan-skip');
-    const r = await cli(['train', ...TINY, '--max-steps', '4', '--lr', '1e6', '--skip-nonfinite', '--out', dir]);
+    const r = await cli(['train', ...TINY, '--epochs', '1', '--max-steps', '4', '--lr', '1e6', '--skip-nonfinite', '--out', dir]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/update skipped \(--skip-nonfinite\)/);
     const ck = await loadCheckpoint((await latestCheckpoint(dir))!.path);
