@@ -73,9 +73,53 @@ export interface OpEntry {
 
 /** Ops whose cases still live in test/ops.test.ts and test/cuda-parity.test.ts. */
 export const PENDING = [
-  'fill', 'scale', 'add', 'accumulate', 'copy', 'embeddingForward', 'embeddingBackward', 'layernormForward',
+  'copy', 'embeddingForward', 'embeddingBackward', 'layernormForward',
   'layernormBackward', 'gemm', 'matmulForward', 'matmulBackward', 'attentionForward', 'attentionBackward',
   'attentionDecode', 'crossentropyForward', 'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm',
+];
+
+// ---- elementwise -------------------------------------------------------------------------------
+/** Sizes, and offsets into a larger buffer: offset 1 is not 16-byte aligned (the CUDA scalar path). */
+const ELEMENTWISE_CASES: [n: number, offset: number][] = [[1, 0], [7, 0], [1031, 0], [1031, 1], [4099, 3]];
+
+/** A tensor of `data` at element `offset` of a buffer padded with a sentinel on both sides. */
+function placed(k: OpContext, data: Float32Array, offset: number) {
+  const buf = new Float32Array(data.length + offset + 5).fill(-777);
+  buf.set(data, offset);
+  const base = k.tensor(buf, [buf.length]);
+  const view = base.view(offset, [data.length]);
+  /** The view's values; fails if anything outside the view changed. */
+  const read = (what: string) => {
+    const all = base.toFloat32Array();
+    k.exact(`${what}: the buffer outside the view`, [...all.subarray(0, offset), ...all.subarray(offset + data.length)],
+      new Array(offset + 5).fill(-777));
+    return all.subarray(offset, offset + data.length);
+  };
+  return { view, read };
+}
+
+function elementwise(op: string, apply: (k: OpContext, x: Tensor, a: Tensor, b: Tensor) => void, ref: (x: number, a: number, b: number) => number): OpEntry {
+  return {
+    op,
+    cases: ELEMENTWISE_CASES.map(([n, offset]) => ({
+      name: `n=${n} offset=${offset}`,
+      run(k) {
+        const rng = new R.SeededRandom(n + offset);
+        const x0 = rng.floats(n), a = rng.floats(n), b = rng.floats(n);
+        const x = placed(k, x0, offset);
+        apply(k, x.view, k.tensor(a, [n]), k.tensor(b, [n]));
+        const expected = Float64Array.from({ length: n }, (_, i) => ref(x0[i]!, a[i]!, b[i]!));
+        k.close(op, x.read(op), expected, 'elementwise', 0);
+      },
+    })),
+  };
+}
+
+const ELEMENTWISE: OpEntry[] = [
+  elementwise('fill', (_, x) => ops.fill(x, -2.5), () => -2.5),
+  elementwise('scale', (_, x) => ops.scale(x, 0.3), (x) => x * 0.3),
+  elementwise('add', (_, x, a, b) => ops.add(x, a, b), (_, a, b) => a + b),
+  elementwise('accumulate', (_, x, a) => ops.accumulate(x, a), (x, a) => x + a),
 ];
 
 // ---- seeded random fills --------------------------------------------------------------------
@@ -205,7 +249,7 @@ const geluBackward: OpEntry = {
   })),
 };
 
-export const OP_TABLE: OpEntry[] = [fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward];
+export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward];
 
 /** Native ops with neither a case nor a PENDING entry, and names that are not native ops. */
 export function coverageGaps(nativeOps: string[], table: OpEntry[], pending: string[]) {
