@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/archive.js';
 import { loadCheckpoint } from '../ts/checkpoint/checkpoint.js';
-import { LOCK_NAME } from '../ts/train/run-dir.js';
+import { LOCK_NAME } from '../ts/checkpoint/run-dir.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const MAIN = join(REPO, 'dist', 'cli', 'main.js');
