@@ -94,7 +94,7 @@ export class GPTModel {
     if (!init.skipInit) this.initialize(init.seed ?? 123);
   }
 
-  /** Names, shapes, initialisation and weight-decay switch of every parameter, in layout order. */
+  /** Names, shapes and initialisation of every parameter, in layout order. */
   static parameterSpecs(c: GPTConfig): ParameterSpec[] {
     const C = c.embDim;
     const zeros = { kind: 'zeros' } as const, ones = { kind: 'ones' } as const;
@@ -109,41 +109,41 @@ export class GPTModel {
         : ({ kind: 'normal', std: residual ? 0.02 / Math.sqrt(2 * c.nLayers) : 0.02 } as const);
     const bias = (fanIn: number) => (torch ? ({ kind: 'uniform', bound: 1 / Math.sqrt(fanIn) } as const) : zeros);
     const specs: ParameterSpec[] = [
-      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: embedding, decay: true },
-      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: embedding, decay: true },
+      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: embedding },
+      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: embedding },
     ];
     for (let l = 0; l < c.nLayers; l++) {
       const pre = `trf_blocks.${l}`;
       specs.push(
-        { name: `${pre}.norm1.scale`, shape: [C], init: ones, decay: true },
-        { name: `${pre}.norm1.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: weight(C), decay: true },
-        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: weight(C), decay: true },
-        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: weight(C), decay: true },
+        { name: `${pre}.norm1.scale`, shape: [C], init: ones },
+        { name: `${pre}.norm1.shift`, shape: [C], init: zeros },
+        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: weight(C) },
+        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: weight(C) },
+        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: weight(C) },
       );
       if (c.qkvBias) {
         specs.push(
-          { name: `${pre}.att.W_query.bias`, shape: [C], init: bias(C), decay: true },
-          { name: `${pre}.att.W_key.bias`, shape: [C], init: bias(C), decay: true },
-          { name: `${pre}.att.W_value.bias`, shape: [C], init: bias(C), decay: true },
+          { name: `${pre}.att.W_query.bias`, shape: [C], init: bias(C) },
+          { name: `${pre}.att.W_key.bias`, shape: [C], init: bias(C) },
+          { name: `${pre}.att.W_value.bias`, shape: [C], init: bias(C) },
         );
       }
       specs.push(
-        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: weight(C, true), decay: true },
-        { name: `${pre}.att.out_proj.bias`, shape: [C], init: bias(C), decay: true },
-        { name: `${pre}.norm2.scale`, shape: [C], init: ones, decay: true },
-        { name: `${pre}.norm2.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: weight(C), decay: true },
-        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: bias(C), decay: true },
-        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: weight(4 * C, true), decay: true },
-        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: bias(4 * C), decay: true },
+        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: weight(C, true) },
+        { name: `${pre}.att.out_proj.bias`, shape: [C], init: bias(C) },
+        { name: `${pre}.norm2.scale`, shape: [C], init: ones },
+        { name: `${pre}.norm2.shift`, shape: [C], init: zeros },
+        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: weight(C) },
+        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: bias(C) },
+        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: weight(4 * C, true) },
+        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: bias(4 * C) },
       );
     }
     specs.push(
-      { name: 'final_norm.scale', shape: [C], init: ones, decay: true },
-      { name: 'final_norm.shift', shape: [C], init: zeros, decay: true },
+      { name: 'final_norm.scale', shape: [C], init: ones },
+      { name: 'final_norm.shift', shape: [C], init: zeros },
     );
-    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: weight(C), decay: true });
+    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: weight(C) });
     return specs;
   }
 
