@@ -6,8 +6,7 @@ import type { DataLoader, DataLoaderState } from '../data/dataset.js';
 import { textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import type { GPTModel } from '../model/gpt.js';
 import * as ops from '../tensor/ops.js';
-import { LogitSource } from '../generate/generate.js';
-import { argmax } from '../generate/sampling.js';
+import { generateGreedySync } from '../generate/generate.js';
 import { loaderLoss } from './loss.js';
 import { AdamW, type AdamWConfig } from './optimizer.js';
 
@@ -282,16 +281,4 @@ export class Trainer {
       ...(nonFinite ? { non_finite: nonFinite } : {}),
     };
   }
-}
-
-/** Greedy decoding with the KV cache, synchronously (samples during training). */
-export function generateGreedySync(model: GPTModel, prompt: number[], maxNew: number): number[] {
-  const seq = [...prompt];
-  const source = new LogitSource(model, 1, true);
-  try {
-    for (let i = 0; i < maxNew; i++) seq.push(argmax(source.next([seq], i > 0)));
-  } finally {
-    source.dispose();
-  }
-  return seq;
 }
