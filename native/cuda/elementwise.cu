@@ -5,6 +5,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 
@@ -72,6 +73,7 @@ __global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool v
   for (size_t i = done + tid; i < n; i += stride) dst[i] += src[i];
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::fill(float* x, size_t n, float value) {

@@ -4,6 +4,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
@@ -64,6 +65,7 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
   for (size_t i = done + tid; i < n; i += stride) dinp[i] += dout[i] * gelu_grad(inp[i]);
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
