@@ -15,7 +15,7 @@ const shared = {
 // CUDA code is exercised on every machine, GPU or not: as on an H100 (TF32
 // tensor cores), with TF32 off (the float32 attention kernels), and as on an
 // A100 (sm_80's smaller shared memory per block).
-const cudaSuites = ['test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+const cudaSuites = ['test/op-table.test.ts', 'test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
 const emulated = (name: string, include: string[], env: Record<string, string>) => ({
   test: {
     ...shared,
@@ -31,8 +31,8 @@ export default defineConfig({
     projects: [
       { test: { ...shared, name: 'main', include: ['test/**/*.test.ts'] } },
       emulated('cuda-emulated', cudaSuites, {}),
-      emulated('cuda-emulated-fp32', ['test/cuda-parity.test.ts'], { GPTCUDA_TF32: '0' }),
-      emulated('cuda-emulated-sm80', ['test/cuda-parity.test.ts'], { GPTCUDA_EMU_CC: '8.0' }),
+      emulated('cuda-emulated-fp32', ['test/op-table.test.ts', 'test/cuda-parity.test.ts'], { GPTCUDA_TF32: '0' }),
+      emulated('cuda-emulated-sm80', ['test/op-table.test.ts', 'test/cuda-parity.test.ts'], { GPTCUDA_EMU_CC: '8.0' }),
     ],
   },
 });

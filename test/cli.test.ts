@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSafetensorsFile } from '../ts/checkpoint/safetensors.js';
 import { createLoaders, loadText } from '../ts/data/dataset.js';
 import { textToTokenIds, tokenIdsToText } from '../ts/data/tokenizer.js';
-import { GPTModel } from '../ts/model/gpt.js';
+import { GPTModel } from '../ts/index.js';
 import { loaderLoss } from '../ts/train/loss.js';
 import { spawnCli, type CliResult } from './helpers/cli.js';
 

@@ -294,9 +294,12 @@ describe('downloadOpenAIModel against a local server', () => {
     const err = await downloadOpenAIModel(options({ expectedSizes: { 'model.ckpt.index': 1301 } })).catch((e) => e);
     expect(err).toBeInstanceOf(DownloadError);
     expect(err.code).toBe('SIZE_MISMATCH');
-    expect(err.message).toMatch(/model\.ckpt\.index.*size mismatch: the server's model\.ckpt\.index is 1302 bytes, expected 1301/s);
-    expect(err.message).toContain(`${base}/primary/124M/model.ckpt.index`);
+    expect(err.message).toMatch(/model\.ckpt\.index.*size mismatch: the server's model\.ckpt\.index is 1302 bytes, expected 1301/);
     expect(err.message).toContain(`${base}/mirror/124M/model.ckpt.index`);
+    expect(err.message).not.toContain('\n');
+    expect(err.details).toHaveLength(2);
+    expect(err.details[0]).toMatch(new RegExp(`^${base}/primary/124M/model\\.ckpt\\.index: size mismatch`));
+    expect(err.details[1]).toMatch(new RegExp(`^${base}/mirror/124M/model\\.ckpt\\.index: size mismatch`));
   });
 
   it('detects corrupt data through the tensor CRCs and deletes the bad file', async () => {
@@ -359,14 +362,19 @@ describe('downloadOpenAIModel against a local server', () => {
     expect(err.code).toBe('OFFLINE');
     expect(err.message).toMatch(/you appear to be offline/);
     expect(err.message).toContain(`${url}/124M/checkpoint: cannot connect (ECONNREFUSED)`);
+    expect(err.message).not.toContain('\n');
   });
 
   it('reports HTTP errors with status and URL', async () => {
     rule = () => 403;
     const err = await downloadOpenAIModel(options()).catch((e) => e);
     expect(err.code).toBe('HTTP');
-    expect(err.message).toContain(`${base}/primary/124M/checkpoint: HTTP 403 Forbidden`);
-    expect(err.message).toContain(`${base}/mirror/124M/checkpoint: HTTP 403 Forbidden`);
+    // One line: the file, how many servers, the last one's answer and the fix; each server's answer in details.
+    expect(err.message).not.toContain('\n');
+    expect(err.message).toMatch(/^Cannot download checkpoint for GPT-2 124M: all 2 servers failed /);
+    expect(err.message).toContain(`(last: ${base}/mirror/124M/checkpoint: HTTP 403 Forbidden)`);
+    expect(err.message).toMatch(/--mirror/);
+    expect(err.details).toEqual([`${base}/primary/124M/checkpoint: HTTP 403 Forbidden`, `${base}/mirror/124M/checkpoint: HTTP 403 Forbidden`]);
   });
 
   it.skipIf(!existsSync('/dev/full'))('reports a full disk (ENOSPC) and keeps nothing half-renamed', async () => {
@@ -448,7 +456,8 @@ describe('never keeps a truncated file', () => {
     const err = await downloadOpenAIModel(options({ fallbackUrls: [], maxTotalAttempts: 5 })).catch((e) => e);
     expect(err).toBeInstanceOf(DownloadError);
     expect(err.code).toBe('NETWORK');
-    expect(err.message).toMatch(/checkpoint.*connection lost.*gave up after 5 attempts/s);
+    expect(err.message).toMatch(/checkpoint.*connection lost.*gave up after 5 attempts/);
+    expect(err.message).not.toContain('\n');
     expect(requests.filter((r) => r.file === 'checkpoint')).toHaveLength(5);
   });
 

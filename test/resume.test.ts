@@ -21,7 +21,7 @@ import { CheckpointError, listCheckpoints, readCheckpointArchive, writeCheckpoin
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { createLoaders, loadText } from '../ts/data/dataset.js';
 import { resolveConfig, type GPTConfig } from '../ts/model/config.js';
-import { GPTModel } from '../ts/model/gpt.js';
+import { GPTModel } from '../ts/index.js';
 import { BOOK_ADAMW } from '../ts/train/optimizer.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainState } from '../ts/train/trainer.js';
 import { spawnCli, type CliResult } from './helpers/cli.js';

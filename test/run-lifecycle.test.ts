@@ -10,8 +10,10 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/archive.js';
-import { loadCheckpoint } from '../ts/checkpoint/checkpoint.js';
-import { LOCK_NAME } from '../ts/train/run-dir.js';
+import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
+import { LOCK_NAME } from '../ts/checkpoint/run-dir.js';
+import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION } from '../ts/data/dataset.js';
+import { GPTModel } from '../ts/model/gpt.js';
 
 const REPO = resolve(import.meta.dirname, '..');
 const MAIN = join(REPO, 'dist', 'cli', 'main.js');
@@ -182,10 +184,47 @@ describe('non-finite training', () => {
 
   it('--skip-nonfinite skips such updates and finishes', async () => {
     const dir = join(root, 'nan-skip');
-    const r = await cli(['train', ...TINY, '--max-steps', '4', '--lr', '1e6', '--skip-nonfinite', '--out', dir]);
+    const r = await cli(['train', ...TINY, '--epochs', '1', '--max-steps', '4', '--lr', '1e6', '--skip-nonfinite', '--out', dir]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/update skipped \(--skip-nonfinite\)/);
     const ck = await loadCheckpoint((await latestCheckpoint(dir))!.path);
+    ck.model.dispose();
+  });
+});
+
+/** A token file of `ids`, written here byte by byte (not by the code under test). */
+function writeTokenFile(path: string, ids: number[]): void {
+  const b = Buffer.alloc(TOKEN_FILE_HEADER_BYTES + 2 * ids.length);
+  b.write(TOKEN_FILE_MAGIC, 0, 'latin1');
+  b.writeUInt32LE(TOKEN_FILE_VERSION, 8);
+  b.writeBigUInt64LE(BigInt(ids.length), 12);
+  ids.forEach((id, i) => b.writeUInt16LE(id, TOKEN_FILE_HEADER_BYTES + 2 * i));
+  fs.writeFileSync(path, b);
+}
+
+describe('errors after the first step', () => {
+  it('a token id beyond the model vocabulary deep in the corpus: stops naming the file and token offset, with the last completed step saved', async () => {
+    const dir = join(root, 'bad-token');
+    // GPT-2's tokenizer made the file, so its ids pass the file's own check; this model's vocabulary is smaller.
+    const weights = join(root, 'vocab-1000.tar');
+    const model = new GPTModel({ vocabSize: 1000, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false, tieWeights: false, init: 'gpt2' }, { device: 'cpu', seed: 1 });
+    await saveCheckpoint(weights, { model });
+    model.dispose();
+    const ids = Array.from({ length: 400 }, (_, i) => (i * 37) % 1000);
+    // Windows of 33 tokens every 32, batches of 2, in order: token 200 is first read by step 3's batch.
+    ids[200] = 5000;
+    const tok = join(root, 'bad-token.tok');
+    writeTokenFile(tok, ids);
+    const r = await cli(['train', '--init-from', weights, '--data', tok, '--context-length', '32', '--batch-size', '2', '--no-shuffle', '--max-steps', '10', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1', '--out', dir]);
+    expect(r.code).toBe(1);
+    const first = r.stderr.split('\n').find((l) => l.includes('5000'));
+    expect(first, r.stderr).toContain(`${tok}: token 200 (byte offset ${TOKEN_FILE_HEADER_BYTES + 400}) is id 5000, not below the model's vocabulary size 1000`);
+    const latest = await latestCheckpoint(dir);
+    expect(latest?.step).toBe(3);
+    expect(r.stderr).toContain(latest!.path);
+    const ck = await loadCheckpoint(latest!.path);
+    expect(ck.trainState?.step).toBe(3);
+    expect(ck.trainState?.tokensSeen).toBe(3 * 2 * 32);
     ck.model.dispose();
   });
 });

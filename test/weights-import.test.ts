@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { loadModel, detectWeights } from '../ts/weights/load.js';
 import { exportHuggingFace } from '../ts/weights/export.js';
-import { GPTModel } from '../ts/model/gpt.js';
+import { GPTModel } from '../ts/index.js';
 import { saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 
 const TOY = join(__dirname, 'fixtures', 'tf', 'keras-gpt2-toy');

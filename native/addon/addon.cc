@@ -4,6 +4,7 @@
 #include <cmath>
 #include <memory>
 #include <stdexcept>
+#include <string>
 
 #include "backends.h"
 #include "ops.h"
@@ -33,6 +34,18 @@ DType parse_dtype(Napi::Env env, const Napi::Value& v, const char* op) {
   throw Napi::TypeError::New(env, std::string(op) + ": dtype must be 'float32', 'int32' or 'bfloat16'");
 }
 
+// Runs fn; a C++ exception becomes a JS Error (message prefixed), JS errors pass through.
+template <class F>
+auto js_errors(Napi::Env env, const std::string& prefix, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, prefix + e.what());
+  }
+}
+
 // createTensor(shape, dtype, device): zero-filled.
 Napi::Value CreateTensor(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -58,30 +71,21 @@ Napi::Value CreateTensor(const Napi::CallbackInfo& info) {
       bytes > uint64_t(1e13))
     throw Napi::RangeError::New(env, "createTensor: shape " + shape_string(shape) +
                                          " is too large (at most 10^13 bytes); use a smaller shape");
-  Backend* backend;
-  try {
-    backend = backend_for(device, "createTensor");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  Backend* backend = js_errors(env, "", [&] { return backend_for(device, "createTensor"); });
   auto storage = std::make_shared<Storage>();
   storage->backend = backend;
   storage->bytes = static_cast<size_t>(bytes);
-  try {
+  js_errors(env, "createTensor: ", [&] {
     storage->data = storage->bytes ? backend->alloc(storage->bytes) : nullptr;
     if (storage->bytes) backend->fill(static_cast<float*>(storage->data), storage->bytes / 4, 0.0f);
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("createTensor: ") + e.what());
-  }
+  });
   if (storage->bytes % 4 != 0) {
     // bf16 tensors with an odd element count: zero the last half-word too.
     std::vector<char> zero(storage->bytes % 4, 0);
-    try {
+    js_errors(env, "createTensor: ", [&] {
       backend->upload(static_cast<char*>(storage->data) + storage->bytes - zero.size(), zero.data(),
                       zero.size());
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, std::string("createTensor: ") + e.what());
-    }
+    });
   }
   return NativeTensor::New(env, std::move(storage), 0, std::move(shape), dtype, true);
 }
@@ -106,7 +110,7 @@ Napi::Value Backends(const Napi::CallbackInfo& info) {
 Napi::Value DeviceInfoJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   DeviceKind d = parse_device(env, info[0], "deviceInfo");
-  try {
+  return js_errors(env, "", [&] {
     Backend* b = backend_for(d, "deviceInfo");
     DeviceInfo di = b->device_info();
     Napi::Object o = Napi::Object::New(env);
@@ -117,34 +121,22 @@ Napi::Value DeviceInfoJs(const Napi::CallbackInfo& info) {
     o.Set("memoryInUse", double(b->memory_in_use()));
     o.Set("peakMemory", double(b->peak_memory()));
     return o;
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  });
 }
 
 Napi::Value ResetPeakMemory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  js_errors(env, "", [&] {
     backend_for(parse_device(env, info[0], "resetPeakMemory"), "resetPeakMemory")->reset_peak_memory();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  });
   return env.Undefined();
 }
 
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  try {
+  js_errors(env, "", [&] {
     backend_for(parse_device(env, info[0], "synchronize"), "synchronize")->synchronize();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  });
   return env.Undefined();
 }
 

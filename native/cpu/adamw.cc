@@ -1,14 +1,14 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 constexpr size_t kChunk = 1 << 15;
 
-void adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
+void CpuBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
            float beta2, float eps, float weight_decay, int t) {
   // Bias corrections in double: beta^t for large t loses precision in float.
   // PyTorch's formulation: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), which
@@ -34,7 +34,7 @@ void adamw(float* params, const float* grads, float* m, float* v, size_t n, floa
 
 // Per-chunk double partial sums combined in chunk order: deterministic and
 // accurate for 10^8 elements.
-void sum_squares(float* out, const float* x, size_t n) {
+void CpuBackend::sum_squares(float* out, const float* x, size_t n) {
   size_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks, 0.0);
   parallel_for(chunks, 1, [&](size_t lo, size_t hi) {
@@ -50,11 +50,11 @@ void sum_squares(float* out, const float* x, size_t n) {
   out[0] = static_cast<float>(total);
 }
 
-void clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
+void CpuBackend::clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
   float norm = std::sqrt(norm_sq[0]);
   float factor = max_norm / (norm + 1e-6f);
   if (factor >= 1.0f) return;
   scale(x, n, factor);
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

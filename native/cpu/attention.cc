@@ -7,12 +7,12 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 #include "philox.h"
 #include "vec.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 namespace {
 
@@ -77,7 +77,7 @@ void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float
 
 }  // namespace
 
-void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
+void CpuBackend::attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C, int NH,
                        float dropout_p, DropoutRng rng) {
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
@@ -115,7 +115,7 @@ void attention_forward(float* out, float* lse, const float* qkv, int B, int T, i
 //   dV = P'^T dO,  dP' = dO V^T,  dP = dropout_backward(dP'),
 //   dS = P * (dP - D) with D_t = sum(dO_t * O_t)  (= rowsum(dP' * P')),
 //   dQ = scale dS K,  dK = scale dS^T Q.
-void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
+void CpuBackend::attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
                         const float* lse, int B, int T, int C, int NH, float dropout_p,
                         DropoutRng rng) {
   Layout L{T, C, NH, C / NH};
@@ -168,7 +168,7 @@ void attention_backward(float* dqkv, const float* dout, const float* qkv, const 
   });
 }
 
-void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int Tn,
+void CpuBackend::attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B, int Tn,
                       int C, int NH, int Tmax, int pos0) {
   const int hs = C / NH;
   const float scale = 1.0f / std::sqrt(float(hs));
@@ -206,4 +206,4 @@ void attention_decode(float* out, float* kcache, float* vcache, const float* qkv
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

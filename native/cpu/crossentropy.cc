@@ -1,10 +1,10 @@
 #include <cmath>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 #include "vec.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 namespace {
 // Returns max and log(sum(exp(x - max))) of one row.
@@ -20,7 +20,7 @@ inline void row_logsumexp(const float* x, int V, float* max_out, float* log_sum_
 }
 }  // namespace
 
-void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V,
+void CpuBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V,
                           int ignore_index) {
   parallel_for(size_t(N), 1, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
@@ -36,7 +36,7 @@ void crossentropy_forward(float* losses, const float* logits, const int32_t* tar
   });
 }
 
-void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
+void CpuBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                    const int32_t* targets, int N, int V, float dloss,
                                    int ignore_index) {
   parallel_for(size_t(N), 1, [&](size_t lo, size_t hi) {
@@ -61,4 +61,4 @@ void crossentropy_forward_backward(float* losses, float* dlogits, const float* l
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

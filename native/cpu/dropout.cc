@@ -1,10 +1,10 @@
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 #include "philox.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
-void dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
+void CpuBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i)
@@ -12,7 +12,7 @@ void dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng
   });
 }
 
-void dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
+void CpuBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i)
@@ -20,4 +20,4 @@ void dropout_backward(float* dinp, const float* dout, size_t n, float p, Dropout
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

@@ -1,34 +1,34 @@
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 // Elementwise ops are memory-bound; 64K-element chunks keep thread wake-up
 // cost below the work it saves.
 constexpr size_t kChunk = 1 << 16;
 
-void fill(float* x, size_t n, float value) {
+void CpuBackend::fill(float* x, size_t n, float value) {
   parallel_for(n, kChunk, [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i) x[i] = value;
   });
 }
 
-void scale(float* x, size_t n, float s) {
+void CpuBackend::scale(float* x, size_t n, float s) {
   parallel_for(n, kChunk, [&](size_t b, size_t e) {
     for (size_t i = b; i < e; ++i) x[i] *= s;
   });
 }
 
-void add(float* out, const float* a, const float* b, size_t n) {
+void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
   parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) out[i] = a[i] + b[i];
   });
 }
 
-void accumulate(float* dst, const float* src, size_t n) {
+void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
   parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) dst[i] += src[i];
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

@@ -1,12 +1,12 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
-void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
+void CpuBackend::embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe, int B,
                        int T, int C, int V, int pos0) {
   for (int i = 0; i < B * T; ++i) {
     if (ids[i] < 0 || ids[i] >= V)
@@ -27,7 +27,7 @@ void embedding_forward(float* out, const int32_t* ids, const float* wte, const f
 // Parallel over channel ranges: every thread owns a slice of columns of dwte
 // and dwpe, so rows hit by several tokens accumulate without races, and in a
 // fixed order (deterministic).
-void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, int B,
+void CpuBackend::embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids, int B,
                         int T, int C, int pos0) {
   parallel_for(size_t(C), 16, [&](size_t c0, size_t c1) {
     for (int b = 0; b < B; ++b) {
@@ -46,4 +46,4 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

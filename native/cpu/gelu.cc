@@ -1,10 +1,10 @@
 #include <cmath>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 #include "vec.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 // GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 // With e = exp(2u): 1 + tanh(u) = 2e / (e + 1) and sech^2(u) = 4e / (e + 1)^2,
@@ -12,7 +12,7 @@ namespace gptcuda::cpu {
 // tanhf is a scalar call that made GELU a fifth of a CPU training step).
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
-void gelu_forward(float* out, const float* inp, size_t n) {
+void CpuBackend::gelu_forward(float* out, const float* inp, size_t n) {
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
 #pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
@@ -23,7 +23,7 @@ void gelu_forward(float* out, const float* inp, size_t n) {
   });
 }
 
-void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
 #pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
@@ -38,4 +38,4 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
   });
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

@@ -1,14 +1,14 @@
 #include <cmath>
 #include <vector>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 constexpr float kEps = 1e-5f;
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
                        const float* bias, int N, int C) {
   parallel_for(size_t(N), 8, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i) {
@@ -33,7 +33,7 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
 
 // dinp is computed row-parallel; dweight/dbias need a sum over rows, done
 // per thread into private buffers and reduced in thread order (deterministic).
-void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                         const float* inp, const float* weight, const float* mean,
                         const float* rstd, int N, int C) {
   int threads = cpu_num_threads();
@@ -79,4 +79,4 @@ void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* 
   }
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

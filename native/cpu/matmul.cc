@@ -1,6 +1,6 @@
 #include <vector>
 
-#include "kernels.h"
+#include "backend_cpu.h"
 #include "parallel.h"
 
 #ifdef GPTCUDA_HAVE_CBLAS
@@ -9,9 +9,9 @@
 #include "gemm_blocked.h"
 #endif
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
-void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
+void CpuBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
           const float* B, int ldb, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
 #ifdef GPTCUDA_HAVE_CBLAS
@@ -24,7 +24,7 @@ void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const floa
 
 // Broadcasting the bias into out first lets the GEMM add onto it (beta = 1),
 // saving a second pass over the output.
-void matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int M,
+void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int M,
                     int K, int N) {
   if (bias) {
     parallel_for(size_t(M), 16, [&](size_t lo, size_t hi) {
@@ -35,7 +35,7 @@ void matmul_forward(float* out, const float* inp, const float* weight, const flo
   gemm(false, true, M, N, K, 1.0f, inp, K, weight, K, bias ? 1.0f : 0.0f, out, N);
 }
 
-void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                      const float* inp, const float* weight, int M, int K, int N) {
   if (dinp) gemm(false, false, M, K, N, 1.0f, dout, N, weight, K, 1.0f, dinp, K);
   if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
@@ -50,4 +50,4 @@ void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dou
   }
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

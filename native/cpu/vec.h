@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace gptcuda::cpu {
+namespace gptcuda {
 
 inline float dot(const float* a, const float* b, int n) {
   float acc = 0.f;
@@ -86,4 +86,4 @@ inline float exp_fast(float x) {
   return x < -87.0f ? 0.0f : p * two_k;
 }
 
-}  // namespace gptcuda::cpu
+}  // namespace gptcuda

@@ -7,6 +7,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 constexpr int kMaxReduceBlocks = 1024;
@@ -28,33 +29,28 @@ __device__ __forceinline__ void adamw_update(float& p, float g, float& m, float&
 // One launch over the whole flat buffer (grid-stride), float4 when aligned.
 __global__ void adamw_kernel(float* params, const float* grads, float* m, float* v, size_t n,
                              AdamParams a, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 p = reinterpret_cast<float4*>(params)[i];
-      const float4 g = reinterpret_cast<const float4*>(grads)[i];
-      float4 mm = reinterpret_cast<float4*>(m)[i];
-      float4 vv = reinterpret_cast<float4*>(v)[i];
-      adamw_update(p.x, g.x, mm.x, vv.x, a);
-      adamw_update(p.y, g.y, mm.y, vv.y, a);
-      adamw_update(p.z, g.z, mm.z, vv.z, a);
-      adamw_update(p.w, g.w, mm.w, vv.w, a);
-      reinterpret_cast<float4*>(params)[i] = p;
-      reinterpret_cast<float4*>(m)[i] = mm;
-      reinterpret_cast<float4*>(v)[i] = vv;
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) {
-    float p = params[i], mm = m[i], vv = v[i];
-    adamw_update(p, grads[i], mm, vv, a);
-    params[i] = p;
-    m[i] = mm;
-    v[i] = vv;
-  }
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        float4 p = reinterpret_cast<float4*>(params)[i];
+        const float4 g = reinterpret_cast<const float4*>(grads)[i];
+        float4 mm = reinterpret_cast<float4*>(m)[i];
+        float4 vv = reinterpret_cast<float4*>(v)[i];
+        adamw_update(p.x, g.x, mm.x, vv.x, a);
+        adamw_update(p.y, g.y, mm.y, vv.y, a);
+        adamw_update(p.z, g.z, mm.z, vv.z, a);
+        adamw_update(p.w, g.w, mm.w, vv.w, a);
+        reinterpret_cast<float4*>(params)[i] = p;
+        reinterpret_cast<float4*>(m)[i] = mm;
+        reinterpret_cast<float4*>(v)[i] = vv;
+      },
+      [&](size_t i) {
+        float p = params[i], mm = m[i], vv = v[i];
+        adamw_update(p, grads[i], mm, vv, a);
+        params[i] = p;
+        m[i] = mm;
+        v[i] = vv;
+      });
 }
 
 // Pass 1 of sum_squares: block b writes the sum of squares of its grid-stride
@@ -97,6 +93,7 @@ __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, fl
     x[i] *= s;
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,

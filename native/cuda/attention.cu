@@ -53,6 +53,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kThreads = 256;
 constexpr int kMaxHead = 256;  // the largest head size (the CPU backend's limit too)
@@ -1028,6 +1029,7 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
+// emu:kernels-end
 // ---- host-side launchers ------------------------------------------------------------
 
 // Opts a kernel into more than 48 KiB of dynamic shared memory (once per kernel).

@@ -91,6 +91,22 @@ inline unsigned int grid_for(size_t n, int block, int sm_count) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// The grid-stride loop of the elementwise kernels. With vec (every pointer
+// 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4
+// elements and f1(i) the last n % 4 elements one by one; without, f1 does all.
+template <typename F4, typename F1>
+__device__ __forceinline__ void grid_stride(size_t n, bool vec, F4 f4, F1 f1) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  size_t done = 0;
+  if (vec) {
+    const size_t n4 = n / 4;
+    for (size_t i = tid; i < n4; i += stride) f4(i);
+    done = n4 * 4;
+  }
+  for (size_t i = done + tid; i < n; i += stride) f1(i);
+}
+
 // ---- reductions -------------------------------------------------------------------------
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

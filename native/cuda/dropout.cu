@@ -7,6 +7,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 
@@ -29,6 +30,7 @@ __global__ void dropout_backward_kernel(float* dinp, const float* dout, size_t n
   }
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::dropout_forward(float* out, const float* inp, size_t n, float p,

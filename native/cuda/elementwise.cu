@@ -5,73 +5,53 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 
 __global__ void fill_kernel(float* x, size_t n, float value, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    float4* x4 = reinterpret_cast<float4*>(x);
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) x4[i] = make_float4(value, value, value, value);
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) x[i] = value;
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) { reinterpret_cast<float4*>(x)[i] = make_float4(value, value, value, value); },
+      [&](size_t i) { x[i] = value; });
 }
 
 __global__ void scale_kernel(float* x, size_t n, float s, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    float4* x4 = reinterpret_cast<float4*>(x);
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 v = x4[i];
-      v.x *= s; v.y *= s; v.z *= s; v.w *= s;
-      x4[i] = v;
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) x[i] *= s;
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        float4 v = reinterpret_cast<float4*>(x)[i];
+        v.x *= s; v.y *= s; v.z *= s; v.w *= s;
+        reinterpret_cast<float4*>(x)[i] = v;
+      },
+      [&](size_t i) { x[i] *= s; });
 }
 
 // out may alias a or b (out = a + b elementwise, each element read before written).
 __global__ void add_kernel(float* out, const float* a, const float* b, size_t n, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 u = reinterpret_cast<const float4*>(a)[i];
-      float4 v = reinterpret_cast<const float4*>(b)[i];
-      reinterpret_cast<float4*>(out)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) out[i] = a[i] + b[i];
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        const float4 u = reinterpret_cast<const float4*>(a)[i];
+        const float4 v = reinterpret_cast<const float4*>(b)[i];
+        reinterpret_cast<float4*>(out)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
+      },
+      [&](size_t i) { out[i] = a[i] + b[i]; });
 }
 
 __global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 d = reinterpret_cast<float4*>(dst)[i];
-      float4 s = reinterpret_cast<const float4*>(src)[i];
-      d.x += s.x; d.y += s.y; d.z += s.z; d.w += s.w;
-      reinterpret_cast<float4*>(dst)[i] = d;
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) dst[i] += src[i];
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        float4 d = reinterpret_cast<float4*>(dst)[i];
+        const float4 s = reinterpret_cast<const float4*>(src)[i];
+        d.x += s.x; d.y += s.y; d.z += s.z; d.w += s.w;
+        reinterpret_cast<float4*>(dst)[i] = d;
+      },
+      [&](size_t i) { dst[i] += src[i]; });
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::fill(float* x, size_t n, float value) {

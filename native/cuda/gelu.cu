@@ -4,6 +4,7 @@
 
 namespace gptcuda {
 namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
@@ -27,43 +28,34 @@ __device__ __forceinline__ float gelu_grad(float x) {
 }
 
 __global__ void gelu_forward_kernel(float* out, const float* inp, size_t n, bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 x = reinterpret_cast<const float4*>(inp)[i];
-      reinterpret_cast<float4*>(out)[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) out[i] = gelu(inp[i]);
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        const float4 x = reinterpret_cast<const float4*>(inp)[i];
+        reinterpret_cast<float4*>(out)[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+      },
+      [&](size_t i) { out[i] = gelu(inp[i]); });
 }
 
 // dinp += dout * gelu'(inp)
 __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout, size_t n,
                                      bool vec) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      float4 x = reinterpret_cast<const float4*>(inp)[i];
-      float4 g = reinterpret_cast<const float4*>(dout)[i];
-      float4 d = reinterpret_cast<float4*>(dinp)[i];
-      d.x += g.x * gelu_grad(x.x);
-      d.y += g.y * gelu_grad(x.y);
-      d.z += g.z * gelu_grad(x.z);
-      d.w += g.w * gelu_grad(x.w);
-      reinterpret_cast<float4*>(dinp)[i] = d;
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) dinp[i] += dout[i] * gelu_grad(inp[i]);
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        const float4 x = reinterpret_cast<const float4*>(inp)[i];
+        const float4 g = reinterpret_cast<const float4*>(dout)[i];
+        float4 d = reinterpret_cast<float4*>(dinp)[i];
+        d.x += g.x * gelu_grad(x.x);
+        d.y += g.y * gelu_grad(x.y);
+        d.z += g.z * gelu_grad(x.z);
+        d.w += g.w * gelu_grad(x.w);
+        reinterpret_cast<float4*>(dinp)[i] = d;
+      },
+      [&](size_t i) { dinp[i] += dout[i] * gelu_grad(inp[i]); });
 }
 
+// emu:kernels-end
 }  // namespace
 
 void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {

@@ -36,7 +36,7 @@ inline const char* dtype_name(DType d) {
 
 struct DropoutRng {
   uint64_t seed = 0;    // user seed
-  uint64_t stream = 0;  // distinct per (step, dropout site): see ts/nn/dropout.ts
+  uint64_t stream = 0;  // distinct per (step, dropout site): see the SITES streams in ts/model/gpt.ts
 };
 
 struct DeviceInfo {

@@ -4,6 +4,7 @@
 // streaming API, with the KV cache and without (every token recomputes the
 // whole sequence, so fewer tokens are measured there and compared per token).
 import { PRESETS, type GPTConfig } from '../model/config.js';
+import { stream } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
 import type { Device } from '../tensor/tensor.js';
@@ -34,7 +35,7 @@ export interface GenerationResult {
 async function run(model: GPTModel, prompt: number[], maxNewTokens: number, useCache: boolean): Promise<GenerationRun> {
   const t0 = now();
   let first = NaN, count = 0;
-  for await (const _ of model.stream(prompt, { maxNewTokens, useCache, temperature: 0 })) {
+  for await (const _ of stream(model, prompt, { maxNewTokens, useCache, temperature: 0 })) {
     if (count++ === 0) first = now() - t0;
   }
   const total = now() - t0;

@@ -3,6 +3,7 @@
 // batch 2); batch-1 generation with the KV cache; the fraction of the GPU's
 // matmul peak the training step reaches.
 import { BOOK_CONFIG, PRESETS, type GPTConfig } from '../model/config.js';
+import { generate } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { native } from '../tensor/native.js';
 import { AdamW, BOOK_ADAMW } from '../train/optimizer.js';
@@ -62,9 +63,9 @@ function trainBench(name: string, config: GPTConfig, B: number, T: number, steps
 async function generationBench(config: GPTConfig, newTokens: number): Promise<number> {
   const model = new GPTModel(config, { seed: 1, device: 'cuda' });
   const prompt = Array.from(randomTokens(20, config.vocabSize, 3));
-  await model.generate(prompt, { maxNewTokens: 10 });
+  await generate(model, prompt, { maxNewTokens: 10 });
   const t0 = performance.now();
-  await model.generate(prompt, { maxNewTokens: newTokens });
+  await generate(model, prompt, { maxNewTokens: newTokens });
   const rate = newTokens / ((performance.now() - t0) / 1000);
   model.dispose();
   return rate;

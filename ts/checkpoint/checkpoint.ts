@@ -116,6 +116,17 @@ export async function saveCheckpoint(path: string, input: SaveCheckpointInput): 
   return writeCheckpointArchive(path, { manifest, files });
 }
 
+// model.save(): model/ sits below this layer and cannot import it, so the method is attached here.
+declare module '../model/gpt.js' {
+  interface GPTModel {
+    /** Saves the weights (and config) as a gptcuda checkpoint archive. */
+    save(path: string): Promise<void>;
+  }
+}
+GPTModel.prototype.save = async function (this: GPTModel, path: string): Promise<void> {
+  await saveCheckpoint(path, { model: this });
+};
+
 export interface LoadedCheckpoint {
   model: GPTModel;
   manifest: CheckpointManifest;

@@ -1,6 +1,7 @@
 // `gptcuda generate`: stream text from a model to stdout.
 import type { Argv } from 'yargs';
 import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
+import { stream } from '../generate/generate.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { checkGenerateFlags, hint } from './options.js';
@@ -61,7 +62,7 @@ export async function runGenerate(args: GenerateArgs): Promise<void> {
     let printed = tokenIdsToText(prompt);
     if (!args.json) process.stdout.write(printed);
     try {
-      for await (const token of model.stream(prompt, {
+      for await (const token of stream(model, prompt, {
         maxNewTokens: args.maxNewTokens,
         temperature: args.temperature,
         topK: args.topK,

@@ -199,6 +199,8 @@ export interface TokenSource {
   readonly length: number;
   /** Tokens `[start, start + count)` as a fresh array the caller may keep. */
   read(start: number, count: number): Int32Array;
+  /** Where token `offset` lives, for error messages (a file and its token offset). */
+  where?(offset: number): string;
 }
 
 function checkRange(length: number, start: number, count: number): void {
@@ -244,6 +246,14 @@ export class SliceTokenSource implements TokenSource {
     checkRange(this.length, start, count);
     return this.base.read(this.start + start, count);
   }
+
+  where(offset: number): string {
+    return describeToken(this.base, this.start + offset);
+  }
+}
+
+function describeToken(source: TokenSource, offset: number): string {
+  return source.where ? source.where(offset) : `token ${offset} of the token ids`;
 }
 
 function asSource(ids: TokenSource | ArrayLike<number>): TokenSource {
@@ -356,6 +366,12 @@ export class DataLoader implements Iterable<Batch> {
   readonly batchSize: number;
   readonly shuffle: boolean;
   readonly dropLast: boolean;
+  /**
+   * Ids at or above this are refused with their source and offset when a
+   * batch is read (the Trainer sets the model's), so a bad id deep in a corpus
+   * is reported where it lives, not as an index into a batch.
+   */
+  vocabSize: number | undefined;
 
   private readonly rng: Rng;
   private epochStart: RngState;
@@ -426,11 +442,21 @@ export class DataLoader implements Iterable<Batch> {
     const inputs = new Int32Array(size * T);
     const targets = new Int32Array(size * T);
     for (let r = 0; r < size; r++) {
-      const span = this.windows.readSpan(this.order[first + r]!);
+      const w = this.order[first + r]!;
+      const span = this.windows.readSpan(w);
+      if (this.vocabSize !== undefined) this.checkIds(span, this.windows.start(w));
       inputs.set(span.subarray(0, T), r * T);
       targets.set(span.subarray(1), r * T);
     }
     return { inputs, targets, batchSize: size, contextLength: T };
+  }
+
+  private checkIds(span: Int32Array, start: number): void {
+    const v = this.vocabSize!;
+    for (let i = 0; i < span.length; i++) {
+      const id = span[i]!;
+      if (id < 0 || id >= v) throw new RangeError(`${describeToken(this.windows.source, start + i)} is id ${id}, not below the model's vocabulary size ${v}; fix or re-tokenize that data`);
+    }
   }
 
   /**
@@ -849,12 +875,20 @@ export class TokenFile implements TokenSource {
     return outArr;
   }
 
+  where(offset: number): string {
+    return tokenLocation(this.path, offset);
+  }
+
   close(): void {
     if (this.fd !== null) {
       fs.closeSync(this.fd);
       this.fd = null;
     }
   }
+}
+
+function tokenLocation(file: string, offset: number): string {
+  return `${file}: token ${offset} (byte offset ${TOKEN_FILE_HEADER_BYTES + offset * 2})`;
 }
 
 function readFully(fd: number, into: Uint8Array, position: number): void {

@@ -8,9 +8,9 @@
 // Each token's forward pass runs on a worker thread (a recorded op sequence
 // replayed by a Napi::AsyncWorker), so the event loop stays free while the
 // model computes, and an AbortSignal stops generation within one token.
-import { lastPositionRows, type GPTModel, type KVCache } from '../model/gpt.js';
+import { GPTModel, type KVCache } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
-import { nextToken, validateSampling, type SamplingOptions } from './sampling.js';
+import { argmax, nextToken, validateSampling, type SamplingOptions } from './sampling.js';
 
 export interface GenerateOptions extends SamplingOptions {
   /** Tokens to add (default 25). */
@@ -35,6 +35,13 @@ export interface StreamedToken {
   /** Which prompt of the batch this token extends. */
   sequence: number;
   token: number;
+}
+
+/** Rows [B, V] of the last position of each sequence in logits [B, T, V]. */
+export function lastPositionRows(all: Float32Array, B: number, T: number, V: number): Float32Array {
+  const result = new Float32Array(B * V);
+  for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
+  return result;
 }
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -213,3 +220,33 @@ export async function generate(
   }
   return isBatch ? out : out[0];
 }
+
+/** Greedy decoding with the KV cache, synchronously (the trainer's samples). */
+export function generateGreedySync(model: GPTModel, prompt: number[], maxNew: number): number[] {
+  const seq = [...prompt];
+  const source = new LogitSource(model, 1, true);
+  try {
+    for (let i = 0; i < maxNew; i++) seq.push(argmax(source.next([seq], i > 0)));
+  } finally {
+    source.dispose();
+  }
+  return seq;
+}
+
+// model.generate() and model.stream(): model/ sits below this layer and cannot
+// import it, so the methods are attached here; ts/index.ts imports this module.
+declare module '../model/gpt.js' {
+  interface GPTModel {
+    /** The prompt plus new token ids: greedy by default, or temperature / topK / topP sampling. */
+    generate(ids: ArrayLike<number>, options?: GenerateOptions): Promise<number[]>;
+    generate(ids: ArrayLike<number>[], options?: GenerateOptions): Promise<number[][]>;
+    /** Async iterator over new token ids as they are produced. */
+    stream(ids: ArrayLike<number>, options?: GenerateOptions): AsyncGenerator<number>;
+  }
+}
+GPTModel.prototype.generate = function (this: GPTModel, ids: ArrayLike<number> | ArrayLike<number>[], options?: GenerateOptions) {
+  return generate(this, ids as ArrayLike<number>[], options);
+} as GPTModel['generate'];
+GPTModel.prototype.stream = function (this: GPTModel, ids: ArrayLike<number>, options?: GenerateOptions) {
+  return stream(this, ids, options);
+};

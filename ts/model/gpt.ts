@@ -12,7 +12,6 @@ import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { native, type NativeRecording } from '../tensor/native.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
-import { generate, stream, type GenerateOptions } from '../generate/generate.js';
 import { ActivationPool, type Activations, type LayerActivations } from './activations.js';
 import { validateConfig, type GPTConfig } from './config.js';
 
@@ -95,7 +94,7 @@ export class GPTModel {
     if (!init.skipInit) this.initialize(init.seed ?? 123);
   }
 
-  /** Names, shapes, initialisation and weight-decay switch of every parameter, in layout order. */
+  /** Names, shapes and initialisation of every parameter, in layout order. */
   static parameterSpecs(c: GPTConfig): ParameterSpec[] {
     const C = c.embDim;
     const zeros = { kind: 'zeros' } as const, ones = { kind: 'ones' } as const;
@@ -110,41 +109,41 @@ export class GPTModel {
         : ({ kind: 'normal', std: residual ? 0.02 / Math.sqrt(2 * c.nLayers) : 0.02 } as const);
     const bias = (fanIn: number) => (torch ? ({ kind: 'uniform', bound: 1 / Math.sqrt(fanIn) } as const) : zeros);
     const specs: ParameterSpec[] = [
-      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: embedding, decay: true },
-      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: embedding, decay: true },
+      { name: 'tok_emb.weight', shape: [c.vocabSize, C], init: embedding },
+      { name: 'pos_emb.weight', shape: [c.contextLength, C], init: embedding },
     ];
     for (let l = 0; l < c.nLayers; l++) {
       const pre = `trf_blocks.${l}`;
       specs.push(
-        { name: `${pre}.norm1.scale`, shape: [C], init: ones, decay: true },
-        { name: `${pre}.norm1.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: weight(C), decay: true },
-        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: weight(C), decay: true },
-        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: weight(C), decay: true },
+        { name: `${pre}.norm1.scale`, shape: [C], init: ones },
+        { name: `${pre}.norm1.shift`, shape: [C], init: zeros },
+        { name: `${pre}.att.W_query.weight`, shape: [C, C], init: weight(C) },
+        { name: `${pre}.att.W_key.weight`, shape: [C, C], init: weight(C) },
+        { name: `${pre}.att.W_value.weight`, shape: [C, C], init: weight(C) },
       );
       if (c.qkvBias) {
         specs.push(
-          { name: `${pre}.att.W_query.bias`, shape: [C], init: bias(C), decay: true },
-          { name: `${pre}.att.W_key.bias`, shape: [C], init: bias(C), decay: true },
-          { name: `${pre}.att.W_value.bias`, shape: [C], init: bias(C), decay: true },
+          { name: `${pre}.att.W_query.bias`, shape: [C], init: bias(C) },
+          { name: `${pre}.att.W_key.bias`, shape: [C], init: bias(C) },
+          { name: `${pre}.att.W_value.bias`, shape: [C], init: bias(C) },
         );
       }
       specs.push(
-        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: weight(C, true), decay: true },
-        { name: `${pre}.att.out_proj.bias`, shape: [C], init: bias(C), decay: true },
-        { name: `${pre}.norm2.scale`, shape: [C], init: ones, decay: true },
-        { name: `${pre}.norm2.shift`, shape: [C], init: zeros, decay: true },
-        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: weight(C), decay: true },
-        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: bias(C), decay: true },
-        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: weight(4 * C, true), decay: true },
-        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: bias(4 * C), decay: true },
+        { name: `${pre}.att.out_proj.weight`, shape: [C, C], init: weight(C, true) },
+        { name: `${pre}.att.out_proj.bias`, shape: [C], init: bias(C) },
+        { name: `${pre}.norm2.scale`, shape: [C], init: ones },
+        { name: `${pre}.norm2.shift`, shape: [C], init: zeros },
+        { name: `${pre}.ff.layers.0.weight`, shape: [4 * C, C], init: weight(C) },
+        { name: `${pre}.ff.layers.0.bias`, shape: [4 * C], init: bias(C) },
+        { name: `${pre}.ff.layers.2.weight`, shape: [C, 4 * C], init: weight(4 * C, true) },
+        { name: `${pre}.ff.layers.2.bias`, shape: [C], init: bias(4 * C) },
       );
     }
     specs.push(
-      { name: 'final_norm.scale', shape: [C], init: ones, decay: true },
-      { name: 'final_norm.shift', shape: [C], init: zeros, decay: true },
+      { name: 'final_norm.scale', shape: [C], init: ones },
+      { name: 'final_norm.shift', shape: [C], init: zeros },
     );
-    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: weight(C), decay: true });
+    if (!c.tieWeights) specs.push({ name: 'out_head.weight', shape: [c.vocabSize, C], init: weight(C) });
     return specs;
   }
 
@@ -324,8 +323,7 @@ export class GPTModel {
    * sequence as a host array [B, V].
    */
   forwardCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Float32Array {
-    const out = this.enqueueCached(ids, B, T, pos0, cache);
-    return this.lastLogits(out, B, T);
+    return this.enqueueCached(ids, B, T, pos0, cache).toFloat32Array();
   }
 
   /** forwardCached with the arithmetic on a worker thread: the event loop stays free. */
@@ -340,13 +338,7 @@ export class GPTModel {
       recording = addon.endRecording();
     }
     await addon.runRecording(recording);
-    return this.lastLogits(out, B, T);
-  }
-
-  private lastLogits(out: Tensor, B: number, T: number): Float32Array {
-    const all = out.toFloat32Array();
-    if (out.shape[0] === B && out.shape.length === 2) return all;
-    return lastPositionRows(all, B, T, this.config.vocabSize);
+    return out.toFloat32Array();
   }
 
   /** Validates and issues the ops of a cached forward; returns the logits tensor to read. */
@@ -363,27 +355,14 @@ export class GPTModel {
     this.blocksForward(acts, acts.emb, (l, a) => ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, pos0), (_out, inp) => inp);
     this.last = null;
     const V = cfg.vocabSize, C = cfg.embDim;
-    if (B === 1) {
-      // Only the last position's logits are needed: one row through the head.
-      const lastRow = acts.lnf.view((T - 1) * C, [1, C]);
-      const out = acts.logits.view(0, [1, V]);
-      ops.matmulForward(out, lastRow, this.outHead.value, null);
-      return out;
+    // Only the last position of each sequence is needed: its row alone goes through the head.
+    if (T === 1) {
+      ops.matmulForward(acts.logits.view(0, [B, V]), acts.lnf.view(0, [B, C]), this.outHead.value, null);
+    } else {
+      for (let b = 0; b < B; b++)
+        ops.matmulForward(acts.logits.view(b * V, [1, V]), acts.lnf.view((b * T + T - 1) * C, [1, C]), this.outHead.value, null);
     }
-    ops.matmulForward(acts.logits, acts.lnf, this.outHead.value, null);
-    return acts.logits;
-  }
-
-  /** The prompt plus new token ids (see ts/generate): greedy by default, or temperature / topK / topP sampling. */
-  generate(ids: ArrayLike<number>, options?: GenerateOptions): Promise<number[]>;
-  generate(ids: ArrayLike<number>[], options?: GenerateOptions): Promise<number[][]>;
-  generate(ids: ArrayLike<number> | ArrayLike<number>[], options: GenerateOptions = {}): Promise<number[] | number[][]> {
-    return generate(this, ids as ArrayLike<number>[], options);
-  }
-
-  /** Async iterator over new token ids as they are produced. */
-  stream(ids: ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<number> {
-    return stream(this, ids, options);
+    return acts.logits.view(0, [B, V]);
   }
 
   createKVCache(batch: number): KVCache {
@@ -393,30 +372,18 @@ export class GPTModel {
   /**
    * Loads a model from a checkpoint, a run directory, an OpenAI GPT-2 folder
    * or a Hugging Face GPT-2 safetensors file (the format is detected).
+   * ts/weights/load.ts sets it: the formats live in a layer above model/.
+   * (model.generate, model.stream and model.save are attached the same way
+   * by ts/generate/generate.ts and ts/checkpoint/checkpoint.ts.)
    */
-  static async load(path: string, options: { device?: Device } = {}): Promise<GPTModel> {
-    const { loadModel } = await import('../weights/load.js');
-    return (await loadModel(path, options)).model;
-  }
-
-  /** Saves the weights (and config) as a gptcuda checkpoint archive. */
-  async save(path: string): Promise<void> {
-    const { saveCheckpoint } = await import('../checkpoint/checkpoint.js');
-    await saveCheckpoint(path, { model: this });
-  }
+  static load: (path: string, options?: { device?: Device }) => Promise<GPTModel> = () =>
+    Promise.reject(new Error('GPTModel.load: no weight formats are loaded; import gptcuda (ts/index.ts) or ts/weights/load.js first'));
 
   /** Frees parameters and activations now. */
   dispose(): void {
     this.pool.dispose();
     this.params.dispose();
   }
-}
-
-/** Rows [B, V] of the last position of each sequence in logits [B, T, V]. */
-export function lastPositionRows(all: Float32Array, B: number, T: number, V: number): Float32Array {
-  const result = new Float32Array(B * V);
-  for (let b = 0; b < B; b++) result.set(all.subarray((b * T + T - 1) * V, (b * T + T) * V), b * V);
-  return result;
 }
 
 /** Keys and values of past positions, per layer: [B, heads, context, head_dim]. */

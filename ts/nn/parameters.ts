@@ -14,8 +14,6 @@ export interface ParameterSpec {
   name: string;
   shape: number[];
   init: InitKind;
-  /** Whether AdamW's weight decay applies (per-tensor switch). */
-  decay: boolean;
 }
 
 export interface Parameter extends ParameterSpec {
@@ -72,17 +70,6 @@ export class ParameterStore {
     const numel = b.offset + b.numel - a.offset;
     if (shape.reduce((x, y) => x * y, 1) !== numel) throw new Error(`span ${first}..${last}: shape mismatch`);
     return { value: this.flat.view(a.offset, shape), grad: this.flatGrad.view(a.offset, shape) };
-  }
-
-  /** Contiguous runs of parameters sharing the weight-decay switch. */
-  decayRanges(): { offset: number; numel: number; decay: boolean }[] {
-    const ranges: { offset: number; numel: number; decay: boolean }[] = [];
-    for (const p of this.params) {
-      const last = ranges[ranges.length - 1];
-      if (last && last.decay === p.decay && last.offset + last.numel === p.offset) last.numel += p.numel;
-      else ranges.push({ offset: p.offset, numel: p.numel, decay: p.decay });
-    }
-    return ranges;
   }
 
   zeroGrad(): void {

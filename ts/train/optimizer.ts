@@ -1,5 +1,5 @@
-// AdamW over the flat parameter buffer: one native call per run of
-// parameters sharing a weight-decay switch (one call with the book's settings).
+// AdamW over the flat parameter buffer: one native call for every parameter
+// (the book decays all of them, biases and LayerNorm included).
 import type { ParameterStore } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -20,14 +20,12 @@ export class AdamW {
   readonly v: Tensor;
   /** Updates applied so far (PyTorch's `step` in the state). */
   step = 0;
-  private readonly ranges: { offset: number; numel: number; decay: boolean }[];
   private readonly normSq: Tensor;
 
   constructor(readonly params: ParameterStore, public config: AdamWConfig = BOOK_ADAMW) {
     this.m = Tensor.zeros([params.numel], { device: params.device });
     this.v = Tensor.zeros([params.numel], { device: params.device });
     this.normSq = Tensor.zeros([1], { device: params.device });
-    this.ranges = params.decayRanges();
   }
 
   /**
@@ -44,17 +42,9 @@ export class AdamW {
   update(lr = this.config.lr): void {
     this.step += 1;
     const c = this.config;
-    for (const r of this.ranges) {
-      const view = (t: Tensor) => t.view(r.offset, [r.numel]);
-      const single = this.ranges.length === 1;
-      ops.adamw(
-        single ? this.params.flat : view(this.params.flat),
-        single ? this.params.flatGrad : view(this.params.flatGrad),
-        single ? this.m : view(this.m),
-        single ? this.v : view(this.v),
-        { lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: r.decay ? c.weightDecay : 0, step: this.step },
-      );
-    }
+    ops.adamw(this.params.flat, this.params.flatGrad, this.m, this.v, {
+      lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: c.weightDecay, step: this.step,
+    });
   }
 
   dispose(): void {

@@ -6,8 +6,7 @@ import type { DataLoader, DataLoaderState } from '../data/dataset.js';
 import { textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import type { GPTModel } from '../model/gpt.js';
 import * as ops from '../tensor/ops.js';
-import { LogitSource } from '../generate/generate.js';
-import { argmax } from '../generate/sampling.js';
+import { generateGreedySync } from '../generate/generate.js';
 import { loaderLoss } from './loss.js';
 import { AdamW, type AdamWConfig } from './optimizer.js';
 
@@ -98,6 +97,8 @@ export class Trainer {
     const accum = options.gradAccum ?? 1;
     if (!(Number.isInteger(accum) && accum >= 1)) throw new Error(`--grad-accum must be a positive integer (got ${accum})`);
     if (!(options.evalFreq >= 1)) throw new Error(`--eval-freq must be >= 1 (got ${options.evalFreq})`);
+    // A bad id is reported as its place in the corpus, before it reaches the embedding.
+    for (const l of [train, val]) l.vocabSize ??= model.config.vocabSize;
     this.optimizer = new AdamW(model.params, options.optimizer);
     this.state = {
       step: 0,
@@ -161,7 +162,20 @@ export class Trainer {
     return tokenIdsToText(ids).replace(/\n/g, ' ');
   }
 
+  /** tokensSeen after the last completed update: a step that fails midway (a bad id) is not counted. */
+  private tokensBefore = 0;
+
   async run(hooks: TrainHooks = {}): Promise<TrainSummary> {
+    this.tokensBefore = this.state.tokensSeen;
+    try {
+      return await this.runSteps(hooks);
+    } catch (err) {
+      this.state.tokensSeen = this.tokensBefore;
+      throw err;
+    }
+  }
+
+  private async runSteps(hooks: TrainHooks): Promise<TrainSummary> {
     const emit = (e: TrainEvent) => hooks.onEvent?.(e);
     const accum = this.options.gradAccum ?? 1;
     const total = this.totalSteps;
@@ -178,7 +192,7 @@ export class Trainer {
       this.model.zeroGrad();
       const batches = this.train.numBatches - this.train.batchIndex;
       let seen = 0;
-      let tokensBefore = s.tokensSeen;
+      this.tokensBefore = s.tokensSeen;
       for (const batch of this.train) {
         seen++;
         const loss = this.model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets, {
@@ -207,12 +221,12 @@ export class Trainer {
           this.model.zeroGrad();
           if (e.action === 'stop') {
             // The state stays that of the last completed update.
-            s.tokensSeen = tokensBefore;
+            s.tokensSeen = this.tokensBefore;
             nonFinite = e;
             stoppedEarly = true;
             break outer;
           }
-          tokensBefore = s.tokensSeen;
+          this.tokensBefore = s.tokensSeen;
           continue;
         }
         this.optimizer.update(lr);
@@ -233,7 +247,7 @@ export class Trainer {
         }
         micro = 0;
         lossSum = 0;
-        tokensBefore = s.tokensSeen;
+        this.tokensBefore = s.tokensSeen;
         this.model.zeroGrad();
         if (hooks.saveEvery && s.step % hooks.saveEvery === 0) await hooks.onCheckpoint?.(this, 'interval');
         if (this.stopRequested) {
@@ -267,16 +281,4 @@ export class Trainer {
       ...(nonFinite ? { non_finite: nonFinite } : {}),
     };
   }
-}
-
-/** Greedy decoding with the KV cache, synchronously (samples during training). */
-export function generateGreedySync(model: GPTModel, prompt: number[], maxNew: number): number[] {
-  const seq = [...prompt];
-  const source = new LogitSource(model, 1, true);
-  try {
-    for (let i = 0; i < maxNew; i++) seq.push(argmax(source.next([seq], i > 0)));
-  } finally {
-    source.dispose();
-  }
-  return seq;
 }

@@ -88,6 +88,8 @@ export async function loadModel(pathArg: string, options: { device?: Device; all
   return { model, source };
 }
 
+GPTModel.load = async (path, options = {}) => (await loadModel(path, options)).model;
+
 /** Writes GPT-2 tensors into a fresh model one at a time (host memory stays near one tensor). */
 async function fillFromGpt2(config: GPTConfig, device: Device | undefined, read: (t: ReturnType<typeof gpt2Tensors>[number]) => Promise<Float32Array>): Promise<GPTModel> {
   const model = new GPTModel(config, { device, skipInit: true });

@@ -176,11 +176,15 @@ export class DownloadError extends Error {
   constructor(
     message: string,
     readonly code: DownloadErrorCode,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: string[] },
   ) {
     super(message, options);
     this.name = 'DownloadError';
+    this.details = options?.details ?? [];
   }
+
+  /** What each server answered, when every one failed (the message names only the last). */
+  readonly details: string[];
 }
 
 // ---------------------------------------------------------------------------
@@ -832,13 +836,17 @@ async function checkFreeSpace(dir: string, partial: string, expected: number | u
 }
 
 function allSourcesFailed(file: string, model: string, modelDir: string, failures: SourceFailure[]): DownloadError {
-  const list = failures.map((f) => `  ${f.url}: ${f.message}`).join('\n');
+  // One line for the user; every server's answer stays in `details` (printed with GPTCUDA_DEBUG=1).
+  const last = failures[failures.length - 1];
+  const servers = `${failures.length} server${failures.length === 1 ? '' : 's'}`;
+  const lastError = last ? `${last.url}: ${last.message}` : 'no server to try';
+  const details = failures.map((f) => `${f.url}: ${f.message}`);
   if (failures.length > 0 && failures.every((f) => f.kind === 'unreachable')) {
     return new DownloadError(
-      `Cannot download ${file} for GPT-2 ${model}: you appear to be offline (no server could be reached):\n${list}\n` +
-        `Connect to the internet, pass --mirror with a server you can reach, or copy the files ` +
-        `(${OPENAI_FILES.join(', ')}) into ${modelDir} and run again.`,
+      `Cannot download ${file} for GPT-2 ${model}: you appear to be offline (none of ${servers} could be reached; last: ${lastError}); ` +
+        `connect to the internet, pass --mirror with a server you can reach, or copy the files (${OPENAI_FILES.join(', ')}) into ${modelDir} and run again`,
       'OFFLINE',
+      { details },
     );
   }
   const code: DownloadErrorCode = failures.some((f) => f.kind === 'size')
@@ -849,9 +857,10 @@ function allSourcesFailed(file: string, model: string, modelDir: string, failure
       ? 'HTTP'
       : 'NETWORK';
   return new DownloadError(
-    `Cannot download ${file} for GPT-2 ${model}; every server failed:\n${list}\n` +
-      `Partial data (if any) is kept and resumes on the next run; --mirror adds another server to try.`,
+    `Cannot download ${file} for GPT-2 ${model}: all ${servers} failed (last: ${lastError}); ` +
+      `run the same command again to resume (partial data is kept), or pass --mirror with another server`,
     code,
+    { details },
   );
 }
 

@@ -1,0 +1,101 @@
+// Runs the op table (helpers/op-cases.ts) on every device present: the CPU
+// always, CUDA when available (skipped with the printed reason otherwise).
+// Every device is compared with the same float64 references, never with
+// another device. Also: every native op has a case, and statistics of the
+// seeded random fills on the CPU.
+import { describe, expect, it } from 'vitest';
+
+import { native } from '../ts/tensor/native.js';
+import * as ops from '../ts/tensor/ops.js';
+import { Tensor, type Device } from '../ts/tensor/tensor.js';
+import { OP_TABLE, OpContext, PENDING, coverageGaps, type Precision } from './helpers/op-cases.js';
+
+const cuda = native().backends().cuda;
+if (!cuda.available) console.warn(`op table on CUDA skipped: ${cuda.reason ?? 'CUDA is not available'}`);
+
+/** TF32 tensor cores: on from compute capability 8.0 unless GPTCUDA_TF32=0 (native/cuda/backend_cuda.cu). */
+function precisionOf(device: Device): Precision {
+  if (device === 'cpu' || process.env.GPTCUDA_TF32 === '0') return 'fp32';
+  return Number(native().deviceInfo('cuda').computeCapability.split('.')[0]) >= 8 ? 'tf32' : 'fp32';
+}
+
+for (const device of ['cpu', 'cuda'] as const) {
+  describe.skipIf(device === 'cuda' && !cuda.available)(`op table on ${device}`, () => {
+    for (const entry of OP_TABLE)
+      for (const c of entry.cases)
+        it(`${entry.op} ${c.name}`, () => {
+          const k = new OpContext(device, precisionOf(device));
+          try {
+            c.run(k);
+            if (device === 'cuda') native().synchronize('cuda');
+          } finally {
+            k.dispose();
+          }
+        });
+  });
+}
+
+describe('op table coverage', () => {
+  // The addon's ops object is the list: it is what TypeScript can call, and
+  // unlike backend.h's methods it has no memory-management entries to filter out.
+  const nativeOps = Object.keys(native().ops);
+
+  it('every native op has a case (or is still pending in the older harnesses)', () => {
+    expect(nativeOps.length).toBeGreaterThan(20);
+    expect(coverageGaps(nativeOps, OP_TABLE, PENDING)).toEqual({ missing: [], unknown: [] });
+  });
+
+  it('removing the cases of an op is reported', () => {
+    const without = OP_TABLE.map((e) => (e.op === 'fillNormal' ? { ...e, cases: [] } : e));
+    expect(coverageGaps(nativeOps, without, PENDING).missing).toEqual(['fillNormal']);
+    expect(coverageGaps(nativeOps, OP_TABLE, [...PENDING, 'noSuchOp']).unknown).toEqual(['noSuchOp']);
+  });
+});
+
+describe('seeded random fills: statistics on the CPU', () => {
+  const n = 200_000;
+  const stats = (x: Float32Array) => {
+    let s = 0, s2 = 0, lo = Infinity, hi = -Infinity;
+    for (const v of x) {
+      s += v;
+      s2 += v * v;
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+    const mean = s / x.length;
+    return { mean, std: Math.sqrt(s2 / x.length - mean * mean), lo, hi };
+  };
+  const filled = (fill: (t: Tensor) => void) => {
+    const t = Tensor.zeros([n]);
+    try {
+      fill(t);
+      return t.toFloat32Array();
+    } finally {
+      t.dispose();
+    }
+  };
+
+  it('fillNormal: mean and std within 5 standard errors, no value beyond the 24-bit Box-Muller limit', () => {
+    const x = filled((t) => ops.fillNormal(t, 1, 0.5, { seed: 3, stream: 4 }));
+    const s = stats(x);
+    expect(Math.abs(s.mean - 1)).toBeLessThan((5 * 0.5) / Math.sqrt(n));
+    // the standard error of the sample std of a normal is std / sqrt(2n)
+    expect(Math.abs(s.std - 0.5)).toBeLessThan((5 * 0.5) / Math.sqrt(2 * n));
+    const limit = Math.sqrt(-2 * Math.log(0.5 / 16777216)); // the smallest u1 is 0.5 / 2^24
+    expect(Math.max(1 - s.lo, s.hi - 1)).toBeLessThanOrEqual(0.5 * limit * (1 + 1e-6));
+  });
+
+  it('fillUniform: mean and std of U[lo, hi) within 5 standard errors, every value in [lo, hi)', () => {
+    const lo = -2, hi = 6, w = hi - lo;
+    const s = stats(filled((t) => ops.fillUniform(t, lo, hi, { seed: 5, stream: 6 })));
+    const sd = w / Math.sqrt(12);
+    expect(Math.abs(s.mean - (lo + hi) / 2)).toBeLessThan((5 * sd) / Math.sqrt(n));
+    // var of (u - 1/2)^2 for u ~ U[0,1) is 1/180, so the std's standard error is ~ w^2 sqrt(1/180 / n) / (2 sd)
+    expect(Math.abs(s.std - sd)).toBeLessThan((5 * w * w * Math.sqrt(1 / 180 / n)) / (2 * sd));
+    expect(s.lo).toBeGreaterThanOrEqual(lo);
+    expect(s.hi).toBeLessThan(hi);
+    // the range is nearly used: the extremes of n draws lie within ~10/n of the ends
+    expect(s.lo - lo).toBeLessThan((10 * w) / n);
+    expect(hi - s.hi).toBeLessThan((10 * w) / n);
+  });
+});
