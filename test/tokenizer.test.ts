@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getTokenizer, textToTokenIds, textToTokenIdsAsync, textToTokenIdsInChunks } from '../ts/data/tokenizer.js';
+import { mulberry32 } from './helpers/reference.js';
 
 const reference = (s: string): number[] => getTokenizer().encode(s, ['<|endoftext|>']);
 
@@ -16,19 +17,8 @@ const ALPHABET = [
   '\ud800', '\udc00', '\ufffd', '\u0000', '_', '#', '@', 'x2', '2x',
 ];
 
-function seeded(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function randomText(seed: number, pieces: number): string {
-  const r = seeded(seed);
+  const r = mulberry32(seed);
   let s = '';
   for (let i = 0; i < pieces; i++) s += ALPHABET[Math.floor(r() * ALPHABET.length)]!;
   return s;
@@ -59,7 +49,7 @@ describe('native GPT-2 tokenizer', () => {
 
   it('equals js-tiktoken on long single pieces (the heap merge) and 100k-character texts', () => {
     // js-tiktoken's merge is quadratic, so the single pieces stay a few thousand bytes.
-    const r = seeded(7);
+    const r = mulberry32(7);
     const word = Array.from({ length: 3000 }, () => 'abcdefghij'[Math.floor(r() * 10)]).join('');
     for (const s of [word, 'a'.repeat(2000), ' '.repeat(2000) + 'x', '日本'.repeat(700), '9'.repeat(1500), '!?'.repeat(1000)]) {
       expect(textToTokenIds(s)).toEqual(reference(s));
