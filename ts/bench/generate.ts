@@ -7,8 +7,11 @@ import { PRESETS, type GPTConfig } from '../model/config.js';
 import { stream } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
-import type { Device } from '../tensor/tensor.js';
-import { now } from './util.js';
+import { argmax } from '../generate/sampling.js';
+import { native } from '../tensor/native.js';
+import * as ops from '../tensor/ops.js';
+import { Tensor, type Device } from '../tensor/tensor.js';
+import { median, now, timeIt, type TimeOptions } from './util.js';
 
 export interface GenerationRun {
   useCache: boolean;
@@ -69,5 +72,115 @@ export async function benchGenerate(device: Device, cachedTokens = 200, uncached
     };
   } finally {
     model.dispose();
+  }
+}
+
+// ---- where a decode step's time goes -----------------------------------------------------
+
+export interface DecodePart {
+  name: string;
+  /** Milliseconds per token (all layers). */
+  ms: number;
+  /** Bytes this part reads per token (weights, or the KV cache for attention). */
+  bytes: number;
+}
+
+export interface DecodeProfile {
+  config: GPTConfig;
+  /** Cache positions each step attends over. */
+  position: number;
+  /** Best of a few parallel read passes over 512 MB, GB/s. */
+  bandwidthGBs: number;
+  /** Weights and KV cache read by one decode step. */
+  weightBytes: number;
+  cacheBytes: number;
+  /** bandwidth / bytes per token: the rate a decoder that only reads memory would reach. */
+  boundTokensPerSecond: number;
+  /** Each op kind alone, run over every layer's own buffers, synchronously. */
+  parts: DecodePart[];
+  /** One whole decode step through forwardCached (ops run one by one on this thread). */
+  syncStepMs: number;
+  /** The same step through forwardCachedAsync (recorded, replayed on a worker thread). */
+  asyncStepMs: number;
+}
+
+/**
+ * Times each op kind of a batch-1 decode step at `position` on the shapes of
+ * `config` (every layer has its own weights, so nothing stays in the caches
+ * between layers, as in a real step), then a whole step synchronously and
+ * through the recording/worker path: the step minus its parts is the per-op
+ * overhead of issuing ops from JS, async minus sync that of the recording.
+ */
+export async function profileDecode(device: Device, position = 120, timing: TimeOptions = {}): Promise<DecodeProfile> {
+  const config: GPTConfig = { ...PRESETS['gpt2-small']!, qkvBias: true, tieWeights: true, dropRate: 0 };
+  const C = config.embDim, L = config.nLayers, V = config.vocabSize, NH = config.nHeads, ctx = config.contextLength;
+  const owned: Tensor[] = [];
+  const t = (shape: number[]) => {
+    const x = Tensor.zeros(shape, { device });
+    owned.push(x);
+    return x;
+  };
+  const F = 4;
+  const bandwidthGBs = native().readBandwidth(512, 5);
+  try {
+    const x = t([1, 1, C]), y = t([1, 1, C]), x4 = t([1, 1, 4 * C]), y4 = t([1, 1, 4 * C]), qkv = t([1, 1, 3 * C]), mean = t([1]), rstd = t([1]), logits = t([1, 1, V]);
+    const layers = Array.from({ length: L }, () => ({
+      qkvW: t([3 * C, C]), qkvB: t([3 * C]), projW: t([C, C]), projB: t([C]),
+      fcW: t([4 * C, C]), fcB: t([4 * C]), fc2W: t([C, 4 * C]), fc2B: t([C]),
+      k: t([1, NH, ctx, C / NH]), v: t([1, NH, ctx, C / NH]), lnW: t([C]), lnB: t([C]),
+    }));
+    const head = t([V, C]), wpe = t([ctx, C]);
+    const ids = Tensor.zeros([1, 1], { dtype: 'int32', device });
+    owned.push(ids);
+    for (const w of [head, ...layers.flatMap((l) => [l.qkvW, l.projW, l.fcW, l.fc2W, l.k, l.v])]) ops.fillNormal(w, 0, 0.02, { seed: 1, stream: 0 });
+    const ms = (fn: () => void) => timeIt(fn, device, timing).median * 1e3;
+    const perLayer = (fn: (l: (typeof layers)[number]) => void) => () => layers.forEach(fn);
+    const mm = (K: number, N: number) => F * (K * N + N) * L;
+    const cacheBytes = 2 * L * (position + 1) * C * F;
+    const scores = new Float32Array(V).map((_, i) => Math.sin(i));
+    const parts: DecodePart[] = [
+      { name: 'matmul qkv', ms: ms(perLayer((l) => ops.matmulForward(qkv, x, l.qkvW, l.qkvB))), bytes: mm(C, 3 * C) },
+      { name: 'matmul attn proj', ms: ms(perLayer((l) => ops.matmulForward(y, x, l.projW, l.projB))), bytes: mm(C, C) },
+      { name: 'matmul fc', ms: ms(perLayer((l) => ops.matmulForward(x4, x, l.fcW, l.fcB))), bytes: mm(C, 4 * C) },
+      { name: 'matmul fc proj', ms: ms(perLayer((l) => ops.matmulForward(y, x4, l.fc2W, l.fc2B))), bytes: mm(4 * C, C) },
+      { name: `LM head (${V} wide)`, ms: ms(() => ops.matmulForward(logits, x, head, null)), bytes: F * V * C },
+      { name: `attention over ${position + 1} cached`, ms: ms(perLayer((l) => ops.attentionDecode(y, l.k, l.v, qkv, position))), bytes: cacheBytes },
+      { name: 'layernorm x25', ms: ms(() => { perLayer((l) => { ops.layernormForward(y, mean, rstd, x, l.lnW, l.lnB); ops.layernormForward(y, mean, rstd, x, l.lnW, l.lnB); })(); ops.layernormForward(y, mean, rstd, x, layers[0]!.lnW, layers[0]!.lnB); }), bytes: 0 },
+      { name: 'gelu x12', ms: ms(perLayer(() => ops.geluForward(y4, x4))), bytes: 0 },
+      { name: 'residual add x24', ms: ms(perLayer(() => { ops.add(y, x, x); ops.add(y, x, x); })), bytes: 0 },
+      { name: 'embedding', ms: ms(() => ops.embeddingForward(y, ids, head, wpe, position)), bytes: 0 },
+      { name: 'greedy argmax (JS)', ms: ms(() => void argmax(scores)), bytes: 0 },
+    ];
+    const weightBytes = parts.filter((p) => p.name.startsWith('matmul') || p.name.startsWith('LM')).reduce((s, p) => s + p.bytes, 0);
+    for (const x of owned.splice(0)) x.dispose();
+
+    // The whole step, on a real model with `position` tokens cached.
+    const model = new GPTModel(config, { seed: 123, device });
+    const cache = model.createKVCache(1);
+    try {
+      const prompt = Int32Array.from({ length: position }, (_, i) => (i * 7919) % V);
+      model.forwardCached(prompt, 1, position, 0, cache);
+      const one = Int32Array.of(11);
+      // Each repetition rewrites the same cache slot, so the step always reads position + 1 entries.
+      const syncStepMs = ms(() => void model.forwardCached(one, 1, 1, position, cache));
+      const times: number[] = [];
+      await model.forwardCachedAsync(one, 1, 1, position, cache);
+      for (let i = 0; i < Math.max(5, timing.minReps ?? 3); i++) {
+        const t0 = now();
+        await model.forwardCachedAsync(one, 1, 1, position, cache);
+        times.push(now() - t0);
+      }
+      const asyncStepMs = median(times) * 1e3;
+      return {
+        config, position, bandwidthGBs, weightBytes, cacheBytes,
+        boundTokensPerSecond: (bandwidthGBs * 1e9) / (weightBytes + cacheBytes),
+        parts, syncStepMs, asyncStepMs,
+      };
+    } finally {
+      cache.dispose();
+      model.dispose();
+    }
+  } finally {
+    for (const x of owned) x.dispose();
   }
 }
