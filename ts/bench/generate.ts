@@ -98,6 +98,8 @@ export interface DecodeProfile {
   boundTokensPerSecond: number;
   /** Each op kind alone, run over every layer's own buffers, synchronously. */
   parts: DecodePart[];
+  /** The same matrix products (without bias) through ops.gemm, the packing GEMM path matmulForward took before. */
+  gemmPathMs: number;
   /** One whole decode step through forwardCached (ops run one by one on this thread). */
   syncStepMs: number;
   /** The same step through forwardCachedAsync (recorded, replayed on a worker thread). */
@@ -151,6 +153,15 @@ export async function profileDecode(device: Device, position = 120, timing: Time
       { name: 'embedding', ms: ms(() => ops.embeddingForward(y, ids, head, wpe, position)), bytes: 0 },
       { name: 'greedy argmax (JS)', ms: ms(() => void argmax(scores)), bytes: 0 },
     ];
+    const gemmPathMs = ms(() => {
+      perLayer((l) => {
+        ops.gemm(qkv.view(0, [1, 3 * C]), x.view(0, [1, C]), l.qkvW, false, true);
+        ops.gemm(y.view(0, [1, C]), x.view(0, [1, C]), l.projW, false, true);
+        ops.gemm(x4.view(0, [1, 4 * C]), x.view(0, [1, C]), l.fcW, false, true);
+        ops.gemm(y.view(0, [1, C]), x4.view(0, [1, 4 * C]), l.fc2W, false, true);
+      })();
+      ops.gemm(logits.view(0, [1, V]), x.view(0, [1, C]), head, false, true);
+    });
     const weightBytes = parts.filter((p) => p.name.startsWith('matmul') || p.name.startsWith('LM')).reduce((s, p) => s + p.bytes, 0);
     for (const x of owned.splice(0)) x.dispose();
 
@@ -174,7 +185,7 @@ export async function profileDecode(device: Device, position = 120, timing: Time
       return {
         config, position, bandwidthGBs, weightBytes, cacheBytes,
         boundTokensPerSecond: (bandwidthGBs * 1e9) / (weightBytes + cacheBytes),
-        parts, syncStepMs, asyncStepMs,
+        parts, gemmPathMs, syncStepMs, asyncStepMs,
       };
     } finally {
       cache.dispose();
