@@ -1,10 +1,13 @@
-// Generation throughput: batch 1, a GPT-2 small sized model (124M parameters:
-// vocab 50257, context 1024, 768 wide, 12 heads, 12 layers, QKV bias, tied
-// head; random weights), greedy, after a 20-token prompt, through the public
-// streaming API, with the KV cache and without (every token recomputes the
-// whole sequence, so fewer tokens are measured there and compared per token).
+// Generation throughput on a GPT-2 small sized model (124M parameters: vocab
+// 50257, context 1024, 768 wide, 12 heads, 12 layers, QKV bias, tied head;
+// random weights), greedy, after a 20-token prompt, through the public
+// streaming API: batch 1 and batch 8 with the KV cache, batch 1 without (every
+// token recomputes the whole sequence, so fewer tokens are measured there and
+// compared per token). Each cached rate is set against the memory bound: the
+// bytes of weights and KV cache one decode step reads, over the machine's
+// measured read bandwidth.
 import { PRESETS, type GPTConfig } from '../model/config.js';
-import { stream } from '../generate/generate.js';
+import { streamBatch } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
 import { argmax } from '../generate/sampling.js';
@@ -13,62 +16,92 @@ import * as ops from '../tensor/ops.js';
 import { Tensor, type Device } from '../tensor/tensor.js';
 import { median, now, timeIt, type TimeOptions } from './util.js';
 
+export const GEN_CONFIG: GPTConfig = { ...PRESETS['gpt2-small']!, qkvBias: true, tieWeights: true, dropRate: 0 };
+
 export interface GenerationRun {
+  batch: number;
   useCache: boolean;
   promptTokens: number;
+  /** New tokens over all rows. */
   newTokens: number;
-  /** Prompt processing + the first new token (seconds). */
+  /** Prompt processing + the first new token of every row (seconds). */
   firstTokenS: number;
   totalS: number;
   /** New tokens / total time, first token included. */
   tokensPerSecond: number;
-  /** Tokens after the first / their time: the steady decode rate. */
+  /** Tokens after each row's first / their time: the steady decode rate. */
   decodeTokensPerSecond: number;
+  /** Decode tokens/s a step that only reads its weights and cache at the measured bandwidth would reach (cached runs). */
+  boundTokensPerSecond: number;
+  /** decodeTokensPerSecond / boundTokensPerSecond. */
+  fractionOfBound: number;
 }
 
 export interface GenerationResult {
   config: GPTConfig;
   parameters: number;
+  bandwidthGBs: number;
   cached: GenerationRun;
+  batched: GenerationRun;
   uncached: GenerationRun;
   /** decodeTokensPerSecond with the cache / without. */
   speedup: number;
+  /** Batched decode tokens/s over batch-1 decode tokens/s. */
+  batchSpeedup: number;
+  profile: DecodeProfile;
 }
 
-async function run(model: GPTModel, prompt: number[], maxNewTokens: number, useCache: boolean): Promise<GenerationRun> {
+/** Bytes one decode step of `batch` rows reads: every matrix-product weight and bias once, each row's cache up to `position`. */
+export function decodeBytes(c: GPTConfig, batch: number, position: number): { weights: number; cache: number } {
+  const C = c.embDim, F = 4;
+  const perLayer = 3 * C * C + 3 * C + C * C + C + 4 * C * C + 4 * C + 4 * C * C + C;
+  return { weights: F * (c.nLayers * perLayer + c.vocabSize * C), cache: F * batch * 2 * c.nLayers * (position + 1) * C };
+}
+
+async function run(model: GPTModel, prompts: number[][], maxNewTokens: number, useCache: boolean, bandwidthGBs: number): Promise<GenerationRun> {
+  const B = prompts.length;
   const t0 = now();
   let first = NaN, count = 0;
-  for await (const _ of stream(model, prompt, { maxNewTokens, useCache, temperature: 0 })) {
-    if (count++ === 0) first = now() - t0;
+  for await (const _ of streamBatch(model, prompts, { maxNewTokens, useCache, temperature: 0 })) {
+    if (++count === B) first = now() - t0;
   }
   const total = now() - t0;
+  const decode = (count - B) / (total - first);
+  // The cache grows during the run: its mean length sets the mean bytes per step.
+  const bytes = decodeBytes(model.config, B, prompts[0]!.length + maxNewTokens / 2);
+  const bound = useCache ? (B * bandwidthGBs * 1e9) / (bytes.weights + bytes.cache) : NaN;
   return {
-    useCache,
-    promptTokens: prompt.length,
-    newTokens: count,
-    firstTokenS: first,
-    totalS: total,
-    tokensPerSecond: count / total,
-    decodeTokensPerSecond: (count - 1) / (total - first),
+    batch: B, useCache, promptTokens: prompts[0]!.length, newTokens: count, firstTokenS: first, totalS: total,
+    tokensPerSecond: count / total, decodeTokensPerSecond: decode, boundTokensPerSecond: bound, fractionOfBound: decode / bound,
   };
 }
 
-export async function benchGenerate(device: Device, cachedTokens = 200, uncachedTokens = 30, promptTokens = 20): Promise<GenerationResult> {
-  const config: GPTConfig = { ...PRESETS['gpt2-small']!, qkvBias: true, tieWeights: true, dropRate: 0 };
+/** The bench's prompts: `batch` rows of `length` token ids from a fixed seed (scripts/bench_torch.py draws the same). */
+export function benchPrompts(batch: number, length: number, vocab: number): number[][] {
+  const rng = new Rng(11);
+  return Array.from({ length: batch }, () => Array.from({ length }, () => rng.int(vocab)));
+}
+
+export async function benchGenerate(
+  device: Device, cachedTokens = 200, uncachedTokens = 30, promptTokens = 20, batch = 8, timing: TimeOptions = {},
+): Promise<GenerationResult> {
+  const config = GEN_CONFIG;
+  const profile = await profileDecode(device, promptTokens + Math.floor(cachedTokens / 2), timing);
+  const bandwidthGBs = profile.bandwidthGBs;
   const model = new GPTModel(config, { seed: 123, device });
   try {
-    const rng = new Rng(11);
-    const prompt = Array.from({ length: promptTokens }, () => rng.int(config.vocabSize));
-    await run(model, prompt, 3, true); // warmup: activation buffers for [1, 20] and [1, 1]
-    await run(model, prompt, 2, false);
-    const cached = await run(model, prompt, cachedTokens, true);
-    const uncached = await run(model, prompt, uncachedTokens, false);
+    const prompts = benchPrompts(batch, promptTokens, config.vocabSize);
+    const one = prompts.slice(0, 1);
+    await run(model, one, 3, true, bandwidthGBs); // warmup: activation buffers for [1, 20] and [1, 1]
+    await run(model, prompts, 3, true, bandwidthGBs);
+    await run(model, one, 2, false, bandwidthGBs);
+    const cached = await run(model, one, cachedTokens, true, bandwidthGBs);
+    const batched = await run(model, prompts, cachedTokens, true, bandwidthGBs);
+    const uncached = await run(model, one, uncachedTokens, false, bandwidthGBs);
     return {
-      config,
-      parameters: model.numParameters,
-      cached,
-      uncached,
+      config, parameters: model.numParameters, bandwidthGBs, cached, batched, uncached, profile,
       speedup: cached.decodeTokensPerSecond / uncached.decodeTokensPerSecond,
+      batchSpeedup: batched.decodeTokensPerSecond / cached.decodeTokensPerSecond,
     };
   } finally {
     model.dispose();
@@ -114,7 +147,7 @@ export interface DecodeProfile {
  * overhead of issuing ops from JS, async minus sync that of the recording.
  */
 export async function profileDecode(device: Device, position = 120, timing: TimeOptions = {}): Promise<DecodeProfile> {
-  const config: GPTConfig = { ...PRESETS['gpt2-small']!, qkvBias: true, tieWeights: true, dropRate: 0 };
+  const config = GEN_CONFIG;
   const C = config.embDim, L = config.nLayers, V = config.vocabSize, NH = config.nHeads, ctx = config.contextLength;
   const owned: Tensor[] = [];
   const t = (shape: number[]) => {
@@ -138,7 +171,7 @@ export async function profileDecode(device: Device, position = 120, timing: Time
     const ms = (fn: () => void) => timeIt(fn, device, timing).median * 1e3;
     const perLayer = (fn: (l: (typeof layers)[number]) => void) => () => layers.forEach(fn);
     const mm = (K: number, N: number) => F * (K * N + N) * L;
-    const cacheBytes = 2 * L * (position + 1) * C * F;
+    const { weights: weightBytes, cache: cacheBytes } = decodeBytes(config, 1, position);
     const scores = new Float32Array(V).map((_, i) => Math.sin(i));
     const parts: DecodePart[] = [
       { name: 'matmul qkv', ms: ms(perLayer((l) => ops.matmulForward(qkv, x, l.qkvW, l.qkvB))), bytes: mm(C, 3 * C) },
@@ -162,7 +195,6 @@ export async function profileDecode(device: Device, position = 120, timing: Time
       })();
       ops.gemm(logits.view(0, [1, V]), x.view(0, [1, C]), head, false, true);
     });
-    const weightBytes = parts.filter((p) => p.name.startsWith('matmul') || p.name.startsWith('LM')).reduce((s, p) => s + p.bytes, 0);
     for (const x of owned.splice(0)) x.dispose();
 
     // The whole step, on a real model with `position` tokens cached.
