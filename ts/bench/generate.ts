@@ -6,7 +6,10 @@
 // compared per token). Each cached rate is set against the memory bound: the
 // bytes of weights and KV cache one decode step reads, over the machine's
 // measured read bandwidth.
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PRESETS, type GPTConfig } from '../model/config.js';
+import { exportHuggingFace } from '../weights/export.js';
 import { streamBatch } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { Rng } from '../tensor/rng.js';
@@ -35,6 +38,8 @@ export interface GenerationRun {
   boundTokensPerSecond: number;
   /** decodeTokensPerSecond / boundTokensPerSecond. */
   fractionOfBound: number;
+  /** Each prompt followed by its new tokens. */
+  ids: number[][];
 }
 
 export interface GenerationResult {
@@ -60,9 +65,11 @@ export function decodeBytes(c: GPTConfig, batch: number, position: number): { we
 
 async function run(model: GPTModel, prompts: number[][], maxNewTokens: number, useCache: boolean, bandwidthGBs: number): Promise<GenerationRun> {
   const B = prompts.length;
+  const ids = prompts.map((p) => [...p]);
   const t0 = now();
   let first = NaN, count = 0;
-  for await (const _ of streamBatch(model, prompts, { maxNewTokens, useCache, temperature: 0 })) {
+  for await (const t of streamBatch(model, prompts, { maxNewTokens, useCache, temperature: 0 })) {
+    ids[t.sequence]!.push(t.token);
     if (++count === B) first = now() - t0;
   }
   const total = now() - t0;
@@ -72,7 +79,7 @@ async function run(model: GPTModel, prompts: number[][], maxNewTokens: number, u
   const bound = useCache ? (B * bandwidthGBs * 1e9) / (bytes.weights + bytes.cache) : NaN;
   return {
     batch: B, useCache, promptTokens: prompts[0]!.length, newTokens: count, firstTokenS: first, totalS: total,
-    tokensPerSecond: count / total, decodeTokensPerSecond: decode, boundTokensPerSecond: bound, fractionOfBound: decode / bound,
+    tokensPerSecond: count / total, decodeTokensPerSecond: decode, boundTokensPerSecond: bound, fractionOfBound: decode / bound, ids,
   };
 }
 
@@ -82,8 +89,14 @@ export function benchPrompts(batch: number, length: number, vocab: number): numb
   return Array.from({ length: batch }, () => Array.from({ length }, () => rng.int(vocab)));
 }
 
+/**
+ * With `exportDir`, the random model is also written there for Hugging Face
+ * (model.safetensors + config.json) with ids.json: the prompts and our greedy
+ * ids, which scripts/bench_torch.py --only generate reproduces and compares.
+ */
 export async function benchGenerate(
   device: Device, cachedTokens = 200, uncachedTokens = 30, promptTokens = 20, batch = 8, timing: TimeOptions = {},
+  exportDir?: string,
 ): Promise<GenerationResult> {
   const config = GEN_CONFIG;
   const profile = await profileDecode(device, promptTokens + Math.floor(cachedTokens / 2), timing);
@@ -98,6 +111,11 @@ export async function benchGenerate(
     const cached = await run(model, one, cachedTokens, true, bandwidthGBs);
     const batched = await run(model, prompts, cachedTokens, true, bandwidthGBs);
     const uncached = await run(model, one, uncachedTokens, false, bandwidthGBs);
+    if (exportDir) {
+      await exportHuggingFace(model, exportDir);
+      const record = { prompts, new_tokens: cachedTokens, batch1: cached.ids, batched: batched.ids };
+      writeFileSync(join(exportDir, 'ids.json'), JSON.stringify(record));
+    }
     return {
       config, parameters: model.numParameters, bandwidthGBs, cached, batched, uncached, profile,
       speedup: cached.decodeTokensPerSecond / uncached.decodeTokensPerSecond,

@@ -4,7 +4,7 @@
 // (the last line of stdout, for scripts/bench-compare.sh).
 //
 //   node dist/bench/main.js [--only gemm,attention,train,generate] [--device cpu|cuda]
-//                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N] [--gen-batch N]
+//                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N] [--gen-batch N] [--gen-export DIR]
 import { native } from '../tensor/native.js';
 import type { Device } from '../tensor/tensor.js';
 import { ATT, benchAttention, type AttentionResult } from './attention.js';
@@ -25,6 +25,7 @@ interface Args {
   genTokens: number;
   genTokensNoCache: number;
   genBatch: number;
+  genExport?: string;
 }
 
 const USAGE = `usage: node dist/bench/main.js [options]
@@ -35,7 +36,9 @@ const USAGE = `usage: node dist/bench/main.js [options]
   --train-steps N          timed training steps after one warmup step (default 3)
   --gen-tokens N           new tokens with the KV cache (default 200)
   --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)
-  --gen-batch N            prompts of the batched generation row (default 8)`;
+  --gen-batch N            prompts of the batched generation row (default 8)
+  --gen-export DIR         also write the generation model for Hugging Face and our greedy ids to DIR
+                           (scripts/bench_torch.py --only generate --gen-dir DIR compares)`;
 
 function parseArgs(argv: string[]): Args {
   const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200, genBatch: 8 };
@@ -69,6 +72,12 @@ function parseArgs(argv: string[]): Args {
       case '--gen-tokens': a.genTokens = int(flag, value(), 2); sawGen = true; break;
       case '--gen-tokens-nocache': a.genTokensNoCache = int(flag, value(), 2); sawGenNoCache = true; break;
       case '--gen-batch': a.genBatch = int(flag, value(), 1); break;
+      case '--gen-export': {
+        const dir = value();
+        if (!dir) throw new Error('--gen-export needs a directory');
+        a.genExport = dir;
+        break;
+      }
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: throw new Error(`unknown option '${arg}'\n${USAGE}`);
     }
@@ -200,7 +209,7 @@ async function main(): Promise<void> {
       }
       case 'generate': {
         section('generation');
-        const r = await benchGenerate(args.device, args.genTokens, args.genTokensNoCache, 20, args.genBatch, timing);
+        const r = await benchGenerate(args.device, args.genTokens, args.genTokensNoCache, 20, args.genBatch, timing, args.genExport);
         printGenerate(r);
         const run = (g: GenerationResult['cached']) => ({
           batch: g.batch, new_tokens: g.newTokens, prompt_tokens: g.promptTokens, first_token_ms: round(g.firstTokenS * 1e3, 1),
