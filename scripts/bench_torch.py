@@ -286,7 +286,7 @@ def bench_train(steps, batch=2, context=256):
     }
 
 
-def bench_generate(gen_dir, quick):
+def bench_generate(gen_dir):
     """Hugging Face transformers' greedy generate on the model and prompts
     `npm run bench -- --gen-export DIR` wrote, batch 1 and the batch there, with
     the KV cache; ids are compared with ours from DIR/ids.json."""
@@ -373,7 +373,7 @@ def main():
     if "generate" in only:
         t0 = time.perf_counter()
         print("\n== generation ==")
-        r = bench_generate(args.gen_dir, args.quick)
+        r = bench_generate(args.gen_dir)
         print(f"Hugging Face transformers {r['transformers']} GPT2LMHeadModel, fp32, greedy, KV cache, the model and prompts of {args.gen_dir}")
         print(format_table(["batch", "new tokens", "first token ms", "total s", "tokens/s", "decode tokens/s", "ids = ours"],
                            [[x["batch"], x["new_tokens"], x["first_token_ms"], x["total_s"], x["tokens_per_s"], x["decode_tokens_per_s"],
