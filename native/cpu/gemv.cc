@@ -8,34 +8,41 @@
 namespace gptcuda {
 namespace {
 
-// 8 lanes on every x86-64 target with AVX2 or better (and plain SSE pairs
-// elsewhere): a fixed width keeps the summation order, and so the results,
-// the same across machines and across M.
-typedef float v8 __attribute__((vector_size(32)));
+// 16 lanes whatever the target (one AVX-512 register, two AVX2 ones):
+// vector extensions compute lane by lane, so a fixed width keeps the
+// summation order, and so the results, the same across machines and across M.
+constexpr int kLanes = 16;
+typedef float vec __attribute__((vector_size(kLanes * sizeof(float))));
 
-inline v8 load8(const float* p) {
-  v8 v;
+inline vec load(const float* p) {
+  vec v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
 
-inline float hsum(v8 v) { return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7])); }
+inline float hsum(vec v) {
+  float s[kLanes];
+  std::memcpy(s, &v, sizeof s);
+  for (int w = kLanes / 2; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) s[i] += s[i + w];
+  return s[0];
+}
 
 // Outputs j0..j0+J-1 of all M rows: J weight rows stream once through
 // registers while the M input rows (at most 8 x K floats) stay in L1.
 template <int M, int J>
 inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
-  v8 acc[M][J];
+  vec acc[M][J];
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = v8{};
+    for (int j = 0; j < J; ++j) acc[i][j] = vec{};
   const float* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   int k = 0;
-  for (; k + 8 <= K; k += 8) {
-    v8 wv[J];
-    for (int j = 0; j < J; ++j) wv[j] = load8(wr[j] + k);
+  for (; k + kLanes <= K; k += kLanes) {
+    vec wv[J];
+    for (int j = 0; j < J; ++j) wv[j] = load(wr[j] + k);
     for (int i = 0; i < M; ++i) {
-      const v8 xv = load8(x + size_t(i) * K + k);
+      const vec xv = load(x + size_t(i) * K + k);
       for (int j = 0; j < J; ++j) acc[i][j] += xv * wv[j];
     }
   }
@@ -49,10 +56,15 @@ inline void block(float* out, const float* x, const float* w, const float* bias,
   }
 }
 
-// Register budget: M * J accumulators plus J weight vectors.
+// Register budget: M * J accumulators plus J weight vectors (32 registers
+// with AVX-512, 16 half-width ones with AVX2). The choice does not change results.
 template <int M>
 constexpr int cols() {
-  return M == 1 ? 8 : (M <= 4 ? 4 : 2);
+#ifdef __AVX512F__
+  return M == 1 ? 8 : (M <= 2 ? 6 : (M <= 4 ? 4 : 3));
+#else
+  return M <= 2 ? 4 : (M <= 4 ? 2 : 1);
+#endif
 }
 
 template <int M>
