@@ -1,24 +1,33 @@
 #!/bin/sh
 # Side by side: gptcuda's native CPU backend vs PyTorch on the CPU, in the same
-# run, at the same GEMM shapes and on the book's model training step.
+# run, at the same GEMM shapes, on the book's model training step, and for
+# GPT-2 124M greedy generation (batch 1 and 8) vs Hugging Face transformers on
+# the same random weights (exported to safetensors) and prompts.
 #
-#   scripts/bench-compare.sh [--quick] [--train-steps N]
+#   scripts/bench-compare.sh [--quick] [--train-steps N] [--gen-tokens N]
 #
-# Runs `npm run bench -- --only gemm,train --json` then
-# `python3 scripts/bench_torch.py --json` (one after the other, never together:
-# they would share the cores), keeps both outputs, and prints a table of
-# ours / PyTorch (> 1: we are faster). Needs `npx tsc -p tsconfig.json` first
-# (dist/bench/main.js) and a Python with torch.
+# Runs `npm run bench -- --only gemm,train,generate --json --gen-export DIR` then
+# `python3 scripts/bench_torch.py --only gemm,train,generate --gen-dir DIR --json`
+# (one after the other, never together: they would share the cores), keeps
+# both outputs, and prints a table of ours / PyTorch (> 1: we are faster) and
+# whether the greedy ids are identical. Needs `npx tsc -p tsconfig.json` first
+# (dist/bench/main.js) and a Python with torch and transformers (installed
+# from the configured pip index when missing).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 
 extra=""
+ours_extra=""
+next_ours=0
 for a in "$@"; do
+  if [ "$next_ours" = 1 ]; then ours_extra="$ours_extra $a"; next_ours=0; continue; fi
   case "$a" in
     --quick|--train-steps|--train-steps=*|[0-9]*) extra="$extra $a" ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --gen-tokens) ours_extra="$ours_extra $a"; next_ours=1 ;;
+    --gen-tokens=*) ours_extra="$ours_extra $a" ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench-compare: unknown option $a" >&2; exit 2 ;;
   esac
 done
@@ -28,17 +37,22 @@ if [ ! -f dist/bench/main.js ]; then
   exit 1
 fi
 python3 -c 'import torch' 2>/dev/null || { echo "bench-compare: python3 cannot import torch" >&2; exit 1; }
+if ! python3 -c 'import transformers, safetensors' 2>/dev/null; then
+  echo "bench-compare: installing transformers and safetensors from the configured pip index"
+  python3 -m pip install --quiet transformers safetensors || { echo "bench-compare: could not install transformers" >&2; exit 1; }
+fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT INT TERM
 
-echo "== ours: npm run bench -- --only gemm,train --json$extra"
+mkdir -p "$tmp/gen"
+echo "== ours: npm run bench -- --only gemm,train,generate --json --gen-export $tmp/gen$extra$ours_extra"
 # shellcheck disable=SC2086
-npm run --silent bench -- --only gemm,train --json $extra | tee "$tmp/ours.txt"
+npm run --silent bench -- --only gemm,train,generate --json --gen-export "$tmp/gen" $extra $ours_extra | tee "$tmp/ours.txt"
 echo
-echo "== PyTorch: python3 scripts/bench_torch.py --json$extra"
+echo "== PyTorch: python3 scripts/bench_torch.py --only gemm,train,generate --gen-dir $tmp/gen --json$extra"
 # shellcheck disable=SC2086
-python3 scripts/bench_torch.py --json $extra | tee "$tmp/torch.txt"
+python3 scripts/bench_torch.py --only gemm,train,generate --gen-dir "$tmp/gen" --json $extra | tee "$tmp/torch.txt"
 echo
 
 python3 - "$tmp/ours.txt" "$tmp/torch.txt" <<'EOF'
@@ -92,4 +106,19 @@ if "train" in ours and "train" in torch:
         ["peak RSS MB", f(o["max_rss_mb"]), f(t["max_rss_mb"]), f(o["max_rss_mb"] / t["max_rss_mb"], 2)],
         ["loss (sanity)", f(o["loss"], 3), f(t["loss"], 3), "-"],
     ], left=(0,))
+
+if "generate" in ours and "generate" in torch:
+    o, t = ours["generate"], torch["generate"]
+    print()
+    print(f"generation: GPT-2 124M config, random weights, fp32, greedy with the KV cache; ours vs Hugging Face transformers "
+          f"{t['transformers']} on the same weights and prompts (decode tokens/s, ratio = ours / HF); "
+          f"bound = bytes read per token at the measured {o['bandwidth_gbs']:.2f} GB/s")
+    rows = []
+    for key in ("cached", "batched"):
+        a, b = o[key], t[key]
+        rows.append([str(a["batch"]), f(a["decode_tokens_per_s"], 2), f(b["decode_tokens_per_s"], 2),
+                     f(a["decode_tokens_per_s"] / b["decode_tokens_per_s"], 2), f(a["bound_tokens_per_s"], 1),
+                     f"{100 * a['fraction_of_bound']:.0f}%", "yes" if b["ids_identical"] else f"no (first at {b['first_difference']})"])
+    table(["batch", "ours tok/s", "HF tok/s", "ratio", "bound tok/s", "ours of bound", "greedy ids identical"], rows, left=(0,))
+    print(f"ours batch {o['batched']['batch']} / batch 1: {o['batch_speedup']:.2f}x")
 EOF

@@ -14,11 +14,12 @@ emb 768, 12 heads, 12 layers, dropout 0.1, qkv_bias False): batch 2 x 256, forwa
 cross-entropy + backward + AdamW(lr 4e-4, weight_decay 0.1), one warmup step then --train-steps
 timed steps (median). torch.set_num_threads(2), as the native backend's 2 threads.
 
-    python3 scripts/bench_torch.py [--only gemm,train] [--json] [--quick] [--train-steps N]
+    python3 scripts/bench_torch.py [--only gemm,train,generate] [--gen-dir DIR] [--json] [--quick] [--train-steps N]
 """
 import argparse
 import json
 import math
+import os
 import resource
 import statistics
 import sys
@@ -285,18 +286,61 @@ def bench_train(steps, batch=2, context=256):
     }
 
 
+def bench_generate(gen_dir):
+    """Hugging Face transformers' greedy generate on the model and prompts
+    `npm run bench -- --gen-export DIR` wrote, batch 1 and the batch there, with
+    the KV cache; ids are compared with ours from DIR/ids.json."""
+    from transformers import GPT2LMHeadModel  # imported here: the other sections need only torch
+
+    with open(os.path.join(gen_dir, "ids.json")) as f:
+        rec = json.load(f)
+    model = GPT2LMHeadModel.from_pretrained(gen_dir, torch_dtype=torch.float32)
+    model.eval()
+    n = rec["new_tokens"]
+
+    def run(prompts, new):
+        ids = torch.tensor(prompts, dtype=torch.long)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new,
+                                 min_new_tokens=new, eos_token_id=None, pad_token_id=0, use_cache=True)
+        return time.perf_counter() - t0, out.tolist()
+
+    rows = {}
+    for key, prompts in (("cached", rec["prompts"][:1]), ("batched", rec["prompts"])):
+        run(prompts, 3)  # warmup
+        first, _ = run(prompts, 1)
+        total, ids = run(prompts, n)
+        b = len(prompts)
+        ours = rec["batch1"] if key == "cached" else rec["batched"]
+        rows[key] = {
+            "batch": b, "new_tokens": b * n, "first_token_ms": round(first * 1e3, 1), "total_s": round(total, 3),
+            "tokens_per_s": round(b * n / total, 2),
+            # Tokens after the first, over the time beyond a 1-token run: the steady decode rate.
+            "decode_tokens_per_s": round(b * (n - 1) / max(total - first, 1e-9), 2),
+            "ids_identical": ids == ours,
+            "first_difference": next(([r, i] for r in range(len(ids)) for i in range(len(ids[r]))
+                                      if r >= len(ours) or i >= len(ours[r]) or ids[r][i] != ours[r][i]), None),
+        }
+    import transformers
+    return {"transformers": transformers.__version__, **rows}
+
+
 def main():
     ap = argparse.ArgumentParser(description="PyTorch CPU peer of npm run bench")
-    ap.add_argument("--only", default="gemm,train", help="comma-separated: gemm,train (default both)")
+    ap.add_argument("--only", default="gemm,train", help="comma-separated: gemm,train,generate (default gemm,train)")
+    ap.add_argument("--gen-dir", default=None, help="for generate: the directory npm run bench -- --gen-export wrote")
     ap.add_argument("--json", action="store_true", help="also print a one-line JSON summary (the last line)")
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke test)")
     ap.add_argument("--train-steps", type=int, default=None, help="timed training steps after one warmup (default 3)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     args = ap.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    bad = [s for s in only if s not in ("gemm", "train")]
+    bad = [s for s in only if s not in ("gemm", "train", "generate")]
     if bad or not only:
-        ap.error(f"--only takes gemm,train (got {args.only})")
+        ap.error(f"--only takes gemm,train,generate (got {args.only})")
+    if "generate" in only and not args.gen_dir:
+        ap.error("generate needs --gen-dir DIR (written by npm run bench -- --only generate --gen-export DIR)")
     torch.set_num_threads(args.threads)
     steps = args.train_steps if args.train_steps is not None else (1 if args.quick else 3)
     timing = dict(warmup=1, min_reps=1, max_reps=2, min_seconds=0) if args.quick else dict(warmup=1, min_reps=3, max_reps=20, min_seconds=0.5)
@@ -326,6 +370,16 @@ def main():
                            [["cpu", r["ms_per_step"], r["tokens_per_s"], r["loss"], r["max_rss_mb"]]]))
         summary["train"] = r
         print(f"(train: {time.perf_counter() - t0:.1f} s)")
+    if "generate" in only:
+        t0 = time.perf_counter()
+        print("\n== generation ==")
+        r = bench_generate(args.gen_dir)
+        print(f"Hugging Face transformers {r['transformers']} GPT2LMHeadModel, fp32, greedy, KV cache, the model and prompts of {args.gen_dir}")
+        print(format_table(["batch", "new tokens", "first token ms", "total s", "tokens/s", "decode tokens/s", "ids = ours"],
+                           [[x["batch"], x["new_tokens"], x["first_token_ms"], x["total_s"], x["tokens_per_s"], x["decode_tokens_per_s"],
+                             "yes" if x["ids_identical"] else f"no (first at {x['first_difference']})"] for x in (r["cached"], r["batched"])]))
+        summary["generate"] = r
+        print(f"(generate: {time.perf_counter() - t0:.1f} s)")
     summary["seconds"] = round(time.perf_counter() - started, 1)
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
     if args.json:

@@ -14,6 +14,7 @@
 
 namespace gptcuda {
 int cpu_num_threads();
+void register_membench(Napi::Env env, Napi::Object exports);
 }
 
 namespace gptcuda {
@@ -150,6 +151,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports);
   register_recording(env, exports);
   register_text(env, exports);
+  register_membench(env, exports);
   return exports;
 }
 

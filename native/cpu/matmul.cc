@@ -1,6 +1,7 @@
 #include <vector>
 
 #include "backend_cpu.h"
+#include "gemv.h"
 #include "parallel.h"
 
 #ifdef GPTCUDA_HAVE_CBLAS
@@ -26,6 +27,7 @@ void CpuBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha
 // saving a second pass over the output.
 void CpuBackend::matmul_forward(float* out, const float* inp, const float* weight, const float* bias, int M,
                     int K, int N) {
+  if (M >= 1 && M <= kGemvMaxRows) return gemv_rows(out, inp, weight, bias, M, K, N);
   if (bias) {
     parallel_for(size_t(M), 16, [&](size_t lo, size_t hi) {
       for (size_t i = lo; i < hi; ++i)

@@ -4,7 +4,7 @@
 // (the last line of stdout, for scripts/bench-compare.sh).
 //
 //   node dist/bench/main.js [--only gemm,attention,train,generate] [--device cpu|cuda]
-//                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N]
+//                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N] [--gen-batch N] [--gen-export DIR]
 import { native } from '../tensor/native.js';
 import type { Device } from '../tensor/tensor.js';
 import { ATT, benchAttention, type AttentionResult } from './attention.js';
@@ -24,6 +24,8 @@ interface Args {
   trainSteps: number;
   genTokens: number;
   genTokensNoCache: number;
+  genBatch: number;
+  genExport?: string;
 }
 
 const USAGE = `usage: node dist/bench/main.js [options]
@@ -33,10 +35,13 @@ const USAGE = `usage: node dist/bench/main.js [options]
   --quick                  fewer repetitions and tokens (a smoke test, not a measurement)
   --train-steps N          timed training steps after one warmup step (default 3)
   --gen-tokens N           new tokens with the KV cache (default 200)
-  --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)`;
+  --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)
+  --gen-batch N            prompts of the batched generation row (default 8)
+  --gen-export DIR         also write the generation model for Hugging Face and our greedy ids to DIR
+                           (scripts/bench_torch.py --only generate --gen-dir DIR compares)`;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200 };
+  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200, genBatch: 8 };
   const int = (flag: string, v: string | undefined, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min} (got ${v ?? 'nothing'})`);
@@ -66,6 +71,13 @@ function parseArgs(argv: string[]): Args {
       case '--train-steps': a.trainSteps = int(flag, value(), 1); sawTrainSteps = true; break;
       case '--gen-tokens': a.genTokens = int(flag, value(), 2); sawGen = true; break;
       case '--gen-tokens-nocache': a.genTokensNoCache = int(flag, value(), 2); sawGenNoCache = true; break;
+      case '--gen-batch': a.genBatch = int(flag, value(), 1); break;
+      case '--gen-export': {
+        const dir = value();
+        if (!dir) throw new Error('--gen-export needs a directory');
+        a.genExport = dir;
+        break;
+      }
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: throw new Error(`unknown option '${arg}'\n${USAGE}`);
     }
@@ -112,17 +124,33 @@ function printTrain(r: TrainResult, device: Device): void {
 function printGenerate(r: GenerationResult): void {
   const c = r.config;
   console.log(`GPT-2 small config (random weights): vocab ${c.vocabSize}, ctx ${c.contextLength}, emb ${c.embDim}, ` +
-    `${c.nHeads} heads, ${c.nLayers} layers, ${(r.parameters / 1e6).toFixed(1)}M parameters; batch 1, greedy, ` +
-    `${r.cached.promptTokens}-token prompt`);
+    `${c.nHeads} heads, ${c.nLayers} layers, ${(r.parameters / 1e6).toFixed(1)}M parameters; fp32, greedy, ` +
+    `${r.cached.promptTokens}-token prompts; read bandwidth ${r.bandwidthGBs.toFixed(2)} GB/s (parallel read loop, best of 5)`);
   console.log(formatTable(
-    ['KV cache', 'new tokens', 'first token ms', 'total s', 'tokens/s', 'decode tokens/s', 'ms/token'],
-    [r.cached, r.uncached].map((g) => [
-      g.useCache ? 'yes' : 'no', g.newTokens, g.firstTokenS * 1e3, g.totalS, g.tokensPerSecond, g.decodeTokensPerSecond,
-      1e3 / g.decodeTokensPerSecond,
+    ['batch', 'KV cache', 'new tokens', 'first token ms', 'total s', 'tokens/s', 'decode tokens/s', 'ms/step', 'bound tokens/s', 'of bound'],
+    [r.cached, r.batched, r.uncached].map((g) => [
+      g.batch, g.useCache ? 'yes' : 'no', g.newTokens, g.firstTokenS * 1e3, g.totalS, g.tokensPerSecond, g.decodeTokensPerSecond,
+      (1e3 * g.batch) / g.decodeTokensPerSecond,
+      g.useCache ? g.boundTokensPerSecond : '-', g.useCache ? `${(100 * g.fractionOfBound).toFixed(0)}%` : '-',
     ]),
   ));
-  console.log(`without the cache only ${r.uncached.newTokens} tokens are generated (each recomputes the whole sequence), ` +
-    `so the rates compare per token at shorter sequences: decode speedup with the cache ${r.speedup.toFixed(1)}x`);
+  console.log(`batch ${r.batched.batch} decodes ${r.batchSpeedup.toFixed(2)}x the tokens/s of batch 1; without the cache only ` +
+    `${r.uncached.newTokens} tokens are generated (each recomputes the whole sequence), so the rates compare per token at ` +
+    `shorter sequences: decode speedup with the cache ${r.speedup.toFixed(1)}x`);
+  const p = r.profile;
+  const sum = p.parts.reduce((a, x) => a + x.ms, 0);
+  console.log(`\nwhere a batch-1 decode step goes (position ${p.position}; each op kind alone over all layers, median ms per token):`);
+  console.log(formatTable(
+    ['part', 'ms/token', 'share', 'MB read', 'GB/s'],
+    p.parts.map((x) => [x.name, x.ms, `${((100 * x.ms) / p.asyncStepMs).toFixed(1)}%`, x.bytes ? x.bytes / 1e6 : '-', x.bytes ? x.bytes / 1e6 / x.ms : '-']),
+  ));
+  console.log(`sum of parts ${sum.toFixed(2)} ms; the step as generate() runs it (recorded, replayed on a worker thread) ` +
+    `${p.asyncStepMs.toFixed(2)} ms, so ${(p.asyncStepMs - sum).toFixed(2)} ms of op dispatch, recording and thread hand-offs; ` +
+    `the same step issued op by op on this thread ${p.syncStepMs.toFixed(2)} ms`);
+  console.log(`bound: ${((p.weightBytes + p.cacheBytes) / 1e6).toFixed(1)} MB per token (weights ${(p.weightBytes / 1e6).toFixed(1)}, ` +
+    `cache ${(p.cacheBytes / 1e6).toFixed(1)}) at ${p.bandwidthGBs.toFixed(2)} GB/s = ${(1e3 / p.boundTokensPerSecond).toFixed(2)} ms/token; ` +
+    `the step is at ${((100 * 1e3) / p.boundTokensPerSecond / p.asyncStepMs).toFixed(0)}% of it; ` +
+    `the same products through the packing GEMM: ${p.gemmPathMs.toFixed(2)} ms`);
 }
 
 async function main(): Promise<void> {
@@ -181,13 +209,22 @@ async function main(): Promise<void> {
       }
       case 'generate': {
         section('generation');
-        const r = await benchGenerate(args.device, args.genTokens, args.genTokensNoCache);
+        const r = await benchGenerate(args.device, args.genTokens, args.genTokensNoCache, 20, args.genBatch, timing, args.genExport);
         printGenerate(r);
         const run = (g: GenerationResult['cached']) => ({
-          new_tokens: g.newTokens, prompt_tokens: g.promptTokens, first_token_ms: round(g.firstTokenS * 1e3, 1),
+          batch: g.batch, new_tokens: g.newTokens, prompt_tokens: g.promptTokens, first_token_ms: round(g.firstTokenS * 1e3, 1),
           total_s: round(g.totalS), tokens_per_s: round(g.tokensPerSecond, 2), decode_tokens_per_s: round(g.decodeTokensPerSecond, 2),
+          ...(g.useCache ? { bound_tokens_per_s: round(g.boundTokensPerSecond, 2), fraction_of_bound: round(g.fractionOfBound, 3) } : {}),
         });
-        summary.generate = { parameters: r.parameters, cached: run(r.cached), uncached: run(r.uncached), speedup: round(r.speedup, 2) };
+        const p = r.profile;
+        summary.generate = {
+          parameters: r.parameters, bandwidth_gbs: round(r.bandwidthGBs, 2), cached: run(r.cached), batched: run(r.batched),
+          uncached: run(r.uncached), speedup: round(r.speedup, 2), batch_speedup: round(r.batchSpeedup, 2),
+          profile: {
+            position: p.position, sync_step_ms: round(p.syncStepMs, 2), async_step_ms: round(p.asyncStepMs, 2), gemm_path_ms: round(p.gemmPathMs, 2),
+            bytes_per_token: p.weightBytes + p.cacheBytes, parts: p.parts.map((x) => ({ name: x.name, ms: round(x.ms, 3) })),
+          },
+        };
         break;
       }
     }

@@ -320,14 +320,17 @@ export class GPTModel {
   /**
    * Runs positions pos0..pos0+T-1 of B sequences through the model, reading and
    * extending `cache`, and returns the logits of the LAST position of each
-   * sequence as a host array [B, V].
+   * sequence as a host array [B, V]. With one position per sequence (T = 1),
+   * pos0 may also list each sequence's own position: a batch of sequences of
+   * different lengths then decodes together, row b attending over its own
+   * pos0[b] + 1 cached entries.
    */
-  forwardCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Float32Array {
+  forwardCached(ids: Int32Array, B: number, T: number, pos0: CachePositions, cache: KVCache): Float32Array {
     return this.enqueueCached(ids, B, T, pos0, cache).toFloat32Array();
   }
 
   /** forwardCached with the arithmetic on a worker thread: the event loop stays free. */
-  async forwardCachedAsync(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Promise<Float32Array> {
+  async forwardCachedAsync(ids: Int32Array, B: number, T: number, pos0: CachePositions, cache: KVCache): Promise<Float32Array> {
     const addon = native();
     addon.beginRecording();
     let out: Tensor;
@@ -342,19 +345,39 @@ export class GPTModel {
   }
 
   /** Validates and issues the ops of a cached forward; returns the logits tensor to read. */
-  private enqueueCached(ids: Int32Array, B: number, T: number, pos0: number, cache: KVCache): Tensor {
+  private enqueueCached(ids: Int32Array, B: number, T: number, pos0: CachePositions, cache: KVCache): Tensor {
     const cfg = this.config;
     if (ids.length !== B * T) throw new Error(`forwardCached: ${ids.length} ids do not make a [${B}, ${T}] batch`);
     if (!(T >= 1)) throw new Error('forwardCached: needs at least one position');
-    if (pos0 + T > cfg.contextLength)
-      throw new Error(`forwardCached: positions up to ${pos0 + T} exceed the context length ${cfg.contextLength}`);
+    const rows = typeof pos0 === 'number' ? null : Array.from(pos0);
+    if (rows) {
+      if (T !== 1) throw new Error(`forwardCached: per-sequence positions need T = 1 (got T = ${T}); pass one pos0 number for T > 1`);
+      if (rows.length !== B) throw new Error(`forwardCached: ${rows.length} positions for a batch of ${B}; give one per sequence`);
+    }
+    for (const p of rows ?? [pos0 as number]) {
+      if (!(Number.isInteger(p) && p >= 0)) throw new Error(`forwardCached: position ${p} is not a non-negative integer`);
+      if (p + T > cfg.contextLength)
+        throw new Error(`forwardCached: positions up to ${p + T} exceed the context length ${cfg.contextLength}`);
+    }
     if (cache.batch !== B) throw new Error(`forwardCached: cache was made for batch ${cache.batch}, not ${B}`);
     const acts = this.pool.get(B, T);
     acts.ids.write(ids);
-    ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, pos0);
-    this.blocksForward(acts, acts.emb, (l, a) => ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, pos0), (_out, inp) => inp);
-    this.last = null;
     const V = cfg.vocabSize, C = cfg.embDim;
+    if (rows) {
+      // Embedding and attention per sequence (each at its own position, on
+      // views of its row); the matrix products still run over the whole batch.
+      const perRow = cache.keys[0] ? cache.keys[0].numel / B : 0;
+      const rowCache = (t: Tensor, b: number) => t.view(b * perRow, [1, ...t.shape.slice(1)]);
+      rows.forEach((p, b) => ops.embeddingForward(acts.emb.view(b * C, [1, 1, C]), acts.ids.view(b, [1, 1]), this.tokEmb.value, this.posEmb.value, p));
+      this.blocksForward(acts, acts.emb, (l, a) => rows.forEach((p, b) =>
+        ops.attentionDecode(a.att.view(b * C, [1, 1, C]), rowCache(cache.keys[l], b), rowCache(cache.values[l], b), a.qkv.view(b * 3 * C, [1, 1, 3 * C]), p)),
+      (_out, inp) => inp);
+    } else {
+      const p = pos0 as number;
+      ops.embeddingForward(acts.emb, acts.ids, this.tokEmb.value, this.posEmb.value, p);
+      this.blocksForward(acts, acts.emb, (l, a) => ops.attentionDecode(a.att, cache.keys[l], cache.values[l], a.qkv, p), (_out, inp) => inp);
+    }
+    this.last = null;
     // Only the last position of each sequence is needed: its row alone goes through the head.
     if (T === 1) {
       ops.matmulForward(acts.logits.view(0, [B, V]), acts.lnf.view(0, [B, C]), this.outHead.value, null);
@@ -385,6 +408,9 @@ export class GPTModel {
     this.params.dispose();
   }
 }
+
+/** forwardCached's first position: one for the whole batch, or (for T = 1) one per sequence. */
+export type CachePositions = number | readonly number[];
 
 /** Keys and values of past positions, per layer: [B, heads, context, head_dim]. */
 export class KVCache {

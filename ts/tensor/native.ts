@@ -84,6 +84,8 @@ export interface Addon {
   endRecording(): NativeRecording;
   /** Runs a recording on a worker thread; the event loop stays free meanwhile. */
   runRecording(recording: NativeRecording): Promise<void>;
+  /** The machine's read bandwidth in GB/s over a buffer of `megabytes`, best of `reps` (the benchmark's memory bound). */
+  readBandwidth(megabytes: number, reps: number): number;
   /** Byte-pair encoder over GPT-2's pre-tokenizer (native/text); see ts/data/tokenizer.ts. */
   BpeTokenizer: new (bytes: Uint8Array, lengths: Uint32Array, ranks: Uint32Array, special: string, specialId: number) => NativeBpe;
 }
