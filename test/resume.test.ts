@@ -17,7 +17,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { CheckpointError, listCheckpoints, readCheckpointArchive, writeCheckpointArchive, type CheckpointArchive } from '../ts/checkpoint/archive.js';
+import { CheckpointError, readCheckpointArchive, writeCheckpointArchive, type CheckpointArchive } from '../ts/checkpoint/archive.js';
+import { listCheckpoints } from '../ts/checkpoint/run-files.js';
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { createLoaders, loadText } from '../ts/data/dataset.js';
 import { resolveConfig, type GPTConfig } from '../ts/model/config.js';

@@ -6,8 +6,8 @@ import { join, resolve } from 'node:path';
 import type { GPTModel } from '../model/gpt.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Trainer, TrainOptions } from '../train/trainer.js';
-import { checkpointFileName, pruneCheckpoints } from './archive.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.js';
+import { checkpointFileName, pruneCheckpoints } from './run-files.js';
 
 export interface ResumePoint {
   path: string;
