@@ -1,6 +1,7 @@
 // `gptcuda eval`: the book's calc_loss_loader over every batch, and perplexity.
 import type { Argv } from 'yargs';
-import { createLoaders, loadText } from '../data/dataset.js';
+import { createLoaders } from '../data/loader.js';
+import { loadText } from '../data/text.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { loaderLoss, perplexity } from '../train/loss.js';
 import { loadModel } from '../weights/load.js';

@@ -1,10 +1,12 @@
 // `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
-import { appendFileSync, closeSync, existsSync, openSync, rmSync, readSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
 import { RunCheckpointer, loadResumePoint, restoreTrainer } from '../checkpoint/run-checkpoints.js';
-import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
+import { createLoaders } from '../data/loader.js';
+import { loadText } from '../data/text.js';
+import { TOKEN_FILE_MAGIC, TokenFile, isTokenFile } from '../data/token-file.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -102,22 +104,6 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
     .example('$0 train --resume runs/notes', 'continue an interrupted run')
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
-}
-
-function isTokenFile(path: string): boolean {
-  try {
-    if (!statSync(path).isFile()) return false;
-    const fd = openSync(path, 'r');
-    try {
-      const magic = Buffer.alloc(TOKEN_FILE_MAGIC.length);
-      readSync(fd, magic, 0, magic.length, 0);
-      return magic.toString('ascii') === TOKEN_FILE_MAGIC;
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return false;
-  }
 }
 
 /** 128 + the signal number, as a shell reports a process killed by it. */
