@@ -5,16 +5,13 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  checkpointFileName,
   CheckpointError,
   inspectCheckpoint,
-  latestCheckpoint,
-  listCheckpoints,
-  pruneCheckpoints,
   readCheckpointArchive,
   writeCheckpointArchive,
   type CheckpointArchive,
 } from '../ts/checkpoint/archive.js';
+import { checkpointFileName, latestCheckpoint, listCheckpoints, pruneCheckpoints } from '../ts/checkpoint/run-files.js';
 import { atomicWriteFile, atomicWriteWith, removeStaleTempFiles } from '../ts/checkpoint/atomic.js';
 import {
   encodeSafetensors,

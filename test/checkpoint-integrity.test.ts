@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { checkpointFileName, readCheckpointArchive, writeCheckpointArchive } from '../ts/checkpoint/archive.js';
+import { readCheckpointArchive, writeCheckpointArchive } from '../ts/checkpoint/archive.js';
+import { checkpointFileName } from '../ts/checkpoint/run-files.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import type { GPTConfig } from '../ts/model/config.js';
 import { GPTModel } from '../ts/model/gpt.js';

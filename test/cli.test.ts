@@ -9,7 +9,8 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { readSafetensorsFile } from '../ts/checkpoint/safetensors.js';
-import { createLoaders, loadText } from '../ts/data/dataset.js';
+import { createLoaders } from '../ts/data/loader.js';
+import { loadText } from '../ts/data/text.js';
 import { textToTokenIds, tokenIdsToText } from '../ts/data/tokenizer.js';
 import { GPTModel } from '../ts/index.js';
 import { loaderLoss } from '../ts/train/loss.js';

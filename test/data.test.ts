@@ -5,22 +5,10 @@ import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import {
-  ArrayTokenSource,
-  DataLoader,
-  TOKEN_FILE_HEADER_BYTES,
-  TokenFile,
-  TokenWindows,
-  codePointLength,
-  countWindows,
-  createLoaders,
-  findSafeCut,
-  loadText,
-  pretokenize,
-  splitText,
-  type Batch,
-  type DataLoaderState,
-} from '../ts/data/dataset.js';
+import { DataLoader, createLoaders, type Batch, type DataLoaderState } from '../ts/data/loader.js';
+import { codePointLength, loadText, splitText } from '../ts/data/text.js';
+import { TOKEN_FILE_HEADER_BYTES, TokenFile, findSafeCut, pretokenize } from '../ts/data/token-file.js';
+import { ArrayTokenSource, TokenWindows, countWindows } from '../ts/data/windows.js';
 import { EOT_ID, VOCAB_SIZE, getTokenizer, textToTokenIds, tokenIdsToText } from '../ts/data/tokenizer.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

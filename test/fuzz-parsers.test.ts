@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { encodeSafetensorsToBuffer, readSafetensors } from '../ts/checkpoint/safetensors.js';
-import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TokenFile } from '../ts/data/dataset.js';
+import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TokenFile } from '../ts/data/token-file.js';
 import { GPTModel } from '../ts/model/gpt.js';
 import { exportHuggingFace } from '../ts/weights/export.js';
 import { loadModel } from '../ts/weights/load.js';

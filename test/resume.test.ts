@@ -17,9 +17,11 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { CheckpointError, listCheckpoints, readCheckpointArchive, writeCheckpointArchive, type CheckpointArchive } from '../ts/checkpoint/archive.js';
+import { CheckpointError, readCheckpointArchive, writeCheckpointArchive, type CheckpointArchive } from '../ts/checkpoint/archive.js';
+import { listCheckpoints } from '../ts/checkpoint/run-files.js';
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
-import { createLoaders, loadText } from '../ts/data/dataset.js';
+import { createLoaders } from '../ts/data/loader.js';
+import { loadText } from '../ts/data/text.js';
 import { resolveConfig, type GPTConfig } from '../ts/model/config.js';
 import { GPTModel } from '../ts/index.js';
 import { BOOK_ADAMW } from '../ts/train/optimizer.js';

@@ -9,10 +9,10 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/archive.js';
+import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/run-files.js';
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { LOCK_NAME } from '../ts/checkpoint/run-dir.js';
-import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION } from '../ts/data/dataset.js';
+import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION } from '../ts/data/token-file.js';
 import { GPTModel } from '../ts/model/gpt.js';
 
 const REPO = resolve(import.meta.dirname, '..');

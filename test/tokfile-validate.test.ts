@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TokenFile } from '../ts/data/dataset.js';
+import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TokenFile } from '../ts/data/token-file.js';
 
 const root = fs.mkdtempSync(join(tmpdir(), 'gptcuda-tok-'));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));

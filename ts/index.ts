@@ -5,7 +5,10 @@ export { generate, stream, streamBatch, type GenerateOptions, type StreamedToken
 export { Trainer, type TrainOptions, type TrainEvent, type TrainState, type TrainSummary } from './train/trainer.js';
 export { AdamW, BOOK_ADAMW, type AdamWConfig } from './train/optimizer.js';
 export { batchLoss, loaderLoss, perplexity } from './train/loss.js';
-export { createLoaders, loadText, splitText, DataLoader, TokenWindows, TokenFile, pretokenize } from './data/dataset.js';
+export { createLoaders, DataLoader } from './data/loader.js';
+export { loadText, splitText } from './data/text.js';
+export { TokenFile, pretokenize } from './data/token-file.js';
+export { TokenWindows } from './data/windows.js';
 export { textToTokenIds, tokenIdsToText, getTokenizer, EOT_ID, VOCAB_SIZE } from './data/tokenizer.js';
 export { saveCheckpoint, loadCheckpoint } from './checkpoint/checkpoint.js';
 export { loadModel, detectWeights } from './weights/load.js';

@@ -7,7 +7,8 @@ import { validateConfig, type GPTConfig } from '../model/config.js';
 import type { Device } from '../tensor/tensor.js';
 import { PACKAGE_ROOT } from '../tensor/native.js';
 import type { TrainOptions, TrainState } from '../train/trainer.js';
-import { CheckpointError, listCheckpoints, readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
+import { CheckpointError, readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
+import { listCheckpoints } from './run-files.js';
 import { SafetensorsError } from './safetensors.js';
 import type { NamedTensor } from './safetensors.js';
 

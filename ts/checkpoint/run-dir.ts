@@ -6,7 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { inspectCheckpoint, listCheckpoints } from './archive.js';
+import { inspectCheckpoint } from './archive.js';
+import { listCheckpoints } from './run-files.js';
 import { processIsAlive, removeStaleTempFiles } from './atomic.js';
 
 export const LOCK_NAME = '.gptcuda-train.lock';

@@ -1,11 +1,12 @@
 // `gptcuda eval`: the book's calc_loss_loader over every batch, and perplexity.
 import type { Argv } from 'yargs';
-import { createLoaders, loadText } from '../data/dataset.js';
+import { createLoaders } from '../data/loader.js';
+import { loadText } from '../data/text.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { loaderLoss, perplexity } from '../train/loss.js';
-import { loadModel, resolvePresetWeights } from '../weights/load.js';
+import { loadModel } from '../weights/load.js';
 import { DEFAULT_DATA } from './train.js';
-import { FLAG_ALIASES, checkEvalFlags } from './options.js';
+import { FLAG_ALIASES, checkEvalFlags, deviceOption, modelSourceOptions, modelSourcePath } from './options.js';
 
 export interface EvalArgs {
   weights?: string;
@@ -20,16 +21,15 @@ export interface EvalArgs {
 }
 
 export function evalCommand(y: Argv): Argv<EvalArgs> {
-  return y
-    .usage('$0 eval --weights <checkpoint-or-dir> [options]\n\nTrain and validation loss and perplexity over all windows of a text (the book\'s calc_loss_loader with every batch).')
-    .option('weights', { type: 'string', describe: 'model to evaluate: a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
-    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
-    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' })
+  const withSource = modelSourceOptions(
+    y.usage('$0 eval --weights <checkpoint-or-dir> [options]\n\nTrain and validation loss and perplexity over all windows of a text (the book\'s calc_loss_loader with every batch).'),
+    'model to evaluate: a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors',
+  );
+  return deviceOption(withSource
     .option('data', { type: 'string', array: true, describe: 'text file(s) or directory (default: bundled the-verdict.txt)' })
     .option('context-length', { alias: FLAG_ALIASES['context-length'], type: 'number', describe: "window length (default and maximum: the model's context)" })
     .option('batch-size', { type: 'number', default: 2, describe: 'windows per batch' })
-    .option('train-ratio', { type: 'number', default: 0.9, describe: 'fraction of the text counted as training (the rest as validation)' })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
+    .option('train-ratio', { type: 'number', default: 0.9, describe: 'fraction of the text counted as training (the rest as validation)' }))
     .option('json', { type: 'boolean', default: false, describe: 'one JSON object on stdout' })
     .example('$0 eval --weights models/124M --context-length 256', "exercise 5.5: OpenAI's GPT-2 on the-verdict.txt")
     .example('$0 eval --weights runs/20261122-101500 --data notes.txt --json', 'the latest checkpoint of a run') as unknown as Argv<EvalArgs>;
@@ -38,7 +38,7 @@ export function evalCommand(y: Argv): Argv<EvalArgs> {
 export async function runEval(args: EvalArgs): Promise<Record<string, number>> {
   checkEvalFlags(args);
   const { device } = resolveDevice(args.device);
-  const weights = args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+  const weights = modelSourcePath(args);
   if (!weights) throw new Error('eval needs --weights <checkpoint-or-dir>, or --model gpt2-small|... with downloaded weights');
   const { model } = await loadModel(weights, { device });
   try {

@@ -3,8 +3,8 @@ import type { Argv } from 'yargs';
 import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import { stream } from '../generate/generate.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
-import { loadModel, resolvePresetWeights } from '../weights/load.js';
-import { checkGenerateFlags, hint } from './options.js';
+import { loadModel } from '../weights/load.js';
+import { checkGenerateFlags, deviceOption, hint, modelSourceOptions, modelSourcePath } from './options.js';
 
 export interface GenerateArgs {
   weights?: string;
@@ -22,19 +22,18 @@ export interface GenerateArgs {
 }
 
 export function generateCommand(y: Argv): Argv<GenerateArgs> {
-  return y
-    .usage('$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.')
-    .option('weights', { type: 'string', describe: 'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors' })
-    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
-    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' })
+  const withSource = modelSourceOptions(
+    y.usage('$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.'),
+    'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors',
+  );
+  return deviceOption(withSource
     .option('prompt', { type: 'string', default: 'Every effort moves you', describe: 'text to continue' })
     .option('max-new-tokens', { type: 'number', default: 25, describe: 'tokens to generate' })
     .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature; 0 = greedy' })
     .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens; needs --temperature > 0 (default: off)' })
     .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass, in (0, 1] (default: off)' })
     .option('seed', { type: 'number', default: 123, describe: 'random seed for sampling' })
-    .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
+    .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' }))
     .option('json', { type: 'boolean', default: false, describe: 'print {"ids","text","tokens_per_s"} at the end instead of streaming' })
     .example('$0 generate --weights runs/20261122-101500 --prompt "Every effort moves you"', 'greedy, from your latest checkpoint')
     .example('$0 generate --weights models/124M --prompt "Every effort moves" --max-new-tokens 30', "OpenAI's GPT-2 124M")
@@ -45,7 +44,7 @@ export async function runGenerate(args: GenerateArgs): Promise<void> {
   checkGenerateFlags(args);
   if (args.topK !== undefined && !(args.temperature > 0))
     console.error('warning: --top-k has no effect in greedy decoding (--temperature 0); add e.g. --temperature 1');
-  const weights = args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+  const weights = modelSourcePath(args);
   if (!weights)
     throw new Error(`generate needs --weights: train a model first (\`${hint('train')}\`, then --weights runs/<run>) or download GPT-2 (\`${hint('download --model 124M')}\`, then --weights models/124M)`);
   const { device } = resolveDevice(args.device);

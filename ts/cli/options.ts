@@ -2,6 +2,8 @@
 // given), unknown-flag suggestions, and hints written the way the user ran us.
 import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
 import { existsSync, realpathSync } from 'node:fs';
+import type { Argv } from 'yargs';
+import { resolvePresetWeights } from '../weights/load.js';
 
 /** The text the user typed for a flag (or one of its aliases), if any. */
 export function rawValue(flag: string, aliases: string[] = [], argv: string[] = process.argv.slice(2)): string | undefined {
@@ -43,6 +45,24 @@ export class Checker {
   nonNeg(flag: string, v: number | undefined): this {
     return this.check(flag, v, (x) => Number.isFinite(x) && x >= 0, 'a number >= 0');
   }
+}
+
+/** --device, as train, eval and generate take it. */
+export function deviceOption<T>(y: Argv<T>): Argv<T> {
+  return y.option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' }) as unknown as Argv<T>;
+}
+
+/** --weights, or --model with --models-dir: the model eval and generate read. */
+export function modelSourceOptions<T>(y: Argv<T>, weightsDescribe: string): Argv<T> {
+  return y
+    .option('weights', { type: 'string', describe: weightsDescribe })
+    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
+    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' }) as unknown as Argv<T>;
+}
+
+/** The path modelSourceOptions' flags name, if any. */
+export function modelSourcePath(args: { weights?: string; model?: string; modelsDir: string }): string | undefined {
+  return args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
 }
 
 /** nanoGPT / Hugging Face / llm.c names that mean the same as ours. */

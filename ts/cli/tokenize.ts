@@ -1,7 +1,7 @@
 // `gptcuda tokenize`: pre-tokenise a corpus too large for memory into a
 // binary token file that `gptcuda train --data corpus.tok` streams from.
 import type { Argv } from 'yargs';
-import { pretokenize } from '../data/dataset.js';
+import { pretokenize } from '../data/token-file.js';
 import { Progress, formatBytes } from './progress.js';
 
 export function tokenizeCommand(y: Argv): Argv {

@@ -1,11 +1,12 @@
 // `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
-import { appendFileSync, closeSync, existsSync, openSync, rmSync, readSync, statSync } from 'node:fs';
+import { appendFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
-import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
-import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
+import { RunCheckpointer, loadResumePoint, restoreTrainer } from '../checkpoint/run-checkpoints.js';
+import { createLoaders } from '../data/loader.js';
+import { loadText } from '../data/text.js';
+import { TOKEN_FILE_MAGIC, TokenFile, isTokenFile } from '../data/token-file.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -17,7 +18,7 @@ import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
-import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, hint } from './options.js';
+import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, deviceOption, hint } from './options.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
 
@@ -61,7 +62,7 @@ export interface TrainArgs {
 }
 
 export function trainCommand(yargs: Argv): Argv<TrainArgs> {
-  return yargs
+  return deviceOption(yargs
     .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
     .option('data', { type: 'string', array: true, describe: 'text file(s) or a directory of .txt files (default: bundled the-verdict.txt)' })
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default: book)' })
@@ -96,30 +97,13 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (default: only at the end)' })
     .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })
     .option('overwrite', { type: 'boolean', default: false, describe: "replace another run's checkpoints in the --out directory (default: refuse)" })
-    .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' })
-    .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
+    .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' }))
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
     .example('$0 train --resume runs/notes', 'continue an interrupted run')
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
-}
-
-function isTokenFile(path: string): boolean {
-  try {
-    if (!statSync(path).isFile()) return false;
-    const fd = openSync(path, 'r');
-    try {
-      const magic = Buffer.alloc(TOKEN_FILE_MAGIC.length);
-      readSync(fd, magic, 0, magic.length, 0);
-      return magic.toString('ascii') === TOKEN_FILE_MAGIC;
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return false;
-  }
 }
 
 /** 128 + the signal number, as a shell reports a process killed by it. */
@@ -147,6 +131,28 @@ function explainShortDefaultText<T>(isDefault: boolean, contextLength: number, f
   }
 }
 
+/** The Trainer's settings: the flags', or on resume the checkpoint's. */
+function trainOptions(args: TrainArgs, resumed: { trainOptions: TrainOptions | null } | null): TrainOptions {
+  const options: TrainOptions = resumed?.trainOptions ?? {
+    epochs: args.epochs,
+    maxSteps: args.maxSteps,
+    optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
+    warmupSteps: args.warmupSteps,
+    minLr: args.minLr,
+    gradClip: args.gradClip,
+    gradAccum: args.gradAccum,
+    evalFreq: args.evalFreq,
+    evalIter: args.evalIter,
+    samplePrompt: args.samplePrompt,
+  };
+  if (resumed) {
+    // A resumed run may be extended: a larger --epochs / --max-steps given now wins.
+    if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
+    if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
+  }
+  return options;
+}
+
 export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   checkTrainFlags(args);
   if (!args.initFrom && !args.resume && !(args.modelsDir && args.model)) {
@@ -163,22 +169,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     console.log(`training ${args.model} from scratch (use --init-from ${GPT2_SIZES[args.model] ?? 'models/124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
-  let resumePath: string | undefined;
-  let resumed: Awaited<ReturnType<typeof loadCheckpoint>> | null = null;
-  if (args.resume) {
-    const target = resolve(args.resume);
-    if (!existsSync(target)) throw new Error(`--resume ${args.resume}: no such file or directory`);
-    if (statSync(target).isDirectory()) {
-      const latest = await loadLatestCheckpoint(target, { device, onWarning: (m) => console.error(`warning: ${m}`) });
-      if (!latest) throw new Error(`--resume ${args.resume}: the run directory has no checkpoints yet`);
-      resumePath = latest.path;
-      resumed = latest;
-    } else {
-      resumePath = target;
-      resumed = await loadCheckpoint(resumePath, { device });
-    }
-  }
-  if (resumed && !resumed.trainState) throw new Error(`--resume: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
+  const resumePoint = args.resume ? await loadResumePoint(args.resume, { device, onWarning: (m) => console.error(`warning: ${m}`) }) : null;
+  const resumePath = resumePoint?.path;
+  const resumed = resumePoint?.checkpoint ?? null;
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
   // A run directory belongs to one run: its lock, and no other run's checkpoints.
   const runId = (resumed?.manifest.run_id as string | undefined) ?? (resumed ? undefined : newRunId());
@@ -257,29 +250,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }));
     const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
-    const options: TrainOptions = resumed?.trainOptions ?? {
-      epochs: args.epochs,
-      maxSteps: args.maxSteps,
-      optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
-      warmupSteps: args.warmupSteps,
-      minLr: args.minLr,
-      gradClip: args.gradClip,
-      gradAccum: args.gradAccum,
-      evalFreq: args.evalFreq,
-      evalIter: args.evalIter,
-      samplePrompt: args.samplePrompt,
-    };
-    if (resumed) {
-      // A resumed run may be extended: a larger --epochs / --max-steps given now wins.
-      if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
-      if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
-    }
+    const options = trainOptions(args, resumed);
     const trainer = new Trainer(model, loaders.train, loaders.val, options);
-    if (resumed && resumed.trainState && resumed.optimizer) {
-      trainer.optimizer.m.write(resumed.optimizer.m);
-      trainer.optimizer.v.write(resumed.optimizer.v);
-      trainer.restore(resumed.trainState, resumed.optimizer.step);
-    }
+    if (resumed) restoreTrainer(trainer, resumed);
 
     const logPath = join(runDir, 'log.jsonl');
     const log = (record: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(record) + '\n');
@@ -361,31 +334,15 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       }
     });
 
-    // The final checkpoint is not written twice when --save-every divides the last step.
-    let savedStep = -1;
-    let lastSaved: string | undefined;
-    const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
-      if (why !== 'interval' && savedStep === t.state.step) return;
-      const path = join(runDir, checkpointFileName(t.state.step));
-      try {
-        await saveCheckpoint(path, {
-          model,
-          optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
-          train: { state: t.state, options, seed: args.seed, loaderConfig },
-          ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
-        });
-      } catch (err) {
-        const bytes = model.numParameters * 4 * 3;
-        throw new Error(`cannot write checkpoint ${path} (about ${bytes} bytes): ${(err as Error).message}`);
-      }
-      savedStep = t.state.step;
-      lastSaved = path;
-      await pruneCheckpoints(runDir, args.keepCheckpoints, runId !== undefined ? { runId } : {});
-      const record = { event: 'checkpoint', step: t.state.step, path };
-      log(record);
-      if (json) json.write(record);
-      await writePlot();
-    };
+    const checkpoints = new RunCheckpointer({
+      runDir, model, options, seed: args.seed, loaderConfig, runId, keep: args.keepCheckpoints,
+      onSaved: async (record) => {
+        log(record);
+        if (json) json.write(record);
+        await writePlot();
+      },
+    });
+    const checkpoint = checkpoints.save;
 
     const startStep = trainer.state.step;
     const startTokens = trainer.state.tokensSeen;
@@ -404,14 +361,14 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     } catch (err) {
       // An error after the first step (bad token, disk full) keeps the last completed step where the disk allows.
       let msg = (err as Error).message;
-      if (stepsDone && savedStep !== trainer.state.step) {
+      if (stepsDone && checkpoints.savedStep !== trainer.state.step) {
         try {
           await checkpoint(trainer, 'stop');
-          msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
+          msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${checkpoints.lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
         } catch (err2) {
           msg += `\nno checkpoint of step ${trainer.state.step} could be written: ${(err2 as Error).message}`;
         }
-      } else if (lastSaved) msg += `\nthe last checkpoint is ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
+      } else if (checkpoints.lastSaved) msg += `\nthe last checkpoint is ${checkpoints.lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
       throw Object.assign(new Error(msg), { cause: err });
     } finally {
       for (const [sig, h] of handlers) process.off(sig, h);
@@ -425,7 +382,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       model.dispose();
       trainer.optimizer.dispose();
       throw new Error(
-        `training stopped at step ${nf.step}: ${nf.what} (the update was not applied); the last good step's weights (step ${summary.steps}) are saved in ${lastSaved}. ` +
+        `training stopped at step ${nf.step}: ${nf.what} (the update was not applied); the last good step's weights (step ${summary.steps}) are saved in ${checkpoints.lastSaved}. ` +
           `Lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such updates; resume with: ${hint(`train --resume ${runDir}`)}`,
       );
     }

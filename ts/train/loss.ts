@@ -1,5 +1,5 @@
 // The book's loss helpers: calc_loss_batch, calc_loss_loader, and perplexity.
-import type { Batch, DataLoader } from '../data/dataset.js';
+import type { Batch, DataLoader } from '../data/loader.js';
 import type { GPTModel } from '../model/gpt.js';
 
 export function batchLoss(model: GPTModel, batch: Batch): number {

@@ -2,7 +2,7 @@
 // eval_freq steps over eval_iter batches, a greedy sample after each epoch),
 // plus Appendix D's warmup, cosine decay and gradient clipping, gradient
 // accumulation, max steps, and a state that checkpoints and resumes exactly.
-import type { DataLoader, DataLoaderState } from '../data/dataset.js';
+import type { DataLoader, DataLoaderState } from '../data/loader.js';
 import { textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import type { GPTModel } from '../model/gpt.js';
 import * as ops from '../tensor/ops.js';

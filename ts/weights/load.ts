@@ -5,7 +5,7 @@
 //   * a Hugging Face GPT-2 model.safetensors (file, or a folder with it and config.json).
 import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { latestCheckpoint } from '../checkpoint/archive.js';
+import { latestCheckpoint } from '../checkpoint/run-files.js';
 import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.js';
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';

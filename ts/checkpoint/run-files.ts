@@ -1,0 +1,135 @@
+// A run directory's checkpoint files: their names, the listing in step
+// order, the newest usable one, and pruning to the newest few. The archive
+// format itself is archive.ts.
+import { readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { CheckpointError, inspectCheckpoint, type CheckpointManifest } from './archive.js';
+import { removeStaleTempFiles } from './atomic.js';
+import { SafetensorsError } from './safetensors.js';
+
+export interface CheckpointFile {
+  step: number;
+  name: string;
+  path: string;
+}
+
+const CKPT_RE = /^ckpt-step(\d{8,})\.tar$/;
+
+/** `ckpt-step00001234.tar`; zero-padded so a plain `ls` lists checkpoints in step order. */
+export function checkpointFileName(step: number): string {
+  if (!Number.isSafeInteger(step) || step < 0) throw new RangeError(`checkpoint step must be a non-negative integer, got ${step}`);
+  return `ckpt-step${String(step).padStart(8, '0')}.tar`;
+}
+
+/** Checkpoint archives in `runDir`, oldest step first. A missing directory has none. */
+export async function listCheckpoints(runDir: string): Promise<CheckpointFile[]> {
+  let names: string[];
+  try {
+    names = await readdir(runDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const out: CheckpointFile[] = [];
+  for (const name of names) {
+    const m = CKPT_RE.exec(name);
+    if (m) out.push({ step: Number(m[1]), name, path: join(runDir, name) });
+  }
+  return out.sort((a, b) => a.step - b.step);
+}
+
+export interface LatestCheckpoint extends CheckpointFile {
+  manifest: CheckpointManifest;
+  /** One per newer checkpoint that was skipped because it is damaged. */
+  warnings: string[];
+}
+
+function isDamage(err: unknown): boolean {
+  return err instanceof SafetensorsError || (err instanceof CheckpointError && err.code !== 'NEWER_VERSION');
+}
+
+/**
+ * The newest checkpoint in `runDir` that passes {@link inspectCheckpoint};
+ * damaged newer ones are skipped with a warning (`onWarning`, default
+ * process.emitWarning). Returns null when the directory has no checkpoints.
+ * Throws when checkpoints exist but none is usable (so a resume never
+ * silently restarts from scratch) and when the newest was written by a newer
+ * gptcuda (so an old version never resumes from, and later prunes past, a
+ * newer run's progress).
+ */
+export async function latestCheckpoint(
+  runDir: string,
+  options: { onWarning?: (message: string) => void } = {},
+): Promise<LatestCheckpoint | null> {
+  const onWarning = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GPTCUDA_CHECKPOINT_SKIPPED' }));
+  const all = await listCheckpoints(runDir);
+  const warnings: string[] = [];
+  for (let i = all.length - 1; i >= 0; i--) {
+    const c = all[i]!;
+    try {
+      const s = await inspectCheckpoint(c.path);
+      return { ...c, manifest: s.manifest, warnings };
+    } catch (err) {
+      if (!isDamage(err)) throw err;
+      const msg = `skipping damaged checkpoint ${c.name}: ${(err as Error).message}`;
+      warnings.push(msg);
+      onWarning(msg);
+    }
+  }
+  if (all.length === 0) return null;
+  throw new CheckpointError('CORRUPT', `${runDir}: none of the ${all.length} checkpoints is usable:\n  ${warnings.join('\n  ')}`);
+}
+
+/**
+ * Deletes all but the newest `keep` checkpoints in `runDir` (plus temp files
+ * left by writers that died). If none of the kept ones passes the quick check,
+ * the newest older one that does is kept as well, so pruning never removes
+ * the last loadable checkpoint. With `runId`, only checkpoints whose
+ * manifest carries that `run_id` are considered. Returns the deleted paths.
+ */
+export async function pruneCheckpoints(runDir: string, keep: number, options: { runId?: string } = {}): Promise<string[]> {
+  if (!Number.isSafeInteger(keep) || keep < 1) throw new RangeError(`keep must be a positive integer, got ${keep}`);
+  const removed = await removeStaleTempFiles(runDir, { targetFilter: (n) => CKPT_RE.test(n) });
+  let all = await listCheckpoints(runDir);
+  if (options.runId !== undefined) {
+    // Only this run's checkpoints are ever candidates: another run's (or an unreadable one) stays.
+    const mine: CheckpointFile[] = [];
+    for (const c of all) {
+      try {
+        if ((await inspectCheckpoint(c.path)).manifest.run_id === options.runId) mine.push(c);
+      } catch {
+        // Damaged or not ours to judge: leave it.
+      }
+    }
+    all = mine;
+  }
+  if (all.length <= keep) return removed;
+  const kept = all.slice(-keep);
+  const older = all.slice(0, -keep);
+  const usable = async (c: CheckpointFile): Promise<boolean> => {
+    try {
+      await inspectCheckpoint(c.path);
+      return true;
+    } catch (err) {
+      if (isDamage(err) || (err instanceof CheckpointError && err.code === 'NEWER_VERSION')) return false;
+      throw err;
+    }
+  };
+  let protectedPath: string | undefined;
+  let keptUsable = false;
+  for (let i = kept.length - 1; i >= 0 && !keptUsable; i--) keptUsable = await usable(kept[i]!);
+  if (!keptUsable) {
+    for (let i = older.length - 1; i >= 0; i--) {
+      if (await usable(older[i]!)) {
+        protectedPath = older[i]!.path;
+        break;
+      }
+    }
+  }
+  for (const c of older) {
+    if (c.path === protectedPath) continue;
+    await rm(c.path, { force: true });
+    removed.push(c.path);
+  }
+  return removed;
+}
