@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backends.h"
+#include "mpi.h"
 #include "ops.h"
 #include "recording.h"
 #include "tensor.h"
@@ -150,6 +151,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_ops(env, exports);
   register_recording(env, exports);
   register_text(env, exports);
+  register_mpi(env, exports);
   return exports;
 }
 
