@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backends.h"
+#include "mpi.h"
 #include "ops.h"
 #include "recording.h"
 #include "tensor.h"
@@ -152,6 +153,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_recording(env, exports);
   register_text(env, exports);
   register_membench(env, exports);
+  register_mpi(env, exports);
   return exports;
 }
 

@@ -55,6 +55,8 @@ export interface RunCheckpointerOptions {
   /** Stored in each manifest; pruning then touches only this run's checkpoints. */
   runId?: string;
   keep: number;
+  /** false on the ranks of a data-parallel job other than rank 0: they record the step but write nothing. */
+  writes?: boolean;
   /** After each checkpoint is written and older ones pruned. */
   onSaved?: (record: { event: 'checkpoint'; step: number; path: string }) => Promise<void> | void;
 }
@@ -70,6 +72,10 @@ export class RunCheckpointer {
   readonly save = async (t: Trainer, why: 'interval' | 'end' | 'stop'): Promise<void> => {
     const { runDir, model, options, runId } = this.o;
     if (why !== 'interval' && this.savedStep === t.state.step) return;
+    if (this.o.writes === false) {
+      this.savedStep = t.state.step;
+      return;
+    }
     const path = join(runDir, checkpointFileName(t.state.step));
     try {
       await saveCheckpoint(path, {

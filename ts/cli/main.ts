@@ -9,6 +9,7 @@ import { infoCommand, runInfo } from './info.js';
 import { runTokenize, tokenizeCommand } from './tokenize.js';
 import { downloadCommand, exportCommand, inspectCommand, runDownload, runExport, runInspect } from './weights.js';
 import { runTrain, trainCommand, type TrainArgs } from './train.js';
+import { launchedWorld, runUnderMpirun } from '../train/distributed.js';
 import { commandPrefix, hint, nearest, unknownOptionMessage } from './options.js';
 
 /** Library messages suggest `gptcuda …` commands: write them the way the user ran us. */
@@ -40,7 +41,7 @@ async function main(): Promise<void> {
     .scriptName('gptcuda')
     .parserConfiguration({ 'duplicate-arguments-array': false })
     .usage('$0 <command> [options]\n\nPretrain, evaluate and sample GPT-2-style models (chapter 5 of "Build a Large Language Model (From Scratch)").')
-    .command('train', 'pretrain a model on your text', builder(trainCommand), async (a) => { await runTrain(a as unknown as TrainArgs); })
+    .command('train', 'pretrain a model on your text', builder(trainCommand), async (a) => { const t = a as unknown as TrainArgs; if (t.nproc !== undefined && !launchedWorld()) process.exitCode = await runUnderMpirun(t.nproc); else await runTrain(t); })
     .command('eval', 'loss and perplexity of a model on a text', builder(evalCommand), async (a) => { await runEval(a as unknown as EvalArgs); })
     .command('generate', 'generate text from a model', builder(generateCommand), async (a) => { await runGenerate(a as unknown as GenerateArgs); })
     .command('download', "download OpenAI's GPT-2 weights", builder(downloadCommand), async (a) => { await runDownload(a as never); })

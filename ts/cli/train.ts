@@ -13,6 +13,7 @@ import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
+import { joinLaunchedJob } from '../train/distributed.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -59,6 +60,8 @@ export interface TrainArgs {
   keepCheckpoints: number;
   overwrite?: boolean;
   skipNonfinite?: boolean;
+  nproc?: number;
+  zero?: number;
 }
 
 export function trainCommand(yargs: Argv): Argv<TrainArgs> {
@@ -99,6 +102,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('overwrite', { type: 'boolean', default: false, describe: "replace another run's checkpoints in the --out directory (default: refuse)" })
     .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' }))
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
+    .option('nproc', { type: 'number', describe: 'data parallel on this machine: run N ranks under mpirun (each --batch-size; an update spans N x --grad-accum micro-batches)' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
@@ -160,12 +164,18 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     if (preset) checkModelShape(args, preset);
   }
   const { device, reason } = resolveDevice(args.device);
-  const json = args.json ? new JsonLines() : null;
+  // ---- data parallel (ts/train/distributed.ts): only rank 0 prints, logs and writes the run directory.
+  const world = joinLaunchedJob();
+  const isRoot = world?.isRoot ?? true;
+  if (world && args.nproc !== undefined && args.nproc !== world.size) throw new Error(`--nproc ${args.nproc} but the launcher started ${world.size} ranks; drop --nproc under mpirun or srun`);
+  if (world && device !== 'cpu') throw new Error(`data-parallel training on ${device} needs NCCL, which this build lacks; use --device cpu with several ranks`);
+  // ----
+  const json = args.json && isRoot ? new JsonLines() : null;
   const say = (line: string) => {
-    if (!json) console.log(line);
+    if (!json && isRoot) console.log(line);
   };
 
-  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json)
+  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json && isRoot)
     console.log(`training ${args.model} from scratch (use --init-from ${GPT2_SIZES[args.model] ?? 'models/124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
@@ -175,10 +185,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
   // A run directory belongs to one run: its lock, and no other run's checkpoints.
   const runId = (resumed?.manifest.run_id as string | undefined) ?? (resumed ? undefined : newRunId());
-  const dir = await RunDirectory.open(runDir);
+  const dir = isRoot ? await RunDirectory.open(runDir) : null;
   let stepsDone = false;
   try {
-    if (runId !== undefined && (!resumePath || dirname(resumePath) !== runDir)) {
+    if (isRoot && runId !== undefined && (!resumePath || dirname(resumePath) !== runDir)) {
       const replaced = await claimForNewRun(runDir, runId, args.overwrite === true);
       if (replaced.length) {
         for (const n of ['log.jsonl', 'loss-plot.svg']) rmSync(join(runDir, n), { force: true });
@@ -187,10 +197,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }
     return await trainInDir();
   } catch (err) {
-    if (!stepsDone) dir.removeIfUnused();
+    if (!stepsDone) dir?.removeIfUnused();
     throw err;
   } finally {
-    dir.release();
+    dir?.release();
   }
 
   async function trainInDir(): Promise<TrainSummary> {
@@ -252,10 +262,16 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
     const options = trainOptions(args, resumed);
     const trainer = new Trainer(model, loaders.train, loaders.val, options);
+    if (world) {
+      trainer.collective = world;
+      world.broadcast(model.params.flat);
+    }
     if (resumed) restoreTrainer(trainer, resumed);
 
     const logPath = join(runDir, 'log.jsonl');
-    const log = (record: Record<string, unknown>) => appendFileSync(logPath, JSON.stringify(record) + '\n');
+    const log = (record: Record<string, unknown>) => {
+      if (isRoot) appendFileSync(logPath, JSON.stringify(record) + '\n');
+    };
     const header = {
       event: 'start',
       device,
@@ -270,17 +286,19 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       run_dir: runDir,
       resumed_from: resumePath ?? null,
       step: trainer.state.step,
+      ...(world ? { ranks: world.size, mpi: world.version } : {}),
     };
     log(header);
     json?.write(header);
+    if (world) say(world.describe(device));
     say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
     say(deviceLine(device, args.device, native().backends().cuda.reason));
     say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
     if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
     say(`run directory: ${runDir}`);
 
-    const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && process.stderr.isTTY === true, plainIntervalMs: json ? undefined : plainProgressInterval(), etaFromAverage: true });
-    const tokensPerStep = loaders.train.batchSize * windowLength * (options.gradAccum ?? 1);
+    const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && isRoot && process.stderr.isTTY === true, plainIntervalMs: json || !isRoot ? undefined : plainProgressInterval(), etaFromAverage: true });
+    const tokensPerStep = loaders.train.batchSize * windowLength * trainer.microBatchesPerStep;
     let lastTick = performance.now();
     let rate = 0;
     // The plot is replaced atomically: a viewer never sees half an SVG.
@@ -292,6 +310,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
     const onEvent = (e: TrainEvent) => {
       if (e.event === 'step') stepsDone = true;
+      if (!isRoot) return;
       log(e as unknown as Record<string, unknown>);
       if (json) return json.write(e as unknown as Record<string, unknown>);
       if (e.event === 'step') {
@@ -318,8 +337,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       stopSignal = sig;
       // With --json, stdout carries only JSON lines: notices go to stderr.
       const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
-      if (json) console.error(notice);
-      else progress.log(notice);
+      if (json && isRoot) console.error(notice);
+      else if (isRoot) progress.log(notice);
       trainer.requestStop();
     };
     // SIGHUP (terminal closed) saves too. A closed stdout (`| head`, or the
@@ -336,6 +355,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
     const checkpoints = new RunCheckpointer({
       runDir, model, options, seed: args.seed, loaderConfig, runId, keep: args.keepCheckpoints,
+      // Only rank 0 writes the run directory; the other ranks just follow the same steps.
+      writes: isRoot,
       onSaved: async (record) => {
         log(record);
         if (json) json.write(record);
@@ -355,7 +376,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         nonFinite: args.skipNonfinite ? 'skip' : 'stop',
         onNonFinite: (e) => {
           log(e as unknown as Record<string, unknown>);
-          console.error(`step ${e.step}: ${e.what}; ${e.action === 'skip' ? 'update skipped (--skip-nonfinite)' : 'stopping before the update'}`);
+          if (isRoot) console.error(`step ${e.step}: ${e.what}; ${e.action === 'skip' ? 'update skipped (--skip-nonfinite)' : 'stopping before the update'}`);
         },
       });
     } catch (err) {
@@ -376,6 +397,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       setOutputClosedHandler(() => undefined);
       progress.finish();
     }
+    // Every rank got here after the same step: the job ends normally.
+    world?.finish();
     if (stopSignal) process.exitCode = EXIT_CODES[stopSignal] ?? 1;
     if (summary.non_finite) {
       const nf = summary.non_finite;
@@ -391,7 +414,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     log(done);
     if (json) {
       json.write(done);
-      if (summary.stopped_early) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
+      if (summary.stopped_early && isRoot) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
     } else {
       const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
       say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);

@@ -88,6 +88,23 @@ export interface Addon {
   readBandwidth(megabytes: number, reps: number): number;
   /** Byte-pair encoder over GPT-2's pre-tokenizer (native/text); see ts/data/tokenizer.ts. */
   BpeTokenizer: new (bytes: Uint8Array, lengths: Uint32Array, ranks: Uint32Array, special: string, specialId: number) => NativeBpe;
+  /** MPI collectives on float32 CPU tensors, libmpi opened at run time (native/addon/mpi.cc); see ts/train/distributed.ts. */
+  mpi: NativeMpi;
+}
+
+export interface NativeMpi {
+  probe(): { available: boolean; impl?: string; library?: string; reason?: string };
+  init(): { rank: number; size: number; impl: string; version: string };
+  allreduceSum(t: NativeTensor): void;
+  allreduceScalars(values: Float64Array, op: 'sum' | 'max'): void;
+  /** shard = this rank's contiguous part (ceil(n / size) elements, the last ones shorter) of the sum of full. */
+  reduceScatterSum(full: NativeTensor, shard: NativeTensor): void;
+  /** In place: each rank's part of full (as reduceScatterSum splits it) copied to every rank. */
+  allgather(full: NativeTensor): void;
+  broadcast(t: NativeTensor, root: number): void;
+  barrier(): void;
+  finalize(): void;
+  abort(code: number): void;
 }
 
 export interface NativeBpe {

@@ -9,6 +9,7 @@ import * as ops from '../tensor/ops.js';
 import { generateGreedySync } from '../generate/generate.js';
 import { loaderLoss } from './loss.js';
 import { AdamW, type AdamWConfig } from './optimizer.js';
+import type { Collective } from './distributed.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -86,6 +87,12 @@ export class Trainer {
   readonly optimizer: AdamW;
   state: TrainState;
   private stopRequested = false;
+  /**
+   * Data parallel (ts/train/distributed.ts): each optimizer step spans
+   * gradAccum micro-batches per rank, micro-batch k of the step on rank k mod N,
+   * so the update is that of one process with gradAccum * N.
+   */
+  collective: Collective | null = null;
 
   constructor(
     readonly model: GPTModel,
@@ -113,9 +120,14 @@ export class Trainer {
 
   /** Updates in the whole run (for the schedule and progress). */
   get totalSteps(): number {
-    const perEpoch = Math.ceil(this.train.numBatches / (this.options.gradAccum ?? 1));
+    const perEpoch = Math.ceil(this.train.numBatches / this.microBatchesPerStep);
     const all = perEpoch * this.options.epochs;
     return this.options.maxSteps !== undefined ? Math.min(all, this.options.maxSteps) : all;
+  }
+
+  /** Micro-batches of one optimizer step, over all ranks. */
+  get microBatchesPerStep(): number {
+    return (this.options.gradAccum ?? 1) * (this.collective?.size ?? 1);
   }
 
   /** Learning rate for update number `step` (0-based). */
@@ -150,8 +162,8 @@ export class Trainer {
 
   evaluate(): { trainLoss: number; valLoss: number } {
     return {
-      trainLoss: loaderLoss(this.model, this.train, this.options.evalIter),
-      valLoss: loaderLoss(this.model, this.val, this.options.evalIter),
+      trainLoss: loaderLoss(this.model, this.train, this.options.evalIter, this.collective),
+      valLoss: loaderLoss(this.model, this.val, this.options.evalIter, this.collective),
     };
   }
 
@@ -160,6 +172,17 @@ export class Trainer {
     const prompt = textToTokenIds(this.options.samplePrompt);
     const ids = generateGreedySync(this.model, prompt, this.options.sampleTokens ?? 50);
     return tokenIdsToText(ids).replace(/\n/g, ' ');
+  }
+
+  /**
+   * Sums the gradients and the step loss over ranks, and agrees on stopping:
+   * a stop requested on any rank (a signal) stops all after this step.
+   */
+  private reduceStep(world: Collective, lossSum: number): number {
+    world.sum(this.model.params.flatGrad);
+    const [loss, stops] = world.sumScalars([lossSum, this.stopRequested ? 1 : 0]);
+    if (stops > 0) this.stopRequested = true;
+    return loss;
   }
 
   /** tokensSeen after the last completed update: a step that fails midway (a bad id) is not counted. */
@@ -177,7 +200,8 @@ export class Trainer {
 
   private async runSteps(hooks: TrainHooks): Promise<TrainSummary> {
     const emit = (e: TrainEvent) => hooks.onEvent?.(e);
-    const accum = this.options.gradAccum ?? 1;
+    const accum = this.microBatchesPerStep;
+    const world = this.collective;
     const total = this.totalSteps;
     const start = performance.now();
     const startTokens = this.state.tokensSeen;
@@ -193,18 +217,26 @@ export class Trainer {
       const batches = this.train.numBatches - this.train.batchIndex;
       let seen = 0;
       this.tokensBefore = s.tokensSeen;
+      // Dropout masks follow the micro-batch's place in the step, not the rank that runs it.
+      let dropout0 = this.model.dropoutCounter;
       for (const batch of this.train) {
         seen++;
-        const loss = this.model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets, {
-          training: true,
-          grad: true,
-          lossScale: 1 / accum,
-        });
-        this.model.backward();
-        lossSum += loss;
+        if (!world || micro % world.size === world.rank) {
+          this.model.dropoutCounter = dropout0 + micro;
+          const loss = this.model.forward(batch.inputs, batch.batchSize, batch.contextLength, batch.targets, {
+            training: true,
+            grad: true,
+            lossScale: 1 / accum,
+          });
+          this.model.backward();
+          lossSum += loss;
+        }
         micro++;
         s.tokensSeen += batch.batchSize * batch.contextLength;
         if (micro < accum && seen < batches) continue;
+        this.model.dropoutCounter = dropout0 + micro;
+        dropout0 = this.model.dropoutCounter;
+        if (world) lossSum = this.reduceStep(world, lossSum);
         // An epoch ending mid-accumulation updates with what it has.
         if (micro < accum) ops.scale(this.model.params.flatGrad, accum / micro);
         const lr = this.learningRate(s.step);
@@ -259,7 +291,7 @@ export class Trainer {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       // The epoch is over (or max steps reached mid-epoch): the book samples here.
-      if (this.train.epoch > epoch || s.step >= total) {
+      if ((this.train.epoch > epoch || s.step >= total) && (world?.isRoot ?? true)) {
         emit({ event: 'sample', epoch: epoch + 1, step: s.step, text: this.sample() });
       }
       this.captureLoader();

@@ -1,0 +1,135 @@
+// Data-parallel training over MPI (CPU ranks). A process started by mpirun or
+// srun joins the job; every rank holds the whole model, takes its share of the
+// micro-batches of each optimizer step, and the gradients are summed across
+// ranks once per step, so all ranks apply the same update.
+import { spawn, spawnSync } from 'node:child_process';
+import { availableParallelism, constants as osConstants } from 'node:os';
+import { native } from '../tensor/native.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+/** The ranks of a job, as the launcher sets them (OpenMPI, MPICH/PMI, Slurm's srun). */
+export function launchedWorld(env: NodeJS.ProcessEnv = process.env): { size: number; localRank: number } | null {
+  const first = (...names: string[]) => names.map((n) => env[n]).find((v) => v !== undefined && v !== '');
+  const size = Number(first('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_SIZE', 'SLURM_NTASKS') ?? NaN);
+  if (!(Number.isInteger(size) && size >= 1)) return null;
+  const localRank = Number(first('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'PMI_LOCAL_RANK', 'SLURM_LOCALID') ?? 0);
+  return { size, localRank: Number.isInteger(localRank) ? localRank : 0 };
+}
+
+export class Collective {
+  readonly rank: number;
+  readonly size: number;
+  readonly localRank: number;
+  readonly impl: string;
+  readonly version: string;
+  private finished = false;
+
+  constructor(localRank: number) {
+    const r = native().mpi.init();
+    this.rank = r.rank;
+    this.size = r.size;
+    this.localRank = localRank;
+    this.impl = r.impl;
+    this.version = r.version;
+    // A rank that fails (an error, a second Ctrl-C) must not leave the others
+    // waiting in a collective: it ends the whole job.
+    process.on('exit', (code) => {
+      if (this.finished) return;
+      console.error(`gptcuda: rank ${this.rank} exited (status ${code}) before the other ranks finished; stopping all ranks`);
+      native().mpi.abort(code || 1);
+    });
+  }
+
+  get isRoot(): boolean {
+    return this.rank === 0;
+  }
+
+  /** In place: the sum over ranks. */
+  sum(t: Tensor): void {
+    native().mpi.allreduceSum(t.handle);
+  }
+
+  sumScalars(values: number[]): number[] {
+    const a = Float64Array.from(values);
+    native().mpi.allreduceScalars(a, 'sum');
+    return [...a];
+  }
+
+  broadcast(t: Tensor, root = 0): void {
+    native().mpi.broadcast(t.handle, root);
+  }
+
+  /** This rank's contiguous part [start, start + length) of n elements split across ranks (as reduceScatter/allgather split them). */
+  shard(n: number): { start: number; length: number } {
+    const per = Math.ceil(n / this.size);
+    const start = Math.min(n, per * this.rank);
+    return { start, length: Math.min(per, n - start) };
+  }
+
+  /** shard = this rank's part of the sum over ranks of full. */
+  reduceScatter(full: Tensor, shard: Tensor): void {
+    native().mpi.reduceScatterSum(full.handle, shard.handle);
+  }
+
+  /** In place: every rank's part of full copied to all ranks. */
+  allgather(full: Tensor): void {
+    native().mpi.allgather(full.handle);
+  }
+
+  /** The job ends normally: every rank gets here. */
+  finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    native().mpi.barrier();
+    native().mpi.finalize();
+  }
+
+  /** `N ranks (MPI <impl>, CPU)`: the first line of a distributed run. */
+  describe(device: string): string {
+    return `${this.size} ranks (MPI ${this.version || this.impl}, ${device === 'cpu' ? 'CPU' : device})`;
+  }
+}
+
+/** The job this process belongs to, or null for a single process (no launcher, or one rank). */
+export function joinLaunchedJob(): Collective | null {
+  const world = launchedWorld();
+  if (!world || world.size === 1) return null;
+  const probe = native().mpi.probe();
+  if (!probe.available) throw new Error(`started by an MPI launcher with ${world.size} ranks, but ${probe.reason}`);
+  return new Collective(world.localRank);
+}
+
+/**
+ * `gptcuda train --nproc N`: the same command again under `mpirun -np N` on
+ * this machine; resolves to its exit status. mpirun runs in its own process
+ * group so that a Ctrl-C reaches it once, through us: it then sends SIGTERM to
+ * every rank (they agree on a step, rank 0 writes the checkpoint), and we give
+ * the ranks time for that before OpenMPI's SIGKILL (odls_base_sigkill_timeout).
+ */
+export async function runUnderMpirun(nproc: number, argv: string[] = process.argv): Promise<number> {
+  if (!(Number.isInteger(nproc) && nproc >= 1)) throw new Error(`--nproc must be a positive integer (got ${nproc})`);
+  const version = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
+  if (version.error || version.status !== 0)
+    throw new Error('--nproc needs mpirun on the PATH: install OpenMPI (apt-get install openmpi-bin libopenmpi-dev) or MPICH, or start the ranks with your own launcher');
+  const openmpi = /Open MPI/i.test(version.stdout);
+  const rest: string[] = [];
+  for (let i = 2; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--nproc') i++;
+    else if (!a.startsWith('--nproc=')) rest.push(a);
+  }
+  const flags = openmpi ? [...(nproc > availableParallelism() ? ['--oversubscribe'] : []), ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
+  const env = { ...process.env, ...(openmpi && !process.env.OMPI_MCA_odls_base_sigkill_timeout ? { OMPI_MCA_odls_base_sigkill_timeout: '600' } : {}) };
+  const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true, env });
+  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
+  for (const [sig, h] of handlers) process.on(sig, h);
+  try {
+    return await new Promise<number>((resolve, reject) => {
+      child.on('error', (e) => reject(new Error(`cannot start mpirun: ${e.message}`)));
+      child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
+    });
+  } finally {
+    for (const [sig, h] of handlers) process.off(sig, h);
+  }
+}
