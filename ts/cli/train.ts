@@ -6,7 +6,8 @@ import { atomicWriteFile } from '../checkpoint/atomic.js';
 import { RunCheckpointer, loadResumePoint, restoreTrainer } from '../checkpoint/run-checkpoints.js';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
-import { TOKEN_FILE_MAGIC, TokenFile, isTokenFile } from '../data/token-file.js';
+import { TOKEN_FILE_MAGIC, isTokenFile } from '../data/token-file.js';
+import { LLMC_SHARD_MAGIC, expandDataGlobs, isLlmcShard, openTokenData } from '../data/shards.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -67,7 +68,7 @@ export interface TrainArgs {
 export function trainCommand(yargs: Argv): Argv<TrainArgs> {
   return deviceOption(yargs
     .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
-    .option('data', { type: 'string', array: true, describe: 'text file(s) or a directory of .txt files (default: bundled the-verdict.txt)' })
+    .option('data', { type: 'string', array: true, describe: "text file(s), a directory of .txt files, token files (gptcuda tokenize) or llm.c's *.bin shards; * and ? globs allowed (default: bundled the-verdict.txt)" })
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default: book)' })
     .option('models-dir', { type: 'string', describe: 'with --model gpt2-*: start from the GPT-2 weights downloaded there (as --init-from)' })
     .option('init-from', { type: 'string', describe: 'start from saved weights: a checkpoint, an OpenAI GPT-2 folder or a Hugging Face safetensors file' })
@@ -105,6 +106,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('nproc', { type: 'number', describe: 'data parallel on this machine: run N ranks under mpirun (each --batch-size; an update spans N x --grad-accum micro-batches)' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
+    .example("$0 train --data 'fineweb10B/fineweb_train_*.bin' --model gpt2-small --max-steps 1000", "llm.c's token shards, streamed")
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
     .example('$0 train --resume runs/notes', 'continue an interrupted run')
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
@@ -207,13 +209,17 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
     // Data settings come from the checkpoint on resume, so the order continues.
     const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
-    const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
-    // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
-    const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
-    for (const p of dataPaths)
-      if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
+    const dataPaths = expandDataGlobs(args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA]);
+    for (const p of dataPaths) {
+      if (!existsSync(p) || !statSync(p).isFile()) continue;
+      if (/\.tok$/i.test(p) && !isTokenFile(p))
         throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
-    const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+      if (/\.bin$/i.test(p) && !isLlmcShard(p))
+        throw new Error(`${p} is not an llm.c token shard (its first int32 is not ${LLMC_SHARD_MAGIC}); give llm.c's *.bin shards, gptcuda .tok files or text`);
+    }
+    // Token files (from `gptcuda tokenize`) and llm.c shards are streamed; text is read whole.
+    const tokenData = openTokenData(dataPaths);
+    const text = tokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
     // A new model is built only once the data is known to be usable: its
     // initialisation takes a while for the larger presets.
@@ -250,7 +256,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       seed: (dataCfg?.seed as number | undefined) ?? args.seed,
     };
     const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
-      ...(tokenFile ? { ids: tokenFile } : { text }),
+      ...(tokenData ? { ids: tokenData } : { text }),
       trainRatio: loaderConfig.train_ratio,
       contextLength: loaderConfig.context_length,
       stride: loaderConfig.stride,

@@ -16,8 +16,8 @@ import { ArrayTokenSource, SliceTokenSource, TokenWindows, asSource, checkPositi
 
 /** One batch, row-major `[batchSize, contextLength]`. */
 export interface Batch {
-  inputs: Int32Array;
-  targets: Int32Array;
+  readonly inputs: Int32Array;
+  readonly targets: Int32Array;
   batchSize: number;
   contextLength: number;
 }
@@ -125,23 +125,45 @@ export class DataLoader implements Iterable<Batch> {
     this.makeOrder();
   }
 
-  /** Batch `b` of the current epoch's order; does not move the position. */
+  /**
+   * Batch `b` of the current epoch's order; does not move the position. The
+   * tokens are read when `inputs` or `targets` is first used, so a rank of a
+   * data-parallel job that skips the other ranks' micro-batches never reads them.
+   */
   batch(b: number): Batch {
     const nb = this.numBatches;
     if (!Number.isInteger(b) || b < 0 || b >= nb) throw new RangeError(`batch ${b} is outside [0, ${nb})`);
     const T = this.windows.contextLength;
     const first = b * this.batchSize;
     const size = Math.min(this.batchSize, this.order.length - first);
-    const inputs = new Int32Array(size * T);
-    const targets = new Int32Array(size * T);
-    for (let r = 0; r < size; r++) {
-      const w = this.order[first + r]!;
+    // The window indices are taken now: the order changes when the next epoch starts.
+    const rows = this.order.slice(first, first + size);
+    let tokens: { inputs: Int32Array; targets: Int32Array } | undefined;
+    const read = () => (tokens ??= this.readRows(rows));
+    return {
+      get inputs() {
+        return read().inputs;
+      },
+      get targets() {
+        return read().targets;
+      },
+      batchSize: size,
+      contextLength: T,
+    };
+  }
+
+  private readRows(rows: Uint32Array): { inputs: Int32Array; targets: Int32Array } {
+    const T = this.windows.contextLength;
+    const inputs = new Int32Array(rows.length * T);
+    const targets = new Int32Array(rows.length * T);
+    for (let r = 0; r < rows.length; r++) {
+      const w = rows[r]!;
       const span = this.windows.readSpan(w);
       if (this.vocabSize !== undefined) this.checkIds(span, this.windows.start(w));
       inputs.set(span.subarray(0, T), r * T);
       targets.set(span.subarray(1), r * T);
     }
-    return { inputs, targets, batchSize: size, contextLength: T };
+    return { inputs, targets };
   }
 
   private checkIds(span: Int32Array, start: number): void {
