@@ -1,62 +1,186 @@
 #!/usr/bin/env node
-// `npm run gpu-check` on a machine with an NVIDIA GPU: builds the addon with
-// the CUDA backend, runs the CUDA parity tests (every op, the whole model),
-// then the GPU benchmark, then the book's run on the GPU (timed, its loss
-// curve against the CPU's), and prints a short summary last.
+// `npm run gpu-check` on a machine with an NVIDIA GPU, in one call of at most
+// 10 minutes including the build (GPU time comes in 15-minute windows):
+//   1. build the addon with the CUDA backend (sm_90 unless GPTCUDA_CUDA_ARCHS);
+//   2. the CUDA parity suites (every op in the op table, the whole model, errors);
+//   3. compute-sanitizer memcheck and racecheck over the small-shape benchmark
+//      (the emulator models neither the memory model nor races), where installed;
+//   4. our benchmark: GPT-2 124M at context 1024 (batch 8 and 16), the book's
+//      model, batch-1 generation;
+//   5. PyTorch on the same GPU (scripts/gpu_peer.py): the same training step in
+//      fp32/TF32, bf16 autocast eager and torch.compile, and Hugging Face's
+//      generate at batch 1;
+//   6. the book's run on the GPU against the CPU's loss curve;
+// then a one-screen table last. The full log goes to $OUT/gpu-check.log (the
+// device tool brings $OUT back), else to a temporary directory.
+//
+//   npm run gpu-check [-- --smoke] [-- --skip-peer]
+//
+// --smoke: on this machine, against the emulated CUDA backend (native/cuda/emu)
+// with tiny shapes: checks the script, not the GPU. --skip-peer leaves out PyTorch.
 //
 // On this project's lent GPU machine (no Node there): here, `npm install`
 // and `bash ../shared/gpu/pack.sh`; then run through the device tool with
 // carry [".gpu", "dist"] and the command `bash .gpu/remote.sh npm run gpu-check`
 // (pack.sh leaves the TypeScript compiler out, so dist/ travels prebuilt).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const run = (what, cmd, args, env = {}) => {
-  console.log(`\n== ${what}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } });
-  return r.status === 0;
+const argv = process.argv.slice(2);
+const smoke = argv.includes('--smoke');
+const skipPeer = argv.includes('--skip-peer');
+const started = performance.now();
+// The whole call must end within the device tool's 10 minutes, with room to bring the log back.
+const budgetS = Number(process.env.GPU_CHECK_BUDGET_S ?? 560);
+const leftS = () => budgetS - (performance.now() - started) / 1000;
+
+const outDir = process.env.OUT || mkdtempSync(join(tmpdir(), 'gpu-check-'));
+mkdirSync(outDir, { recursive: true });
+const logPath = join(outDir, 'gpu-check.log');
+const log = (text) => {
+  process.stdout.write(text);
+  appendFileSync(logPath, text);
 };
 
-const built = run('build with CUDA', process.execPath, ['scripts/build-native.mjs'], { GPTCUDA_CUDA: 'on', GPTCUDA_CUDA_ARCHS: process.env.GPTCUDA_CUDA_ARCHS ?? '90' });
-if (!built) process.exit(1);
-run('info', process.execPath, ['dist/cli/main.js', 'info']);
-const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
-const parity = run('CUDA parity tests', process.execPath, [vitest, 'run', '--project', 'main', 'test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts']);
-const bench = run('GPU benchmark', process.execPath, ['dist/bench/gpu.js']);
-const book = bookRun();
-console.log(`\ngpu-check: parity ${parity ? 'passed' : 'FAILED'}, benchmark ${bench ? 'done' : 'FAILED'}, book run ${book}`);
-process.exit(parity && bench && book.startsWith('done') ? 0 : 1);
+/** Runs one step with a wall-clock limit; its output goes to the console and the log. */
+function step(what, cmd, args, { env = {}, timeoutS = leftS() } = {}) {
+  const limit = Math.max(1, Math.floor(Math.min(timeoutS, leftS())));
+  log(`\n== ${what} (limit ${limit} s)\n`);
+  const t0 = performance.now();
+  const r = spawnSync(cmd, args, {
+    cwd: root, encoding: 'utf8', env: { ...process.env, ...env }, timeout: limit * 1000, killSignal: 'SIGKILL', maxBuffer: 256 << 20,
+  });
+  log((r.stdout ?? '') + (r.stderr ?? ''));
+  const seconds = (performance.now() - t0) / 1000;
+  const timedOut = r.error?.code === 'ETIMEDOUT' || (r.signal === 'SIGKILL' && seconds >= limit - 1);
+  const status = r.error && !timedOut ? `could not start: ${r.error.message}` : timedOut ? `timed out after ${limit} s` : r.status === 0 ? 'passed' : `FAILED (exit ${r.status ?? r.signal})`;
+  log(`-- ${what}: ${status} in ${seconds.toFixed(0)} s\n`);
+  return { ok: r.status === 0, status, stdout: r.stdout ?? '' };
+}
+
+const lastJson = (text) => {
+  const lines = text.split('\n').filter((l) => l.startsWith('{'));
+  try {
+    return lines.length ? JSON.parse(lines[lines.length - 1]) : null;
+  } catch {
+    return null;
+  }
+};
+
+const summary = [];
+const cudaEnv = {};
+
+if (smoke) {
+  const emu = join(root, 'build', 'emu');
+  const built = step('build the emulated CUDA backend', 'bash', [join(root, 'native/cuda/emu/backend.sh'), emu]);
+  summary.push(['build (emulated CUDA)', built.status]);
+  if (!built.ok) finish(1);
+  cudaEnv.GPTCUDA_CUDA_LIBRARY = join(emu, 'gptcuda_cuda.so');
+} else {
+  const built = step('build with CUDA', process.execPath, ['scripts/build-native.mjs'], { env: { GPTCUDA_CUDA: 'on', GPTCUDA_CUDA_ARCHS: process.env.GPTCUDA_CUDA_ARCHS ?? '90' }, timeoutS: 300 });
+  summary.push(['build (sm_90)', built.status]);
+  if (!built.ok) finish(1);
+}
+step('info', process.execPath, ['dist/cli/main.js', 'info'], { env: cudaEnv, timeoutS: 30 });
+
+if (!smoke) {
+  const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
+  const suites = ['test/op-table.test.ts', 'test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+  summary.push(['parity suites', step('CUDA parity suites', process.execPath, [vitest, 'run', '--project', 'main', ...suites], { timeoutS: 150 }).status]);
+  const sanitizer = findSanitizer();
+  for (const tool of ['memcheck', 'racecheck']) {
+    if (!sanitizer) summary.push([`compute-sanitizer ${tool}`, 'not installed']);
+    else if (leftS() < 330) summary.push([`compute-sanitizer ${tool}`, 'skipped (time)']);
+    else summary.push([`compute-sanitizer ${tool}`, step(`compute-sanitizer --tool ${tool}`, sanitizer, ['--tool', tool, '--error-exitcode', '1', process.execPath, 'dist/bench/gpu.js', '--smoke'], { timeoutS: 60 }).status]);
+  }
+}
+
+const ours = step('our GPU benchmark', process.execPath, ['dist/bench/gpu.js', ...(smoke ? ['--smoke'] : [])], { env: cudaEnv, timeoutS: smoke ? 600 : 150 });
+const oursJson = lastJson(ours.stdout);
+summary.push(['our benchmark', ours.status]);
+
+let peerJson = null;
+if (skipPeer) summary.push(['PyTorch peer', 'skipped (--skip-peer)']);
+else if (leftS() < 60) summary.push(['PyTorch peer', 'skipped (time)']);
+else {
+  const peer = step('PyTorch on the same GPU (scripts/gpu_peer.py)', 'python3', ['scripts/gpu_peer.py', ...(smoke ? ['--smoke'] : ['--compile-timeout', String(Math.max(30, Math.min(180, leftS() - 150)))])], { timeoutS: leftS() - (smoke ? 0 : 40) });
+  peerJson = lastJson(peer.stdout);
+  summary.push(['PyTorch peer', peer.status + (peerJson?.notes?.length ? `; ${peerJson.notes.join('; ')}` : '')]);
+}
+
+if (smoke) summary.push(['book run', 'skipped (--smoke)']);
+else if (leftS() < 40) summary.push(['book run', 'skipped (time)']);
+else summary.push(['book run', bookRun()]);
+
+finish(summary.every(([, s]) => !/FAILED|timed out|could not start/.test(s)) ? 0 : 1);
+
+function findSanitizer() {
+  for (const dir of [...(process.env.PATH ?? '').split(':'), '/usr/local/cuda/bin', '/usr/local/cuda/compute-sanitizer']) {
+    const p = join(dir, 'compute-sanitizer');
+    if (dir && existsSync(p)) return p;
+  }
+  return null;
+}
 
 // The book's default run on the GPU (`gptcuda train --device cuda`), timed, and
 // its loss curve against the CPU run recorded in bench/book-run-cpu.json.
 function bookRun() {
-  console.log('\n== book run: gptcuda train --device cuda');
   const out = mkdtempSync(join(tmpdir(), 'gptcuda-book-'));
   const t0 = performance.now();
-  const r = spawnSync(process.execPath, ['dist/cli/main.js', 'train', '--device', 'cuda', '--json', '--out', out], {
-    cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20,
-  });
+  const r = step('book run: gptcuda train --device cuda', process.execPath, ['dist/cli/main.js', 'train', '--device', 'cuda', '--json', '--out', out], { timeoutS: leftS() - 10 });
   const wall = (performance.now() - t0) / 1000;
   rmSync(out, { recursive: true, force: true });
-  if (r.status !== 0) return `FAILED (exit ${r.status})`;
+  if (!r.ok) return r.status;
   const events = r.stdout.trim().split('\n').flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } });
   const evals = new Map(events.filter((e) => e.event === 'eval').map((e) => [e.step, e]));
   const done = events.find((e) => e.event === 'done');
   const cpu = JSON.parse(readFileSync(join(root, 'bench', 'book-run-cpu.json'), 'utf8'));
-  console.log('| step | train (cuda) | train (cpu) | val (cuda) | val (cpu) |');
-  console.log('| ---: | ---: | ---: | ---: | ---: |');
+  log('| step | train (cuda) | train (cpu) | val (cuda) | val (cpu) |\n| ---: | ---: | ---: | ---: | ---: |\n');
   let worst = 0;
   for (const c of cpu.evals) {
     const g = evals.get(c.step);
     if (!g) continue;
     worst = Math.max(worst, Math.abs(g.train_loss - c.train), Math.abs(g.val_loss - c.val));
-    console.log(`| ${c.step} | ${g.train_loss.toFixed(3)} | ${c.train.toFixed(3)} | ${g.val_loss.toFixed(3)} | ${c.val.toFixed(3)} |`);
+    log(`| ${c.step} | ${g.train_loss.toFixed(3)} | ${c.train.toFixed(3)} | ${g.val_loss.toFixed(3)} | ${c.val.toFixed(3)} |\n`);
   }
-  const line = `done in ${wall.toFixed(1)} s wall (${done?.seconds?.toFixed(1)} s training; CPU ${cpu.seconds} s), largest |loss difference| vs CPU ${worst.toFixed(3)}`;
-  console.log(line);
-  return line;
+  return `done in ${wall.toFixed(1)} s wall (${done?.seconds?.toFixed(1)} s training; CPU ${cpu.seconds} s), largest |loss difference| vs CPU ${worst.toFixed(3)}`;
+}
+
+/** Dense bf16 tensor-core peak (TFLOP/s) by GPU name. */
+function bf16Peak(name) {
+  const table = [[/H200|H100.*(SXM|HBM3)/, 989.4], [/H100/, 756], [/A100/, 312]];
+  return table.find(([re]) => re.test(name ?? ''))?.[1];
+}
+
+function finish(code) {
+  const fmt = (x) => (x === undefined || x === null ? 'n/a' : Math.round(x).toLocaleString('en-US'));
+  const ratio = (a, b) => (a && b ? (a / b).toFixed(2) + 'x' : 'n/a');
+  const gib = (x) => (x === undefined || x === null ? '' : `${x.toFixed(1)} GiB`);
+  const rows = [];
+  const peerRow = (mode, B) => peerJson?.train?.find((t) => t.mode === mode && t.B === B);
+  for (const r of oursJson?.train ?? []) {
+    const torch = r.T === 1024 ? peerRow('fp32', r.B) : smoke ? peerRow('fp32', r.B) : undefined;
+    rows.push([`${r.name} ${r.B}x${r.T} fp32/TF32`, fmt(r.tokensPerS), torch ? `${fmt(torch.tokens_per_s)} (eager)` : 'n/a', ratio(r.tokensPerS, torch?.tokens_per_s), `${r.tflops.toFixed(1)} TFLOP/s`, `${gib(r.peakGiB)} / ${gib(torch?.peak_gib) || 'n/a'}`]);
+  }
+  const peak = bf16Peak(oursJson?.gpu);
+  for (const B of smoke ? [2] : [8, 16]) {
+    const best = peerRow('bf16-compile', B) ?? peerRow('bf16', B);
+    if (!best) continue;
+    const flopsPerToken = smoke ? undefined : 6 * 124.4e6 + 6 * 12 * 1024 * 768;
+    const torchFrac = peak && flopsPerToken ? `torch ${((100 * best.tokens_per_s * flopsPerToken) / 1e12 / peak).toFixed(1)}% of bf16 peak` : '';
+    rows.push([`${smoke ? "tiny" : "gpt2-124M"} ${B}x${best.T} bf16`, 'n/a (no bf16 yet)', `${fmt(best.tokens_per_s)} (${best.mode === 'bf16-compile' ? 'compile' : 'eager'})`, 'n/a', torchFrac, `- / ${gib(best.peak_gib) || 'n/a'}`]);
+  }
+  if (oursJson) rows.push(['generation batch 1 (KV cache)', fmt(oursJson.generation_tokens_per_s), peerJson?.generate ? `${fmt(peerJson.generate.tokens_per_s)} (HF)` : 'n/a', ratio(oursJson.generation_tokens_per_s, peerJson?.generate?.tokens_per_s), '', '']);
+  const headers = ['what', 'ours tokens/s', 'PyTorch tokens/s', 'ours/PyTorch', 'rate', 'peak memory (ours / torch)'];
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |\n';
+  log(`\n== gpu-check${smoke ? ' --smoke (emulated CUDA, tiny shapes: checks the script, not the GPU)' : ''}: ${oursJson?.gpu ?? 'no GPU result'}, ${((performance.now() - started) / 1000).toFixed(0)} s, log ${logPath}\n`);
+  for (const [what, status] of summary) log(`${what}: ${status}\n`);
+  log('\n' + line(headers) + line(widths.map((w) => '-'.repeat(w))));
+  for (const r of rows) log(line(r));
+  process.exit(code);
 }
