@@ -241,6 +241,22 @@ class ByteReader {
     return out;
   }
 
+  /** A protobuf field key: field number and wire type. */
+  tag(what: string): { field: number; wire: number } {
+    const t = this.varintUnsigned(what);
+    return { field: Math.floor(t / 8), wire: t & 7 };
+  }
+
+  /** The length-delimited field that follows, as a reader of its own; this one moves past it. */
+  message(lengthWhat: string, overrun: string): ByteReader {
+    const len = this.varintUnsigned(lengthWhat);
+    const end = this.pos + len;
+    if (end > this.end) this.fail(overrun);
+    const sub = new ByteReader(this.buf, this.pos, end, this.fail);
+    this.pos = end;
+    return sub;
+  }
+
   /** Skips one protobuf field of the given wire type. */
   skipField(wireType: number, field: number): void {
     switch (wireType) {
@@ -400,54 +416,40 @@ function parseHeader(value: Uint8Array, fail: (msg: string) => never): TfBundleH
     version: { producer: 0, minConsumer: 0, badConsumers: [] },
   };
   while (!r.done) {
-    const tag = r.varintUnsigned('field tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = r.tag('field tag');
     if (field === 1 && wire === 0) header.numShards = r.varintNumber('num_shards');
     else if (field === 2 && wire === 0) {
       const e = r.varintNumber('endianness');
       if (e !== 0 && e !== 1) fail(`unknown endianness ${e}`);
       header.endianness = e === 0 ? 'little' : 'big';
     } else if (field === 3 && wire === 2) {
-      const len = r.varintUnsigned('version length');
-      const end = r.pos + len;
-      if (end > r.end) fail('version message runs past the end of the header');
-      const v = new ByteReader(value, r.pos, end, fail);
+      const v = r.message('version length', 'version message runs past the end of the header');
       while (!v.done) {
-        const vt = v.varintUnsigned('version tag');
-        const vf = Math.floor(vt / 8);
-        if (vf === 1 && (vt & 7) === 0) header.version.producer = v.varintNumber('producer');
-        else if (vf === 2 && (vt & 7) === 0) header.version.minConsumer = v.varintNumber('min_consumer');
-        else if (vf === 3 && (vt & 7) === 0) header.version.badConsumers.push(v.varintNumber('bad_consumers'));
-        else v.skipField(vt & 7, vf);
+        const t = v.tag('version tag');
+        if (t.field === 1 && t.wire === 0) header.version.producer = v.varintNumber('producer');
+        else if (t.field === 2 && t.wire === 0) header.version.minConsumer = v.varintNumber('min_consumer');
+        else if (t.field === 3 && t.wire === 0) header.version.badConsumers.push(v.varintNumber('bad_consumers'));
+        else v.skipField(t.wire, t.field);
       }
-      r.pos = end;
     } else r.skipField(wire, field);
   }
   if (header.numShards < 0) fail(`num_shards is negative (${header.numShards})`);
   return header;
 }
 
-function parseShape(r: ByteReader, end: number): number[] {
+function parseShape(s: ByteReader): number[] {
   const dims: number[] = [];
-  const s = new ByteReader(r.buf, r.pos, end, r.fail);
   while (!s.done) {
-    const tag = s.varintUnsigned('shape tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = s.tag('shape tag');
     if (field === 2 && wire === 2) {
-      const len = s.varintUnsigned('dim length');
-      const dimEnd = s.pos + len;
-      if (dimEnd > s.end) s.fail('shape dim runs past the end of the shape');
-      const d = new ByteReader(s.buf, s.pos, dimEnd, s.fail);
+      const d = s.message('dim length', 'shape dim runs past the end of the shape');
       let size = 0; // omitted when zero
       while (!d.done) {
-        const dt = d.varintUnsigned('dim tag');
-        if (dt === 8) size = d.varintNumber('dim size');
-        else d.skipField(dt & 7, Math.floor(dt / 8)); // dim name
+        const t = d.tag('dim tag');
+        if (t.field === 1 && t.wire === 0) size = d.varintNumber('dim size');
+        else d.skipField(t.wire, t.field); // dim name
       }
       dims.push(size);
-      s.pos = dimEnd;
     } else s.skipField(wire, field); // unknown_rank etc.
   }
   return dims;
@@ -468,17 +470,10 @@ function parseEntry(name: string, value: Uint8Array, fail: (msg: string) => neve
     sliced: false,
   };
   while (!r.done) {
-    const tag = r.varintUnsigned('field tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = r.tag('field tag');
     if (field === 1 && wire === 0) e.dtypeCode = r.varintNumber('dtype');
-    else if (field === 2 && wire === 2) {
-      const len = r.varintUnsigned('shape length');
-      const end = r.pos + len;
-      if (end > r.end) fail('shape runs past the end of the entry');
-      e.shape = parseShape(r, end);
-      r.pos = end;
-    } else if (field === 3 && wire === 0) e.shardId = r.varintNumber('shard_id');
+    else if (field === 2 && wire === 2) e.shape = parseShape(r.message('shape length', 'shape runs past the end of the entry'));
+    else if (field === 3 && wire === 0) e.shardId = r.varintNumber('shard_id');
     else if (field === 4 && wire === 0) e.offset = r.varintUnsigned('offset');
     else if (field === 5 && wire === 0) e.size = r.varintUnsigned('size');
     else if (field === 6 && wire === 5) e.crc32c = r.fixed32('crc32c');
