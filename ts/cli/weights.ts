@@ -3,13 +3,14 @@ import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { readCheckpointArchive } from '../checkpoint/archive.js';
 import { parseSafetensorsHeader } from '../checkpoint/safetensors.js';
+import { formatBytes } from '../io/bytes.js';
 import { open as openFile } from 'node:fs/promises';
 import { resolveDevice } from '../tensor/device.js';
 import { exportHuggingFace } from '../weights/export.js';
 import { detectWeights, loadModel } from '../weights/load.js';
 import { downloadOpenAIModel, OPENAI_MODEL_SIZES, type DownloadProgress } from '../weights/openai-download.js';
 import { openTfCheckpoint } from '../weights/tf-checkpoint.js';
-import { Progress, formatBytes } from './progress.js';
+import { Progress } from './progress.js';
 
 export function downloadCommand(y: Argv): Argv {
   return y

@@ -3,9 +3,10 @@
 //   * a gptcuda checkpoint (.tar), or a run directory (its latest checkpoint);
 //   * an OpenAI GPT-2 folder (model.ckpt.index + data + hparams.json);
 //   * a Hugging Face GPT-2 model.safetensors (file, or a folder with it and config.json).
-import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { latestCheckpoint } from '../checkpoint/run-files.js';
+import { fileHasMagic } from '../io/files.js';
 import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.js';
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
@@ -27,17 +28,6 @@ export interface LoadedModel {
   source: WeightsSource;
 }
 
-function isTar(path: string): boolean {
-  const fd = openSync(path, 'r');
-  try {
-    const magic = Buffer.alloc(5);
-    readSync(fd, magic, 0, 5, 257);
-    return magic.toString('latin1') === 'ustar';
-  } finally {
-    closeSync(fd);
-  }
-}
-
 export async function detectWeights(pathArg: string, options: { onWarning?: (message: string) => void } = {}): Promise<WeightsSource> {
   const path = resolve(pathArg);
   if (!existsSync(path)) throw new Error(`weights not found: ${pathArg} does not exist (train a model, or run \`gptcuda download --model 124M\`)`);
@@ -51,7 +41,7 @@ export async function detectWeights(pathArg: string, options: { onWarning?: (mes
   }
   if (path.endsWith('.safetensors')) return { format: 'hf-safetensors', path };
   if (path.endsWith('.index')) return { format: 'openai-tf', path: dirname(path) };
-  if (statSync(path).size >= 512 && isTar(path)) return { format: 'gptcuda-checkpoint', path };
+  if (fileHasMagic(path, 'ustar', 257)) return { format: 'gptcuda-checkpoint', path };
   throw new Error(`${pathArg}: unrecognised weights file (expected a gptcuda checkpoint .tar, a .safetensors file, or an OpenAI folder)`);
 }
 

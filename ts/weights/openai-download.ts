@@ -17,6 +17,7 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
+import { formatBytes } from '../io/bytes.js';
 import { openTfCheckpoint, TfCheckpointError } from './tf-checkpoint.js';
 
 // ---------------------------------------------------------------------------
@@ -249,13 +250,6 @@ async function fileSize(p: string): Promise<number | undefined> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
-}
-
-function formatBytes(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
-  return `${n} bytes`;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

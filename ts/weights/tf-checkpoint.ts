@@ -18,6 +18,8 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
+import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
+import { readFully } from '../io/files.js';
 import { crc32cUpdate, unmaskCrc } from './crc32c.js';
 import { SnappyError, snappyDecompress } from './snappy.js';
 
@@ -143,12 +145,8 @@ const READABLE_ELEMENT_SIZE: Partial<Record<TfDType, number>> = {
 
 const FLOAT_DTYPES = new Set<TfDType>(['float32', 'float64', 'float16', 'bfloat16']);
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
 /** Reused buffer size for streaming CRC checks over whole data files. */
 const VERIFY_CHUNK = 8 << 20;
-/** fs read() caps one call at 2 GiB - 1; stay well below. */
-const MAX_READ = 1 << 30;
 
 // ---------------------------------------------------------------------------
 // Hints
@@ -707,7 +705,7 @@ export class TfCheckpoint {
       let crc = 0;
       for (let done = 0; done < e.size; ) {
         const n = Math.min(chunk.length, e.size - done);
-        await this.readFully(fh, chunk, n, e.offset + done, e);
+        await this.readExactly(fh, chunk.subarray(0, n), e.offset + done, e);
         crc = crc32cUpdate(crc, chunk, 0, n);
         done += n;
       }
@@ -822,7 +820,7 @@ export class TfCheckpoint {
     this.checkShardId(e);
     const { fh, size } = await this.shard(e.shardId);
     if (e.offset + e.size > size) throw this.truncatedError(e.shardId, size, e.offset + e.size, e.name);
-    await this.readFully(fh, dst, e.size, e.offset, e);
+    await this.readExactly(fh, dst.subarray(0, e.size), e.offset, e);
     if (verify) {
       const crc = crc32cUpdate(0, dst, 0, e.size);
       if (crc !== unmaskCrc(e.crc32c)) {
@@ -837,15 +835,10 @@ export class TfCheckpoint {
     }
   }
 
-  private async readFully(fh: FileHandle, dst: Uint8Array, length: number, position: number, e: TfTensorEntry): Promise<void> {
-    for (let done = 0; done < length; ) {
-      const { bytesRead } = await fh.read(dst, done, Math.min(MAX_READ, length - done), position + done);
-      if (bytesRead === 0) {
-        // The file shrank after we checked its size.
-        throw this.truncatedError(e.shardId, position + done, e.offset + e.size, e.name);
-      }
-      done += bytesRead;
-    }
+  private async readExactly(fh: FileHandle, dst: Uint8Array, position: number, e: TfTensorEntry): Promise<void> {
+    const got = await readFully(fh, dst, position);
+    // The file shrank after we checked its size.
+    if (got < dst.length) throw this.truncatedError(e.shardId, position + got, e.offset + e.size, e.name);
   }
 
   /** Tensor bytes are stored in the bundle's declared byte order; flip them if that is not the host's. */
