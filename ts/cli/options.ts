@@ -5,6 +5,7 @@ import { existsSync, realpathSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import type { DeviceRequest } from '../tensor/device.js';
 import { resolvePresetWeights } from '../weights/load.js';
+import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
 
 /** The text the user typed for a flag (or one of its aliases), if any. */
 export function rawValue(flag: string, aliases: string[] = [], argv: string[] = process.argv.slice(2)): string | undefined {
@@ -70,7 +71,7 @@ export function modelCommandOptions<T>(y: Argv, usage: string, weightsDescribe: 
   const withSource = y
     .usage(usage)
     .option('weights', { type: 'string', describe: weightsDescribe })
-    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
+    .option('model', { type: 'string', choices: Object.keys(OPENAI_SIZE_OF_PRESET), describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
     .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' });
   return deviceOption(own(withSource as unknown as Argv)) as unknown as Argv<T>;
 }

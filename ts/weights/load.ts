@@ -13,6 +13,7 @@ import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js'
 import { GPTModel } from '../model/gpt.js';
 import type { Device } from '../tensor/tensor.js';
 import { GPT2_HEADS_BY_WIDTH, gpt2Tensors, transpose2d } from './gpt2-layout.js';
+import { OPENAI_SIZE_OF_PRESET } from './openai-models.js';
 import { bfloat16ToFloat32, float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
 
 export type WeightsFormat = 'gptcuda-checkpoint' | 'openai-tf' | 'hf-safetensors';
@@ -44,14 +45,6 @@ export async function detectWeights(pathArg: string, options: { onWarning?: (mes
   if (fileHasMagic(path, 'ustar', 257)) return { format: 'gptcuda-checkpoint', path };
   throw new Error(`${pathArg}: unrecognised weights file (expected a gptcuda checkpoint .tar, a .safetensors file, or an OpenAI folder)`);
 }
-
-/** OpenAI's release names of the GPT-2 presets (folders made by `gptcuda download`). */
-export const OPENAI_SIZE_OF_PRESET: Record<string, string> = {
-  'gpt2-small': '124M',
-  'gpt2-medium': '355M',
-  'gpt2-large': '774M',
-  'gpt2-xl': '1558M',
-};
 
 /** `--model gpt2-small --models-dir models` -> models/124M, with a clear error when it is missing. */
 export function resolvePresetWeights(preset: string, modelsDir: string): string {

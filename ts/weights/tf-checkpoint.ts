@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
 import { readFully } from '../io/files.js';
 import { crc32cUpdate, unmaskCrc } from './crc32c.js';
+import { OPENAI_MODEL_SIZES } from './openai-models.js';
 import { SnappyError, snappyDecompress } from './snappy.js';
 
 // ---------------------------------------------------------------------------
@@ -151,8 +152,6 @@ const VERIFY_CHUNK = 8 << 20;
 // ---------------------------------------------------------------------------
 // Hints
 
-const OPENAI_SIZES = ['124M', '355M', '774M', '1558M'];
-
 /**
  * Suggestion appended to corruption errors. A folder named like an OpenAI
  * model size was almost certainly made by `gptcuda download`, so we can name
@@ -162,10 +161,10 @@ function fixHint(file: string): string {
   const dirName = path.basename(path.dirname(path.resolve(file)));
   const alias: Record<string, string> = { '117M': '124M', '345M': '355M' };
   const size = alias[dirName] ?? dirName;
-  if (OPENAI_SIZES.includes(size)) {
+  if ((OPENAI_MODEL_SIZES as readonly string[]).includes(size)) {
     return `Re-download it with \`gptcuda download --model ${size}\` (partial files resume; corrupt ones are fetched again).`;
   }
-  return 'Restore the checkpoint from its source (for OpenAI GPT-2 weights: `gptcuda download --model <124M|355M|774M|1558M>`).';
+  return `Restore the checkpoint from its source (for OpenAI GPT-2 weights: \`gptcuda download --model <${OPENAI_MODEL_SIZES.join('|')}>\`).`;
 }
 
 // ---------------------------------------------------------------------------
