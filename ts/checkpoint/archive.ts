@@ -143,7 +143,7 @@ function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Key of the manifest's own checksum (sha256 of {@link canonicalManifest}). */
+/** Key of the manifest's own checksum (see {@link manifestChecksum}). */
 export const MANIFEST_CHECKSUM_KEY = 'manifest_sha256';
 
 function canonicalJson(v: unknown): string {

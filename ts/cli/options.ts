@@ -1,6 +1,6 @@
 // Shared command-line plumbing: flag validation (naming the flag and what was
 // given), unknown-flag suggestions, and hints written the way the user ran us.
-import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
+import { basename, delimiter, join, relative, resolve } from 'node:path';
 import { existsSync, realpathSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import type { DeviceRequest } from '../tensor/device.js';
@@ -187,7 +187,6 @@ export function commandPrefix(env: NodeJS.ProcessEnv = process.env, argv: string
   if (onPath) return 'gptcuda';
   const rel = relative(process.cwd(), resolve(script));
   const shown = rel.startsWith('..') || rel === '' ? resolve(script) : rel.startsWith('.') ? rel : `./${rel}`;
-  void dirname;
   return `node ${shown}`;
 }
 

@@ -46,7 +46,7 @@ export interface ModelInit {
   skipInit?: boolean;
 }
 
-// Dropout sites draw from disjoint RNG streams: stream = forwardCount * SITES + site.
+// Dropout sites draw from disjoint RNG streams: stream = dropoutCounter * SITES + site.
 const SITES = 4096;
 
 export class GPTModel {
