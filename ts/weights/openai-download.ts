@@ -339,15 +339,14 @@ interface TransferContext {
  * FatalError when nothing else would help.
  */
 async function fetchFromSource(url: string, ctx: TransferContext): Promise<void> {
-  let failures = 0;
-  let attempts = 0;
   /** Set once the server answered a resume request from byte 0: from then on only a finished transfer is progress. */
   let rangeBroken = false;
   const startedAt = Date.now();
+  const retry: RetryBudget = { failures: 0, attempts: 0, startedAt };
   const rate = { fetched: 0 }; // bytes received in this call, for the rate
 
   for (;;) {
-    attempts++;
+    retry.attempts++;
     /** Set when this attempt did not move the file forward whatever its byte count says (restart from 0, bad content). */
     let noProgress = false;
     if (ctx.signal?.aborted) throw cancelledError(ctx);
@@ -363,24 +362,7 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
     let kindOfRetry: 'network' | 'incomplete' = 'network';
     const retryable = async (why: string): Promise<void> => {
       const now = (await fileSize(ctx.partial)) ?? 0;
-      failures = now > attemptStartBytes && !noProgress && !rangeBroken ? 1 : failures + 1;
-      const kind = kindOfRetry;
-      if (failures >= ctx.maxAttempts) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${failures} attempts without progress)`);
-      }
-      if (attempts >= ctx.maxTotalAttempts) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${attempts} attempts)`);
-      }
-      const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (failures - 1));
-      if (Date.now() + delay - startedAt > ctx.fileTimeoutMs) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${((Date.now() - startedAt) / 1000).toFixed(1)} s on this file)`);
-      }
-      ctx.log(`${ctx.file}: ${why}; retrying from byte ${now} in ${(delay / 1000).toFixed(1)} s`);
-      try {
-        await sleep(delay, ctx.signal);
-      } catch {
-        throw cancelledError(ctx);
-      }
+      await backOff(retry, { why, kind: kindOfRetry, progressed: now > attemptStartBytes && !noProgress && !rangeBroken, at: now }, url, ctx);
     };
 
     const watch = watchAttempt(ctx, startedAt);
@@ -389,7 +371,7 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
       if (have > 0) headers.range = `bytes=${have}-`;
       let res: Response;
       watch.arm(ctx.connectTimeoutMs);
-      if (attempts === 1) {
+      if (retry.attempts === 1) {
         // A first notice right away, before the server answers (an unresponsive server must not look like a hang).
         ctx.onProgress?.({ file: ctx.file, bytes: have, total: ctx.expected ?? null, rate: 0, phase: 'download', url });
       }
@@ -439,6 +421,45 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
     } finally {
       watch.dispose();
     }
+  }
+}
+
+/** One server's chances at one file. */
+interface RetryBudget {
+  /** Consecutive failed attempts without progress. */
+  failures: number;
+  attempts: number;
+  readonly startedAt: number;
+}
+
+/**
+ * Waits before the next attempt (doubling from ctx.retryDelayMs, back to the
+ * first delay after progress), or throws SourceFailure once the server has
+ * used up its attempts or the file's time.
+ */
+async function backOff(
+  b: RetryBudget,
+  failure: { why: string; kind: 'network' | 'incomplete'; progressed: boolean; at: number },
+  url: string,
+  ctx: TransferContext,
+): Promise<void> {
+  const { why, kind } = failure;
+  b.failures = failure.progressed ? 1 : b.failures + 1;
+  if (b.failures >= ctx.maxAttempts) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${b.failures} attempts without progress)`);
+  }
+  if (b.attempts >= ctx.maxTotalAttempts) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${b.attempts} attempts)`);
+  }
+  const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (b.failures - 1));
+  if (Date.now() + delay - b.startedAt > ctx.fileTimeoutMs) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${((Date.now() - b.startedAt) / 1000).toFixed(1)} s on this file)`);
+  }
+  ctx.log(`${ctx.file}: ${why}; retrying from byte ${failure.at} in ${(delay / 1000).toFixed(1)} s`);
+  try {
+    await sleep(delay, ctx.signal);
+  } catch {
+    throw cancelledError(ctx);
   }
 }
 
