@@ -8,15 +8,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   downloadOpenAIModel,
   DownloadError,
-  gpt2ParamCount,
   OPENAI_FILES,
-  OPENAI_GPT2_HPARAMS,
   OPENAI_KNOWN_SIZES,
   type DownloadOptions,
   type DownloadProgress,
   type OpenAIFile,
   smallFileProblem,
 } from '../ts/weights/openai-download.js';
+import { gpt2ParamCount, OPENAI_GPT2_HPARAMS } from '../ts/weights/openai-models.js';
 
 const TOY = fileURLToPath(new URL('./fixtures/tf/keras-gpt2-toy/', import.meta.url));
 const DATA: OpenAIFile = 'model.ckpt.data-00000-of-00001';

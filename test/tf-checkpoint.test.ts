@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { crc32c, crc32cUpdate, maskCrc, unmaskCrc } from '../ts/weights/crc32c.js';
 import { SnappyError, snappyDecompress, snappyUncompressedLength } from '../ts/weights/snappy.js';
 import { openTfCheckpoint, TfCheckpointError, type TfCheckpoint } from '../ts/weights/tf-checkpoint.js';
-import { gpt2ParamCount } from '../ts/weights/openai-download.js';
+import { gpt2ParamCount } from '../ts/weights/openai-models.js';
 
 const FIX = fileURLToPath(new URL('./fixtures/tf/', import.meta.url));
 const TOY = path.join(FIX, 'keras-gpt2-toy');

@@ -58,7 +58,6 @@ Napi::Function NativeTensor::Init(Napi::Env env) {
           InstanceMethod<&NativeTensor::Dispose>("dispose"),
           InstanceMethod<&NativeTensor::Read>("read"),
           InstanceMethod<&NativeTensor::Write>("write"),
-          InstanceMethod<&NativeTensor::SameStorage>("sameStorage"),
       });
   constructor = new Napi::FunctionReference(Napi::Persistent(fn));
   return fn;
@@ -233,12 +232,6 @@ Napi::Value NativeTensor::Write(const Napi::CallbackInfo& info) {
     }
   }
   return env.Undefined();
-}
-
-Napi::Value NativeTensor::SameStorage(const Napi::CallbackInfo& info) {
-  if (info.Length() != 1 || !IsTensor(info.Env(), info[0])) return Napi::Boolean::New(info.Env(), false);
-  NativeTensor* other = Unwrap(info[0].As<Napi::Object>());
-  return Napi::Boolean::New(info.Env(), storage_ && storage_ == other->storage_);
 }
 
 }  // namespace gptcuda

@@ -79,7 +79,6 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value Read(const Napi::CallbackInfo& info);
   Napi::Value Write(const Napi::CallbackInfo& info);
-  Napi::Value SameStorage(const Napi::CallbackInfo& info);
   // Throws "<what>: tensor ... was disposed; ..." when this tensor is no longer usable.
   void require_live(Napi::Env env, const char* what) const;
 

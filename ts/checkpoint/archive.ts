@@ -23,6 +23,7 @@
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Header, Parser, Pax, type HeaderData, type ReadEntry } from 'tar';
+import { readFully } from '../io/files.js';
 import { atomicWriteWith, ChunkWriter } from './atomic.js';
 import {
   encodeSafetensors,
@@ -142,7 +143,7 @@ function sha256Hex(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
-/** Key of the manifest's own checksum (sha256 of {@link canonicalManifest}). */
+/** Key of the manifest's own checksum (see {@link manifestChecksum}). */
 export const MANIFEST_CHECKSUM_KEY = 'manifest_sha256';
 
 function canonicalJson(v: unknown): string {
@@ -357,16 +358,6 @@ async function sniffTar(fh: FileHandle, path: string, size: number): Promise<voi
     h = undefined;
   }
   if (!h || !h.cksumValid || head.toString('latin1', 257, 262) !== 'ustar') notTar('no valid tar header at the start of the file');
-}
-
-async function readFully(fh: FileHandle, buf: Uint8Array, position: number): Promise<number> {
-  let done = 0;
-  while (done < buf.length) {
-    const { bytesRead } = await fh.read(buf, done, buf.length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return done;
 }
 
 // ---------------------------------------------------------------------------

@@ -15,8 +15,9 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { readdirIfExists } from '../io/files.js';
 
 /** Name of the temporary file used while `target` is being (re)written. */
 export function tempPathFor(target: string): string {
@@ -195,13 +196,7 @@ export async function removeStaleTempFiles(
   options: { minAgeMs?: number; targetFilter?: (targetName: string) => boolean } = {},
 ): Promise<string[]> {
   const minAge = options.minAgeMs ?? 5 * 60_000;
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
+  const names = await readdirIfExists(dir);
   const removed: string[] = [];
   const now = Date.now();
   for (const name of names) {

@@ -1,8 +1,9 @@
 // A run directory's checkpoint files: their names, the listing in step
 // order, the newest usable one, and pruning to the newest few. The archive
 // format itself is archive.ts.
-import { readdir, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readdirIfExists } from '../io/files.js';
 import { CheckpointError, inspectCheckpoint, type CheckpointManifest } from './archive.js';
 import { removeStaleTempFiles } from './atomic.js';
 import { SafetensorsError } from './safetensors.js';
@@ -23,13 +24,7 @@ export function checkpointFileName(step: number): string {
 
 /** Checkpoint archives in `runDir`, oldest step first. A missing directory has none. */
 export async function listCheckpoints(runDir: string): Promise<CheckpointFile[]> {
-  let names: string[];
-  try {
-    names = await readdir(runDir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
-  }
+  const names = await readdirIfExists(runDir);
   const out: CheckpointFile[] = [];
   for (const name of names) {
     const m = CKPT_RE.exec(name);

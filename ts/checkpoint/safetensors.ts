@@ -14,7 +14,8 @@
 
 import { createHash, type Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
-import { endianness } from 'node:os';
+import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
+import { readFully } from '../io/files.js';
 import { atomicWriteFile } from './atomic.js';
 
 export type SafetensorsDtype = 'F32' | 'I32' | 'F16' | 'BF16' | 'I64';
@@ -93,7 +94,7 @@ function isDtype(s: unknown): s is SafetensorsDtype {
 function assertLittleEndian(): void {
   // safetensors data is little-endian and typed arrays use host order; a
   // big-endian host would silently byte-swap every weight.
-  if (endianness() !== 'LE') throw new SafetensorsError('safetensors I/O requires a little-endian host');
+  if (!LITTLE_ENDIAN_HOST) throw new SafetensorsError('safetensors I/O requires a little-endian host');
 }
 
 function fail(source: string, message: string): never {
@@ -410,12 +411,8 @@ export function parseSafetensorsHeader(
 }
 
 async function readExactly(fh: FileHandle, target: Uint8Array, position: number, source: string): Promise<void> {
-  let done = 0;
-  while (done < target.length) {
-    const { bytesRead } = await fh.read(target, done, target.length - done, position + done);
-    if (bytesRead === 0) fail(source, `unexpected end of file at byte ${position + done} (the file shrank while being read?)`);
-    done += bytesRead;
-  }
+  const got = await readFully(fh, target, position);
+  if (got < target.length) fail(source, `unexpected end of file at byte ${position + got} (the file shrank while being read?)`);
 }
 
 async function parseHeaderFromHandle(fh: FileHandle, source: string): Promise<SafetensorsHeader> {

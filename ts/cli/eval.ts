@@ -2,34 +2,30 @@
 import type { Argv } from 'yargs';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
-import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
+import { resolveDevice } from '../tensor/device.js';
 import { loaderLoss, perplexity } from '../train/loss.js';
 import { loadModel } from '../weights/load.js';
 import { DEFAULT_DATA } from './train.js';
-import { FLAG_ALIASES, checkEvalFlags, deviceOption, modelSourceOptions, modelSourcePath } from './options.js';
+import { FLAG_ALIASES, checkEvalFlags, modelCommandOptions, modelSourcePath, type ModelCommandArgs } from './options.js';
 
-export interface EvalArgs {
-  weights?: string;
-  model?: string;
-  modelsDir: string;
+export interface EvalArgs extends ModelCommandArgs {
   data?: string[];
   contextLength?: number;
   batchSize: number;
   trainRatio: number;
-  device: DeviceRequest;
-  json: boolean;
 }
 
 export function evalCommand(y: Argv): Argv<EvalArgs> {
-  const withSource = modelSourceOptions(
-    y.usage('$0 eval --weights <checkpoint-or-dir> [options]\n\nTrain and validation loss and perplexity over all windows of a text (the book\'s calc_loss_loader with every batch).'),
+  return modelCommandOptions<EvalArgs>(
+    y,
+    '$0 eval --weights <checkpoint-or-dir> [options]\n\nTrain and validation loss and perplexity over all windows of a text (the book\'s calc_loss_loader with every batch).',
     'model to evaluate: a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors',
-  );
-  return deviceOption(withSource
-    .option('data', { type: 'string', array: true, describe: 'text file(s) or directory (default: bundled the-verdict.txt)' })
-    .option('context-length', { alias: FLAG_ALIASES['context-length'], type: 'number', describe: "window length (default and maximum: the model's context)" })
-    .option('batch-size', { type: 'number', default: 2, describe: 'windows per batch' })
-    .option('train-ratio', { type: 'number', default: 0.9, describe: 'fraction of the text counted as training (the rest as validation)' }))
+    (y) => y
+      .option('data', { type: 'string', array: true, describe: 'text file(s) or directory (default: bundled the-verdict.txt)' })
+      .option('context-length', { alias: FLAG_ALIASES['context-length'], type: 'number', describe: "window length (default and maximum: the model's context)" })
+      .option('batch-size', { type: 'number', default: 2, describe: 'windows per batch' })
+      .option('train-ratio', { type: 'number', default: 0.9, describe: 'fraction of the text counted as training (the rest as validation)' }),
+  )
     .option('json', { type: 'boolean', default: false, describe: 'one JSON object on stdout' })
     .example('$0 eval --weights models/124M --context-length 256', "exercise 5.5: OpenAI's GPT-2 on the-verdict.txt")
     .example('$0 eval --weights runs/20261122-101500 --data notes.txt --json', 'the latest checkpoint of a run') as unknown as Argv<EvalArgs>;

@@ -2,14 +2,11 @@
 import type { Argv } from 'yargs';
 import { EOT_ID, textToTokenIds, tokenIdsToText } from '../data/tokenizer.js';
 import { stream } from '../generate/generate.js';
-import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
+import { resolveDevice } from '../tensor/device.js';
 import { loadModel } from '../weights/load.js';
-import { checkGenerateFlags, deviceOption, hint, modelSourceOptions, modelSourcePath } from './options.js';
+import { checkGenerateFlags, hint, modelCommandOptions, modelSourcePath, type ModelCommandArgs } from './options.js';
 
-export interface GenerateArgs {
-  weights?: string;
-  model?: string;
-  modelsDir: string;
+export interface GenerateArgs extends ModelCommandArgs {
   prompt: string;
   maxNewTokens: number;
   temperature: number;
@@ -17,23 +14,22 @@ export interface GenerateArgs {
   topP?: number;
   seed: number;
   eos: boolean;
-  device: DeviceRequest;
-  json: boolean;
 }
 
 export function generateCommand(y: Argv): Argv<GenerateArgs> {
-  const withSource = modelSourceOptions(
-    y.usage('$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.'),
+  return modelCommandOptions<GenerateArgs>(
+    y,
+    '$0 generate --weights <checkpoint-or-dir> --prompt <text> [options]\n\nGenerate text: greedy by default (--temperature 0), or sampled with temperature, top-k and top-p.',
     'a checkpoint, a run directory, an OpenAI GPT-2 folder or a Hugging Face model.safetensors',
-  );
-  return deviceOption(withSource
-    .option('prompt', { type: 'string', default: 'Every effort moves you', describe: 'text to continue' })
-    .option('max-new-tokens', { type: 'number', default: 25, describe: 'tokens to generate' })
-    .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature; 0 = greedy' })
-    .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens; needs --temperature > 0 (default: off)' })
-    .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass, in (0, 1] (default: off)' })
-    .option('seed', { type: 'number', default: 123, describe: 'random seed for sampling' })
-    .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' }))
+    (y) => y
+      .option('prompt', { type: 'string', default: 'Every effort moves you', describe: 'text to continue' })
+      .option('max-new-tokens', { type: 'number', default: 25, describe: 'tokens to generate' })
+      .option('temperature', { type: 'number', default: 0, describe: 'sampling temperature; 0 = greedy' })
+      .option('top-k', { type: 'number', describe: 'sample among the k most likely tokens; needs --temperature > 0 (default: off)' })
+      .option('top-p', { type: 'number', describe: 'nucleus sampling: smallest set with this probability mass, in (0, 1] (default: off)' })
+      .option('seed', { type: 'number', default: 123, describe: 'random seed for sampling' })
+      .option('eos', { type: 'boolean', default: false, describe: 'stop at <|endoftext|>' }),
+  )
     .option('json', { type: 'boolean', default: false, describe: 'print {"ids","text","tokens_per_s"} at the end instead of streaming' })
     .example('$0 generate --weights runs/20261122-101500 --prompt "Every effort moves you"', 'greedy, from your latest checkpoint')
     .example('$0 generate --weights models/124M --prompt "Every effort moves" --max-new-tokens 30', "OpenAI's GPT-2 124M")

@@ -1,9 +1,11 @@
 // Shared command-line plumbing: flag validation (naming the flag and what was
 // given), unknown-flag suggestions, and hints written the way the user ran us.
-import { basename, delimiter, dirname, join, relative, resolve } from 'node:path';
+import { basename, delimiter, join, relative, resolve } from 'node:path';
 import { existsSync, realpathSync } from 'node:fs';
 import type { Argv } from 'yargs';
+import type { DeviceRequest } from '../tensor/device.js';
 import { resolvePresetWeights } from '../weights/load.js';
+import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
 
 /** The text the user typed for a flag (or one of its aliases), if any. */
 export function rawValue(flag: string, aliases: string[] = [], argv: string[] = process.argv.slice(2)): string | undefined {
@@ -52,15 +54,29 @@ export function deviceOption<T>(y: Argv<T>): Argv<T> {
   return y.option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' }) as unknown as Argv<T>;
 }
 
-/** --weights, or --model with --models-dir: the model eval and generate read. */
-export function modelSourceOptions<T>(y: Argv<T>, weightsDescribe: string): Argv<T> {
-  return y
-    .option('weights', { type: 'string', describe: weightsDescribe })
-    .option('model', { type: 'string', choices: ['gpt2-small', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'], describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
-    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' }) as unknown as Argv<T>;
+/** The flags eval and generate share: the model they read, where it runs, and --json. */
+export interface ModelCommandArgs {
+  weights?: string;
+  model?: string;
+  modelsDir: string;
+  device: DeviceRequest;
+  json: boolean;
 }
 
-/** The path modelSourceOptions' flags name, if any. */
+/**
+ * `usage`, then --weights or --model with --models-dir, then the command's
+ * own flags, then --device: the flags of a command that reads a model.
+ */
+export function modelCommandOptions<T>(y: Argv, usage: string, weightsDescribe: string, own: (y: Argv) => Argv): Argv<T> {
+  const withSource = y
+    .usage(usage)
+    .option('weights', { type: 'string', describe: weightsDescribe })
+    .option('model', { type: 'string', choices: Object.keys(OPENAI_SIZE_OF_PRESET), describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
+    .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' });
+  return deviceOption(own(withSource as unknown as Argv)) as unknown as Argv<T>;
+}
+
+/** The path modelCommandOptions' source flags name, if any. */
 export function modelSourcePath(args: { weights?: string; model?: string; modelsDir: string }): string | undefined {
   return args.weights ?? (args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
 }
@@ -171,7 +187,6 @@ export function commandPrefix(env: NodeJS.ProcessEnv = process.env, argv: string
   if (onPath) return 'gptcuda';
   const rel = relative(process.cwd(), resolve(script));
   const shown = rel.startsWith('..') || rel === '' ? resolve(script) : rel.startsWith('.') ? rel : `./${rel}`;
-  void dirname;
   return `node ${shown}`;
 }
 

@@ -15,20 +15,6 @@ export interface OutStream {
   columns?: number;
 }
 
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes)) return '--';
-  const sign = bytes < 0 ? '-' : '';
-  let v = Math.abs(bytes);
-  if (v < 1024) return `${sign}${Math.round(v)} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
-  let u = -1;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${sign}${v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)} ${units[u]}`;
-}
-
 /** Compact durations: "0.4s", "42s", "3m07s", "2h05m", "3d04h". */
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds) || seconds < 0) return '--';

@@ -2,7 +2,8 @@
 // binary token file that `gptcuda train --data corpus.tok` streams from.
 import type { Argv } from 'yargs';
 import { pretokenize } from '../data/token-file.js';
-import { Progress, formatBytes } from './progress.js';
+import { formatBytes } from '../io/bytes.js';
+import { Progress } from './progress.js';
 
 export function tokenizeCommand(y: Argv): Argv {
   return y

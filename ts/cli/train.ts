@@ -19,6 +19,7 @@ import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
+import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
 import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
 import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, deviceOption, hint } from './options.js';
 
@@ -125,8 +126,6 @@ function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
   return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
 }
 
-const GPT2_SIZES: Record<string, string> = { 'gpt2-small': 'models/124M', 'gpt2-medium': 'models/355M', 'gpt2-large': 'models/774M', 'gpt2-xl': 'models/1558M' };
-
 /** The bundled text is short: say so plainly, with a context length that fits. */
 function explainShortDefaultText<T>(isDefault: boolean, contextLength: number, f: () => T): T {
   try {
@@ -178,7 +177,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   };
 
   if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json && isRoot)
-    console.log(`training ${args.model} from scratch (use --init-from ${GPT2_SIZES[args.model] ?? 'models/124M'} for OpenAI's weights)`);
+    console.log(`training ${args.model} from scratch (use --init-from models/${OPENAI_SIZE_OF_PRESET[args.model] ?? '124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
   const resumePoint = args.resume ? await loadResumePoint(args.resume, { device, onWarning: (m) => console.error(`warning: ${m}`) }) : null;

@@ -3,17 +3,19 @@ import { readFileSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import { readCheckpointArchive } from '../checkpoint/archive.js';
 import { parseSafetensorsHeader } from '../checkpoint/safetensors.js';
+import { formatBytes } from '../io/bytes.js';
 import { open as openFile } from 'node:fs/promises';
 import { resolveDevice } from '../tensor/device.js';
 import { exportHuggingFace } from '../weights/export.js';
 import { detectWeights, loadModel } from '../weights/load.js';
-import { downloadOpenAIModel, OPENAI_MODEL_SIZES, type DownloadProgress } from '../weights/openai-download.js';
+import { downloadOpenAIModel, type DownloadProgress } from '../weights/openai-download.js';
+import { OPENAI_MODEL_SIZES, type OpenAIModelSize } from '../weights/openai-models.js';
 import { openTfCheckpoint } from '../weights/tf-checkpoint.js';
-import { Progress, formatBytes } from './progress.js';
+import { Progress } from './progress.js';
 
 export function downloadCommand(y: Argv): Argv {
   return y
-    .usage('$0 download --model 124M|355M|774M|1558M [--dir models] [--mirror URL]\n\nDownload OpenAI\'s GPT-2 weights (no TensorFlow needed): resumable, size- and CRC-checked.')
+    .usage(`$0 download --model ${OPENAI_MODEL_SIZES.join('|')} [--dir models] [--mirror URL]\n\nDownload OpenAI's GPT-2 weights (no TensorFlow needed): resumable, size- and CRC-checked.`)
     .option('model', { type: 'string', choices: [...OPENAI_MODEL_SIZES], demandOption: true, describe: 'GPT-2 size to download' })
     .option('dir', { type: 'string', default: 'models', describe: 'folder to put <size>/ in' })
     .option('mirror', { type: 'string', describe: 'another server to try: files come from <mirror>/<size>/<file>' })
@@ -46,7 +48,7 @@ export async function runDownload(args: { model: string; dir: string; mirror?: s
       current = '';
     }
   };
-  const result = await downloadOpenAIModel({ model: args.model as (typeof OPENAI_MODEL_SIZES)[number], dir: args.dir, mirror: args.mirror, onProgress, onLog: (m) => (args.json ? undefined : console.error(m)) });
+  const result = await downloadOpenAIModel({ model: args.model as OpenAIModelSize, dir: args.dir, mirror: args.mirror, onProgress, onLog: (m) => (args.json ? undefined : console.error(m)) });
   (bar as Progress | null)?.finish();
   if (args.json) console.log(JSON.stringify({ event: 'done', dir: result.dir, verified: result.verified }));
   else console.log(`GPT-2 ${args.model} is in ${result.dir} (every tensor's CRC32C verified). Use it with --weights ${result.dir}`);

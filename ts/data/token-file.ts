@@ -3,9 +3,10 @@
  * on every run: writing one from text, and streaming one as a token source.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
+import { fileHasMagic, readFullySync } from '../io/files.js';
 import { normalizeNewlines, resolveInputs } from './text.js';
 import { EOT_ID, VOCAB_SIZE, textToTokenIdsAsync } from './tokenizer.js';
 import { checkPositiveInt, checkRange, type TokenSource } from './windows.js';
@@ -29,20 +30,10 @@ export const TOKEN_FILE_MAGIC = 'GPTCTOK1';
 export const TOKEN_FILE_VERSION = 1;
 export const TOKEN_FILE_HEADER_BYTES = 20;
 
-const LITTLE_ENDIAN = os.endianness() === 'LE';
-
 /** True when `file` is a regular file that starts with the token-file magic. */
 export function isTokenFile(file: string): boolean {
   try {
-    if (!fs.statSync(file).isFile()) return false;
-    const fd = fs.openSync(file, 'r');
-    try {
-      const magic = Buffer.alloc(TOKEN_FILE_MAGIC.length);
-      fs.readSync(fd, magic, 0, magic.length, 0);
-      return magic.toString('ascii') === TOKEN_FILE_MAGIC;
-    } finally {
-      fs.closeSync(fd);
-    }
+    return fs.statSync(file).isFile() && fileHasMagic(file, TOKEN_FILE_MAGIC);
   } catch {
     return false;
   }
@@ -127,7 +118,7 @@ export async function pretokenize(inputs: string | string[], outPath: string, op
   const flush = async (): Promise<void> => {
     if (fill === 0) return;
     let bytes: Buffer;
-    if (LITTLE_ENDIAN) {
+    if (LITTLE_ENDIAN_HOST) {
       bytes = Buffer.from(buf.buffer, buf.byteOffset, fill * 2);
     } else {
       bytes = Buffer.alloc(fill * 2);
@@ -243,7 +234,7 @@ export class TokenFile implements TokenSource {
         throw new Error(`${file}: not a token file (only ${size} bytes; the header alone is ${TOKEN_FILE_HEADER_BYTES})`);
       }
       const h = Buffer.alloc(TOKEN_FILE_HEADER_BYTES);
-      readFully(fd, h, 0);
+      readExactly(fd, h, 0);
       const magic = h.toString('latin1', 0, 8);
       if (magic !== TOKEN_FILE_MAGIC) {
         throw new Error(`${file}: not a token file (magic ${JSON.stringify(magic)}, expected ${JSON.stringify(TOKEN_FILE_MAGIC)}); create one with pretokenize`);
@@ -265,7 +256,7 @@ export class TokenFile implements TokenSource {
       const dv = new DataView(bytes.buffer);
       for (let start = 0; start < n; start += CHUNK) {
         const len = Math.min(CHUNK, n - start);
-        readFully(fd, bytes.subarray(0, len * 2), TOKEN_FILE_HEADER_BYTES + start * 2);
+        readExactly(fd, bytes.subarray(0, len * 2), TOKEN_FILE_HEADER_BYTES + start * 2);
         for (let i = 0; i < len; i++) {
           const id = dv.getUint16(i * 2, true);
           if (id >= vocabSize) {
@@ -284,9 +275,9 @@ export class TokenFile implements TokenSource {
     if (this.fd === null) throw new Error(`${this.path}: token file is closed`);
     checkRange(this.length, start, count);
     const bytes = new Uint8Array(count * 2);
-    readFully(this.fd, bytes, TOKEN_FILE_HEADER_BYTES + start * 2);
+    readExactly(this.fd, bytes, TOKEN_FILE_HEADER_BYTES + start * 2);
     const outArr = new Int32Array(count);
-    if (LITTLE_ENDIAN) {
+    if (LITTLE_ENDIAN_HOST) {
       outArr.set(new Uint16Array(bytes.buffer, 0, count));
     } else {
       const dv = new DataView(bytes.buffer);
@@ -311,11 +302,6 @@ function tokenLocation(file: string, offset: number): string {
   return `${file}: token ${offset} (byte offset ${TOKEN_FILE_HEADER_BYTES + offset * 2})`;
 }
 
-function readFully(fd: number, into: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < into.length) {
-    const n = fs.readSync(fd, into, done, into.length - done, position + done);
-    if (n === 0) throw new Error('unexpected end of token file');
-    done += n;
-  }
+function readExactly(fd: number, into: Uint8Array, position: number): void {
+  if (readFullySync(fd, into, position) < into.length) throw new Error('unexpected end of token file');
 }

@@ -46,7 +46,7 @@ export interface ModelInit {
   skipInit?: boolean;
 }
 
-// Dropout sites draw from disjoint RNG streams: stream = forwardCount * SITES + site.
+// Dropout sites draw from disjoint RNG streams: stream = dropoutCounter * SITES + site.
 const SITES = 4096;
 
 export class GPTModel {
@@ -266,6 +266,12 @@ export class GPTModel {
     const p = training ? cfg.dropRate : 0;
     const rng = (site: number) => ({ seed: this.dropoutSeed, stream: stream0 + site });
     const g = acts.grads;
+    /** The gradient at a dropout's input, from the one at its output in g.dres. */
+    const undropped = (site: number): Tensor => {
+      if (p === 0) return g.dres;
+      ops.dropoutBackward(g.dC2, g.dres, p, rng(site));
+      return g.dC2;
+    };
 
     ops.fill(g.region, 0);
     ops.fill(g.dres, 0);
@@ -280,23 +286,13 @@ export class GPTModel {
       const x = l > 0 ? acts.layers[l - 1].res3 : embOut;
       ops.fill(g.region, 0);
       // MLP branch: out = res2 + drop(fcProj(gelu(fc(norm2(res2)))))
-      let dfc2 = g.dres;
-      if (p > 0) {
-        ops.dropoutBackward(g.dC2, g.dres, p, rng(3 + 3 * l));
-        dfc2 = g.dC2;
-      }
-      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, dfc2, a.gelu, w.fcProj.weight.value);
+      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, undropped(3 + 3 * l), a.gelu, w.fcProj.weight.value);
       ops.geluBackward(g.d4C2, a.fc, g.d4C);
       ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C2, a.ln2, w.fc.weight.value);
       ops.layernormBackward(g.dres, w.norm2.scale.grad, w.norm2.shift.grad, g.dC, a.res2, w.norm2.scale.value, a.ln2Mean, a.ln2Rstd);
       // Attention branch: res2 = x + drop(outProj(att(qkv(norm1(x)))))
       ops.fill(g.region, 0);
-      let dproj = g.dres;
-      if (p > 0) {
-        ops.dropoutBackward(g.dC2, g.dres, p, rng(2 + 3 * l));
-        dproj = g.dC2;
-      }
-      ops.matmulBackward(g.dC, w.outProj.weight.grad, w.outProj.bias.grad, dproj, a.att, w.outProj.weight.value);
+      ops.matmulBackward(g.dC, w.outProj.weight.grad, w.outProj.bias.grad, undropped(2 + 3 * l), a.att, w.outProj.weight.value);
       ops.attentionBackward(g.dqkv, g.dC, a.qkv, a.att, a.lse, cfg.nHeads, p, rng(1 + 3 * l));
       ops.fill(g.dC, 0);
       ops.matmulBackward(g.dC, w.qkvWeight.grad, w.qkvBias?.grad ?? null, g.dqkv, a.ln1, w.qkvWeight.value);

@@ -19,7 +19,6 @@ export interface NativeTensor {
   dispose(): void;
   read(): Float32Array | Int32Array | Uint16Array;
   write(data: Float32Array | Int32Array | Uint16Array): void;
-  sameStorage(other: NativeTensor): boolean;
 }
 
 /** Opaque handle of a recorded op sequence. */

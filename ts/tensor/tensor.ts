@@ -72,14 +72,6 @@ export class Tensor {
     return new Tensor(this.handle.view(offset, [...shape]), this.base ?? this);
   }
 
-  reshape(shape: readonly number[]): Tensor {
-    return this.view(0, shape);
-  }
-
-  /** Copies the data to a new typed array on the host. */
-  toArray(): TypedData {
-    return this.handle.read();
-  }
   toFloat32Array(): Float32Array {
     if (this.dtype !== 'float32') throw new Error(`toFloat32Array: tensor is ${this.dtype}`);
     return this.handle.read() as Float32Array;
@@ -97,14 +89,6 @@ export class Tensor {
   /** Overwrites the contents from a typed array of the same dtype and length. */
   write(data: TypedData): void {
     this.handle.write(data);
-  }
-
-  /** A copy on `device` (the same object if it is already there). */
-  to(device: Device): Tensor {
-    if (device === this.device) return this;
-    const t = Tensor.zeros(this.shape, { dtype: this.dtype, device });
-    native().ops.copy(t.handle, this.handle);
-    return t;
   }
 
   /** Frees the memory now (for a view, only invalidates the view). */

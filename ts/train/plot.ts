@@ -167,34 +167,17 @@ export function lossPlotSvg(history: LossHistory, options: LossPlotOptions = {})
   const sy = (l: number): number => y1 - ((l - ld.lo) / (ld.hi - ld.lo)) * (y1 - y0);
 
   // Bottom axis: epochs, integer ticks (the book's MaxNLocator(integer=True)).
-  const eTicks = niceTicks(ed.lo, ed.hi, 7, true);
-  const eStep = eTicks.length > 1 ? eTicks[1]! - eTicks[0]! : 1;
-  out.push('<g class="axis x-bottom" stroke="#000000" stroke-width="0.8">');
-  for (const t of eTicks) out.push(`<line x1="${n(sx(t))}" y1="${n(y1)}" x2="${n(sx(t))}" y2="${n(y1 + 4)}"/>`);
-  out.push('</g>');
-  out.push('<g class="tick-labels x-bottom" text-anchor="middle">');
-  for (const t of eTicks) out.push(`<text x="${n(sx(t))}" y="${n(y1 + 16)}">${escapeXml(formatTick(t, eStep))}</text>`);
-  out.push('</g>');
-
+  pushAxis(out, 'x-bottom', 'middle', niceTicks(ed.lo, ed.hi, 7, true),
+    (t) => `<line x1="${n(sx(t))}" y1="${n(y1)}" x2="${n(sx(t))}" y2="${n(y1 + 4)}"/>`,
+    (t, step) => `<text x="${n(sx(t))}" y="${n(y1 + 16)}">${escapeXml(formatTick(t, step))}</text>`);
   // Top axis: tokens seen.
-  const tTicks = niceTicks(td.lo, td.hi, 6, true);
-  const tStep = tTicks.length > 1 ? tTicks[1]! - tTicks[0]! : 1;
-  out.push('<g class="axis x-top" stroke="#000000" stroke-width="0.8">');
-  for (const t of tTicks) out.push(`<line x1="${n(sxTok(t))}" y1="${n(y0)}" x2="${n(sxTok(t))}" y2="${n(y0 - 4)}"/>`);
-  out.push('</g>');
-  out.push('<g class="tick-labels x-top" text-anchor="middle">');
-  for (const t of tTicks) out.push(`<text x="${n(sxTok(t))}" y="${n(y0 - 8)}">${escapeXml(formatTokens(t, tStep))}</text>`);
-  out.push('</g>');
-
+  pushAxis(out, 'x-top', 'middle', niceTicks(td.lo, td.hi, 6, true),
+    (t) => `<line x1="${n(sxTok(t))}" y1="${n(y0)}" x2="${n(sxTok(t))}" y2="${n(y0 - 4)}"/>`,
+    (t, step) => `<text x="${n(sxTok(t))}" y="${n(y0 - 8)}">${escapeXml(formatTokens(t, step))}</text>`);
   // Left axis: loss.
-  const lTicks = niceTicks(ld.lo, ld.hi, 7, false);
-  const lStep = lTicks.length > 1 ? lTicks[1]! - lTicks[0]! : 1;
-  out.push('<g class="axis y-left" stroke="#000000" stroke-width="0.8">');
-  for (const t of lTicks) out.push(`<line x1="${n(x0 - 4)}" y1="${n(sy(t))}" x2="${n(x0)}" y2="${n(sy(t))}"/>`);
-  out.push('</g>');
-  out.push('<g class="tick-labels y-left" text-anchor="end">');
-  for (const t of lTicks) out.push(`<text x="${n(x0 - 7)}" y="${n(sy(t) + 4)}">${escapeXml(formatTick(t, lStep))}</text>`);
-  out.push('</g>');
+  pushAxis(out, 'y-left', 'end', niceTicks(ld.lo, ld.hi, 7, false),
+    (t) => `<line x1="${n(x0 - 4)}" y1="${n(sy(t))}" x2="${n(x0)}" y2="${n(sy(t))}"/>`,
+    (t, step) => `<text x="${n(x0 - 7)}" y="${n(sy(t) + 4)}">${escapeXml(formatTick(t, step))}</text>`);
 
   out.push(`<rect class="frame" x="${x0}" y="${y0}" width="${n(x1 - x0)}" height="${n(y1 - y0)}" fill="none" stroke="#000000" stroke-width="0.8"/>`);
 
@@ -219,6 +202,24 @@ export function lossPlotSvg(history: LossHistory, options: LossPlotOptions = {})
   pushAxisLabels(out, x0, x1, y0, y1, H);
   out.push('</svg>');
   return out.join('\n') + '\n';
+}
+
+/** One axis's tick marks and tick labels, as two groups named after its side; labels get the tick spacing. */
+function pushAxis(
+  out: string[],
+  side: string,
+  anchor: 'middle' | 'end',
+  ticks: number[],
+  mark: (t: number) => string,
+  label: (t: number, step: number) => string,
+): void {
+  const step = ticks.length > 1 ? ticks[1]! - ticks[0]! : 1;
+  out.push(`<g class="axis ${side}" stroke="#000000" stroke-width="0.8">`);
+  for (const t of ticks) out.push(mark(t));
+  out.push('</g>');
+  out.push(`<g class="tick-labels ${side}" text-anchor="${anchor}">`);
+  for (const t of ticks) out.push(label(t, step));
+  out.push('</g>');
 }
 
 function pushAxisLabels(out: string[], x0: number, x1: number, y0: number, y1: number, H: number): void {

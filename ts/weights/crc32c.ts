@@ -10,13 +10,13 @@
  * loop; it matters because verifying the 1558M checkpoint hashes 6.2 GB.
  */
 
+import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
+
 const POLY = 0x82f63b78;
 const SLICES = 16;
 
 /** TABLES[k*256 + b] = CRC contribution of byte b followed by k zero bytes. */
 const TABLES: Uint32Array = buildTables();
-
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 function buildTables(): Uint32Array {
   const t = new Uint32Array(SLICES * 256);

@@ -3,15 +3,17 @@
 //   * a gptcuda checkpoint (.tar), or a run directory (its latest checkpoint);
 //   * an OpenAI GPT-2 folder (model.ckpt.index + data + hparams.json);
 //   * a Hugging Face GPT-2 model.safetensors (file, or a folder with it and config.json).
-import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { latestCheckpoint } from '../checkpoint/run-files.js';
+import { fileHasMagic } from '../io/files.js';
 import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.js';
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import type { Device } from '../tensor/tensor.js';
 import { GPT2_HEADS_BY_WIDTH, gpt2Tensors, transpose2d } from './gpt2-layout.js';
+import { OPENAI_SIZE_OF_PRESET } from './openai-models.js';
 import { bfloat16ToFloat32, float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
 
 export type WeightsFormat = 'gptcuda-checkpoint' | 'openai-tf' | 'hf-safetensors';
@@ -27,17 +29,6 @@ export interface LoadedModel {
   source: WeightsSource;
 }
 
-function isTar(path: string): boolean {
-  const fd = openSync(path, 'r');
-  try {
-    const magic = Buffer.alloc(5);
-    readSync(fd, magic, 0, 5, 257);
-    return magic.toString('latin1') === 'ustar';
-  } finally {
-    closeSync(fd);
-  }
-}
-
 export async function detectWeights(pathArg: string, options: { onWarning?: (message: string) => void } = {}): Promise<WeightsSource> {
   const path = resolve(pathArg);
   if (!existsSync(path)) throw new Error(`weights not found: ${pathArg} does not exist (train a model, or run \`gptcuda download --model 124M\`)`);
@@ -51,17 +42,9 @@ export async function detectWeights(pathArg: string, options: { onWarning?: (mes
   }
   if (path.endsWith('.safetensors')) return { format: 'hf-safetensors', path };
   if (path.endsWith('.index')) return { format: 'openai-tf', path: dirname(path) };
-  if (statSync(path).size >= 512 && isTar(path)) return { format: 'gptcuda-checkpoint', path };
+  if (fileHasMagic(path, 'ustar', 257)) return { format: 'gptcuda-checkpoint', path };
   throw new Error(`${pathArg}: unrecognised weights file (expected a gptcuda checkpoint .tar, a .safetensors file, or an OpenAI folder)`);
 }
-
-/** OpenAI's release names of the GPT-2 presets (folders made by `gptcuda download`). */
-export const OPENAI_SIZE_OF_PRESET: Record<string, string> = {
-  'gpt2-small': '124M',
-  'gpt2-medium': '355M',
-  'gpt2-large': '774M',
-  'gpt2-xl': '1558M',
-};
 
 /** `--model gpt2-small --models-dir models` -> models/124M, with a clear error when it is missing. */
 export function resolvePresetWeights(preset: string, modelsDir: string): string {

@@ -17,13 +17,12 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
+import { formatBytes } from '../io/bytes.js';
+import { gpt2ParamCount, OPENAI_GPT2_HPARAMS, OPENAI_MODEL_SIZES, type OpenAIModelSize } from './openai-models.js';
 import { openTfCheckpoint, TfCheckpointError } from './tf-checkpoint.js';
 
 // ---------------------------------------------------------------------------
-// Model facts
-
-export type OpenAIModelSize = '124M' | '355M' | '774M' | '1558M';
-export const OPENAI_MODEL_SIZES: readonly OpenAIModelSize[] = ['124M', '355M', '774M', '1558M'];
+// Files
 
 export const OPENAI_FILES = [
   'checkpoint',
@@ -41,35 +40,6 @@ const INDEX_FILE: OpenAIFile = 'model.ckpt.index';
 
 export const OPENAI_BASE_URL = 'https://openaipublic.blob.core.windows.net/gpt-2/models';
 export const FALLBACK_MIRROR_URL = 'https://f001.backblazeb2.com/file/LLMs-from-scratch/gpt2';
-
-export interface Gpt2HParams {
-  n_vocab: number;
-  n_ctx: number;
-  n_embd: number;
-  n_head: number;
-  n_layer: number;
-}
-
-/** The hparams.json of each released model. */
-export const OPENAI_GPT2_HPARAMS: Record<OpenAIModelSize, Gpt2HParams> = {
-  '124M': { n_vocab: 50257, n_ctx: 1024, n_embd: 768, n_head: 12, n_layer: 12 },
-  '355M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1024, n_head: 16, n_layer: 24 },
-  '774M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1280, n_head: 20, n_layer: 36 },
-  '1558M': { n_vocab: 50257, n_ctx: 1024, n_embd: 1600, n_head: 25, n_layer: 48 },
-};
-
-/**
- * Parameters stored in an OpenAI GPT-2 checkpoint (no separate output head:
- * it is tied to wte). With C = n_embd:
- *   wte V*C + wpe T*C + ln_f 2C
- *   + per layer: ln_1, ln_2 4C; c_attn 3C^2+3C; attn c_proj C^2+C;
- *                c_fc 4C^2+4C; mlp c_proj 4C^2+C   => 12C^2 + 13C
- * 124M: 124,439,808   355M: 354,823,168   774M: 774,030,080   1558M: 1,557,611,200
- */
-export function gpt2ParamCount(h: Pick<Gpt2HParams, 'n_vocab' | 'n_ctx' | 'n_embd' | 'n_layer'>): number {
-  const C = h.n_embd;
-  return h.n_vocab * C + h.n_ctx * C + 2 * C + h.n_layer * (12 * C * C + 13 * C);
-}
 
 /**
  * Known byte sizes. The data file holds float32 tensors back to back, so its
@@ -251,13 +221,6 @@ async function fileSize(p: string): Promise<number | undefined> {
   }
 }
 
-function formatBytes(n: number): string {
-  if (n >= 1e9) return `${(n / 1e9).toFixed(2)} GB`;
-  if (n >= 1e6) return `${(n / 1e6).toFixed(1)} MB`;
-  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} kB`;
-  return `${n} bytes`;
-}
-
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -376,18 +339,17 @@ interface TransferContext {
  * FatalError when nothing else would help.
  */
 async function fetchFromSource(url: string, ctx: TransferContext): Promise<void> {
-  let failures = 0;
-  let attempts = 0;
   /** Set once the server answered a resume request from byte 0: from then on only a finished transfer is progress. */
   let rangeBroken = false;
   const startedAt = Date.now();
-  let fetched = 0; // bytes received in this call, for the rate
+  const retry: RetryBudget = { failures: 0, attempts: 0, startedAt };
+  const rate = { fetched: 0 }; // bytes received in this call, for the rate
 
   for (;;) {
-    attempts++;
+    retry.attempts++;
     /** Set when this attempt did not move the file forward whatever its byte count says (restart from 0, bad content). */
     let noProgress = false;
-    if (ctx.signal?.aborted) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+    if (ctx.signal?.aborted) throw cancelledError(ctx);
     let have = (await fileSize(ctx.partial)) ?? 0;
     if (ctx.expected !== undefined && have > ctx.expected) {
       // Longer than the real file: not a prefix of it, so it cannot be resumed.
@@ -400,207 +362,290 @@ async function fetchFromSource(url: string, ctx: TransferContext): Promise<void>
     let kindOfRetry: 'network' | 'incomplete' = 'network';
     const retryable = async (why: string): Promise<void> => {
       const now = (await fileSize(ctx.partial)) ?? 0;
-      failures = now > attemptStartBytes && !noProgress && !rangeBroken ? 1 : failures + 1;
-      const kind = kindOfRetry;
-      if (failures >= ctx.maxAttempts) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${failures} attempts without progress)`);
-      }
-      if (attempts >= ctx.maxTotalAttempts) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${attempts} attempts)`);
-      }
-      const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (failures - 1));
-      if (Date.now() + delay - startedAt > ctx.fileTimeoutMs) {
-        throw new SourceFailure(kind, url, `${why} (gave up after ${((Date.now() - startedAt) / 1000).toFixed(1)} s on this file)`);
-      }
-      ctx.log(`${ctx.file}: ${why}; retrying from byte ${now} in ${(delay / 1000).toFixed(1)} s`);
-      try {
-        await sleep(delay, ctx.signal);
-      } catch {
-        throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
-      }
+      await backOff(retry, { why, kind: kindOfRetry, progressed: now > attemptStartBytes && !noProgress && !rangeBroken, at: now }, url, ctx);
     };
 
-    const ac = new AbortController();
-    let stalled = false;
-    let stallTimer: NodeJS.Timeout | undefined;
-    const arm = (ms = ctx.stallTimeoutMs) => {
-      clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => {
-        stalled = true;
-        ac.abort(new Error(`no data for ${ms / 1000} s`));
-      }, ms);
-    };
-    const overTimer = setTimeout(
-      () => ac.abort(new Error(`over ${ctx.fileTimeoutMs / 1000} s on this file`)),
-      Math.max(0, ctx.fileTimeoutMs - (Date.now() - startedAt)),
-    );
-    const onUserAbort = () => ac.abort(ctx.signal!.reason);
-    ctx.signal?.addEventListener('abort', onUserAbort, { once: true });
-    const cancelled = () => ctx.signal?.aborted === true;
-
+    const watch = watchAttempt(ctx, startedAt);
     try {
       const headers: Record<string, string> = { 'accept-encoding': 'identity' };
       if (have > 0) headers.range = `bytes=${have}-`;
       let res: Response;
-      arm(ctx.connectTimeoutMs);
-      if (attempts === 1) {
+      watch.arm(ctx.connectTimeoutMs);
+      if (retry.attempts === 1) {
         // A first notice right away, before the server answers (an unresponsive server must not look like a hang).
         ctx.onProgress?.({ file: ctx.file, bytes: have, total: ctx.expected ?? null, rate: 0, phase: 'download', url });
       }
       try {
-        res = await fetch(url, { headers, signal: ac.signal, redirect: 'follow' });
+        res = await fetch(url, { headers, signal: watch.signal, redirect: 'follow' });
       } catch (err) {
-        if (cancelled()) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+        if (watch.cancelled()) throw cancelledError(ctx);
         const code = errorCode(err);
-        if (!stalled && code && UNREACHABLE_CODES.has(code)) {
+        if (!watch.stalled && code && UNREACHABLE_CODES.has(code)) {
           throw new SourceFailure('unreachable', url, `cannot connect (${code})`);
         }
-        await retryable(stalled ? `server did not answer within ${ctx.connectTimeoutMs / 1000} s` : `request failed: ${errorText(err)}`);
+        await retryable(watch.stalled ? `server did not answer within ${ctx.connectTimeoutMs / 1000} s` : `request failed: ${errorText(err)}`);
         continue;
       }
 
-      // Work out where the body starts and how big the whole file is.
-      arm();
-      let total: number | null = null;
-      let append = false;
-      const contentLength = res.headers.get('content-length');
-      const encoded = (res.headers.get('content-encoding') ?? 'identity').toLowerCase() !== 'identity';
-      const bodyLength = contentLength !== null && !encoded ? Number(contentLength) : null;
-      if (res.status === 416) {
-        await res.body?.cancel().catch(() => {});
-        const cr = parseContentRange(res.headers.get('content-range'));
-        const realSize = cr && 'unsatisfied' in cr ? cr.unsatisfied : null;
-        if (have > 0 && (realSize === have || (realSize === null && ctx.expected === have))) return; // already complete
-        ctx.log(`${ctx.file}: server rejected resuming at byte ${have}; starting over`);
-        await fsp.truncate(ctx.partial, 0);
-        await retryable('range not satisfiable');
+      watch.arm();
+      const start = await bodyStart(res, have, url, ctx);
+      if (start.kind === 'complete') return;
+      if (start.kind === 'retry') {
+        if (start.rangeBroken) rangeBroken = true;
+        await retryable(start.why);
         continue;
-      } else if (res.status === 206 && have > 0) {
-        const cr = parseContentRange(res.headers.get('content-range'));
-        if (!cr || !('start' in cr) || cr.start !== have) {
-          await res.body?.cancel().catch(() => {});
-          ctx.log(`${ctx.file}: server answered the resume request with an unexpected range; starting over`);
-          await fsp.truncate(ctx.partial, 0);
-          rangeBroken = true;
-          await retryable(`unexpected Content-Range ${JSON.stringify(res.headers.get('content-range'))} for bytes=${have}-`);
-          continue;
-        }
-        total = cr.total ?? (bodyLength !== null ? have + bodyLength : null);
-        append = true;
-      } else if (res.status === 200 || res.status === 206) {
-        // 200 to a Range request means the server ignores ranges: take the whole body.
-        if (have > 0) {
-          ctx.log(`${ctx.file}: server does not support resuming; downloading from the start`);
-          rangeBroken = true; // a restart: counts as a failed attempt if this transfer does not finish
-        }
-        total = bodyLength;
-        have = 0;
-      } else {
-        await res.body?.cancel().catch(() => {});
-        const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
-        if (res.status >= 500 || res.status === 429 || res.status === 408) {
-          await retryable(status);
-          continue;
-        }
-        throw new SourceFailure('http', url, status);
       }
+      if (start.rangeBroken) rangeBroken = true;
+      const { total, append } = start;
+      have = start.have;
 
-      if (ctx.expected !== undefined && total !== null && total !== ctx.expected) {
-        await res.body?.cancel().catch(() => {});
-        throw new SourceFailure(
-          'size',
-          url,
-          `size mismatch: the server's ${ctx.file} is ${total} bytes, expected ${ctx.expected} (wrong model size or a different file?)`,
-        );
-      }
-      if (!res.body) throw new SourceFailure('http', url, `HTTP ${res.status} with no body`);
-
-      // Stream the body to disk.
-      let fh: FileHandle;
-      try {
-        fh = await fsp.open(ctx.partial, append ? 'a' : 'w');
-      } catch (err) {
-        throw new FatalError(ioError(err, ctx.partial, ctx));
-      }
-      let lastReport = 0;
-      const report = (bytes: number, phase: 'download' | 'done') => {
-        const now = Date.now();
-        if (phase === 'download' && now - lastReport < 100) return;
-        lastReport = now;
-        const secs = (now - startedAt) / 1000;
-        ctx.onProgress?.({ file: ctx.file, bytes, total, rate: secs > 0 ? fetched / secs : 0, phase, url });
-      };
-      let bytes = have;
-      let bodyError: unknown;
-      const reader = res.body.getReader();
-      try {
-        report(bytes, 'download');
-        for (;;) {
-          let chunk: ReadableStreamReadResult<Uint8Array>;
-          try {
-            chunk = await reader.read();
-          } catch (err) {
-            bodyError = err;
-            break;
-          }
-          if (chunk.done) break;
-          arm();
-          const data = chunk.value;
-          try {
-            for (let off = 0; off < data.length; ) {
-              const { bytesWritten } = await fh.write(data, off, data.length - off);
-              off += bytesWritten;
-            }
-          } catch (err) {
-            throw new FatalError(ioError(err, ctx.partial, ctx));
-          }
-          bytes += data.length;
-          fetched += data.length;
-          if (total !== null && bytes > total) {
-            throw new SourceFailure('size', url, `size mismatch: received more than the announced ${total} bytes`);
-          }
-          report(bytes, 'download');
-        }
-      } finally {
-        reader.cancel().catch(() => {});
-        try {
-          await fh.close();
-        } catch (err) {
-          // close() can report delayed write errors, ENOSPC among them.
-          throw new FatalError(ioError(err, ctx.partial, ctx));
-        }
-      }
-
-      if (cancelled()) throw new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+      const { bytes, bodyError } = await writeBody(res, { url, total, append, have, startedAt, rate, arm: () => watch.arm() }, ctx);
+      if (watch.cancelled()) throw cancelledError(ctx);
       if (bodyError !== undefined || (total !== null && bytes < total)) {
-        const why = stalled
+        const why = watch.stalled
           ? `transfer stalled at byte ${bytes}`
           : `connection lost at byte ${bytes}${total !== null ? ` of ${total}` : ''}` +
             (bodyError !== undefined ? ` (${errorText(bodyError)})` : '');
         await retryable(why);
         continue;
       }
-      if (ctx.expected !== undefined && bytes !== ctx.expected) {
-        await fsp.rm(ctx.partial, { force: true });
-        throw new SourceFailure('size', url, `size mismatch: received ${bytes} bytes, expected ${ctx.expected}`);
-      }
-      const problem = await smallFileProblemOnDisk(ctx.file, ctx.partial, ctx.vocab);
+      const problem = await receivedProblem(bytes, url, ctx);
       if (problem !== null) {
-        // Cannot tell how much is missing, so it cannot be resumed either.
-        await fsp.rm(ctx.partial, { force: true });
         noProgress = true;
         kindOfRetry = 'incomplete';
-        await retryable(`received ${ctx.file} (${bytes} bytes) ${problem}`);
+        await retryable(problem);
         continue;
       }
-      report(bytes, 'done');
+      ctx.onProgress?.({ file: ctx.file, bytes, total, rate: transferRate(rate.fetched, startedAt), phase: 'done', url });
       return;
     } finally {
+      watch.dispose();
+    }
+  }
+}
+
+/** One server's chances at one file. */
+interface RetryBudget {
+  /** Consecutive failed attempts without progress. */
+  failures: number;
+  attempts: number;
+  readonly startedAt: number;
+}
+
+/**
+ * Waits before the next attempt (doubling from ctx.retryDelayMs, back to the
+ * first delay after progress), or throws SourceFailure once the server has
+ * used up its attempts or the file's time.
+ */
+async function backOff(
+  b: RetryBudget,
+  failure: { why: string; kind: 'network' | 'incomplete'; progressed: boolean; at: number },
+  url: string,
+  ctx: TransferContext,
+): Promise<void> {
+  const { why, kind } = failure;
+  b.failures = failure.progressed ? 1 : b.failures + 1;
+  if (b.failures >= ctx.maxAttempts) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${b.failures} attempts without progress)`);
+  }
+  if (b.attempts >= ctx.maxTotalAttempts) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${b.attempts} attempts)`);
+  }
+  const delay = Math.min(30_000, ctx.retryDelayMs * 2 ** (b.failures - 1));
+  if (Date.now() + delay - b.startedAt > ctx.fileTimeoutMs) {
+    throw new SourceFailure(kind, url, `${why} (gave up after ${((Date.now() - b.startedAt) / 1000).toFixed(1)} s on this file)`);
+  }
+  ctx.log(`${ctx.file}: ${why}; retrying from byte ${failure.at} in ${(delay / 1000).toFixed(1)} s`);
+  try {
+    await sleep(delay, ctx.signal);
+  } catch {
+    throw cancelledError(ctx);
+  }
+}
+
+function cancelledError(ctx: TransferContext): FatalError {
+  return new FatalError(new DownloadError(`Download of ${ctx.file} cancelled`, 'ABORTED'));
+}
+
+function transferRate(fetched: number, startedAt: number): number {
+  const secs = (Date.now() - startedAt) / 1000;
+  return secs > 0 ? fetched / secs : 0;
+}
+
+/**
+ * One attempt's abort signal: fired by the user's signal, by no data for the
+ * stall timeout (`arm` restarts that clock), or by the file's time limit.
+ */
+function watchAttempt(ctx: TransferContext, startedAt: number) {
+  const ac = new AbortController();
+  let stallTimer: NodeJS.Timeout | undefined;
+  const overTimer = setTimeout(
+    () => ac.abort(new Error(`over ${ctx.fileTimeoutMs / 1000} s on this file`)),
+    Math.max(0, ctx.fileTimeoutMs - (Date.now() - startedAt)),
+  );
+  const onUserAbort = () => ac.abort(ctx.signal!.reason);
+  ctx.signal?.addEventListener('abort', onUserAbort, { once: true });
+  const watch = {
+    signal: ac.signal,
+    stalled: false,
+    arm(ms = ctx.stallTimeoutMs) {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        watch.stalled = true;
+        ac.abort(new Error(`no data for ${ms / 1000} s`));
+      }, ms);
+    },
+    cancelled: () => ctx.signal?.aborted === true,
+    dispose() {
       clearTimeout(stallTimer);
       clearTimeout(overTimer);
       ctx.signal?.removeEventListener('abort', onUserAbort);
+    },
+  };
+  return watch;
+}
+
+type BodyStart =
+  | { kind: 'complete' }
+  | { kind: 'retry'; why: string; rangeBroken?: boolean }
+  | { kind: 'body'; total: number | null; append: boolean; have: number; rangeBroken?: boolean };
+
+/**
+ * Where the response's body starts and how big the whole file is, or that the
+ * partial file is already complete, or why to retry (a partial that cannot be
+ * resumed is truncated first). Throws SourceFailure for an answer no retry fixes.
+ */
+async function bodyStart(res: Response, have: number, url: string, ctx: TransferContext): Promise<BodyStart> {
+  let total: number | null = null;
+  let append = false;
+  let rangeBroken = false;
+  const contentLength = res.headers.get('content-length');
+  const encoded = (res.headers.get('content-encoding') ?? 'identity').toLowerCase() !== 'identity';
+  const bodyLength = contentLength !== null && !encoded ? Number(contentLength) : null;
+  if (res.status === 416) {
+    await res.body?.cancel().catch(() => {});
+    const cr = parseContentRange(res.headers.get('content-range'));
+    const realSize = cr && 'unsatisfied' in cr ? cr.unsatisfied : null;
+    if (have > 0 && (realSize === have || (realSize === null && ctx.expected === have))) return { kind: 'complete' };
+    ctx.log(`${ctx.file}: server rejected resuming at byte ${have}; starting over`);
+    await fsp.truncate(ctx.partial, 0);
+    return { kind: 'retry', why: 'range not satisfiable' };
+  } else if (res.status === 206 && have > 0) {
+    const cr = parseContentRange(res.headers.get('content-range'));
+    if (!cr || !('start' in cr) || cr.start !== have) {
+      await res.body?.cancel().catch(() => {});
+      ctx.log(`${ctx.file}: server answered the resume request with an unexpected range; starting over`);
+      await fsp.truncate(ctx.partial, 0);
+      return { kind: 'retry', why: `unexpected Content-Range ${JSON.stringify(res.headers.get('content-range'))} for bytes=${have}-`, rangeBroken: true };
+    }
+    total = cr.total ?? (bodyLength !== null ? have + bodyLength : null);
+    append = true;
+  } else if (res.status === 200 || res.status === 206) {
+    // 200 to a Range request means the server ignores ranges: take the whole body.
+    if (have > 0) {
+      ctx.log(`${ctx.file}: server does not support resuming; downloading from the start`);
+      rangeBroken = true; // a restart: counts as a failed attempt if this transfer does not finish
+    }
+    total = bodyLength;
+    have = 0;
+  } else {
+    await res.body?.cancel().catch(() => {});
+    const status = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
+    if (res.status >= 500 || res.status === 429 || res.status === 408) return { kind: 'retry', why: status };
+    throw new SourceFailure('http', url, status);
+  }
+
+  if (ctx.expected !== undefined && total !== null && total !== ctx.expected) {
+    await res.body?.cancel().catch(() => {});
+    throw new SourceFailure(
+      'size',
+      url,
+      `size mismatch: the server's ${ctx.file} is ${total} bytes, expected ${ctx.expected} (wrong model size or a different file?)`,
+    );
+  }
+  if (!res.body) throw new SourceFailure('http', url, `HTTP ${res.status} with no body`);
+  return { kind: 'body', total, append, have, rangeBroken };
+}
+
+/**
+ * Streams the body onto the partial file (appending or from byte 0); a body
+ * that breaks off is not an error here (`bodyError`), a failing disk is.
+ */
+async function writeBody(
+  res: Response,
+  t: { url: string; total: number | null; append: boolean; have: number; startedAt: number; rate: { fetched: number }; arm: () => void },
+  ctx: TransferContext,
+): Promise<{ bytes: number; bodyError: unknown }> {
+  let fh: FileHandle;
+  try {
+    fh = await fsp.open(ctx.partial, t.append ? 'a' : 'w');
+  } catch (err) {
+    throw new FatalError(ioError(err, ctx.partial, ctx));
+  }
+  let lastReport = 0;
+  const report = (bytes: number) => {
+    const now = Date.now();
+    if (now - lastReport < 100) return;
+    lastReport = now;
+    ctx.onProgress?.({ file: ctx.file, bytes, total: t.total, rate: transferRate(t.rate.fetched, t.startedAt), phase: 'download', url: t.url });
+  };
+  let bytes = t.have;
+  let bodyError: unknown;
+  const reader = res.body!.getReader();
+  try {
+    report(bytes);
+    for (;;) {
+      let chunk: ReadableStreamReadResult<Uint8Array>;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        bodyError = err;
+        break;
+      }
+      if (chunk.done) break;
+      t.arm();
+      const data = chunk.value;
+      try {
+        for (let off = 0; off < data.length; ) {
+          const { bytesWritten } = await fh.write(data, off, data.length - off);
+          off += bytesWritten;
+        }
+      } catch (err) {
+        throw new FatalError(ioError(err, ctx.partial, ctx));
+      }
+      bytes += data.length;
+      t.rate.fetched += data.length;
+      if (t.total !== null && bytes > t.total) {
+        throw new SourceFailure('size', t.url, `size mismatch: received more than the announced ${t.total} bytes`);
+      }
+      report(bytes);
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+    try {
+      await fh.close();
+    } catch (err) {
+      // close() can report delayed write errors, ENOSPC among them.
+      throw new FatalError(ioError(err, ctx.partial, ctx));
     }
   }
+  return { bytes, bodyError };
+}
+
+/**
+ * A finished transfer checked: a wrong size fails this source; content that
+ * is not what the file should hold is removed and returned as a retry reason.
+ */
+async function receivedProblem(bytes: number, url: string, ctx: TransferContext): Promise<string | null> {
+  if (ctx.expected !== undefined && bytes !== ctx.expected) {
+    await fsp.rm(ctx.partial, { force: true });
+    throw new SourceFailure('size', url, `size mismatch: received ${bytes} bytes, expected ${ctx.expected}`);
+  }
+  const problem = await smallFileProblemOnDisk(ctx.file, ctx.partial, ctx.vocab);
+  if (problem === null) return null;
+  // Cannot tell how much is missing, so it cannot be resumed either.
+  await fsp.rm(ctx.partial, { force: true });
+  return `received ${ctx.file} (${bytes} bytes) ${problem}`;
 }
 
 function ioError(err: unknown, file: string, ctx: { model: string; expected?: number | undefined }): DownloadError {

@@ -18,7 +18,10 @@
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
+import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
+import { readFully } from '../io/files.js';
 import { crc32cUpdate, unmaskCrc } from './crc32c.js';
+import { OPENAI_MODEL_SIZES } from './openai-models.js';
 import { SnappyError, snappyDecompress } from './snappy.js';
 
 // ---------------------------------------------------------------------------
@@ -143,17 +146,11 @@ const READABLE_ELEMENT_SIZE: Partial<Record<TfDType, number>> = {
 
 const FLOAT_DTYPES = new Set<TfDType>(['float32', 'float64', 'float16', 'bfloat16']);
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
 /** Reused buffer size for streaming CRC checks over whole data files. */
 const VERIFY_CHUNK = 8 << 20;
-/** fs read() caps one call at 2 GiB - 1; stay well below. */
-const MAX_READ = 1 << 30;
 
 // ---------------------------------------------------------------------------
 // Hints
-
-const OPENAI_SIZES = ['124M', '355M', '774M', '1558M'];
 
 /**
  * Suggestion appended to corruption errors. A folder named like an OpenAI
@@ -164,10 +161,10 @@ function fixHint(file: string): string {
   const dirName = path.basename(path.dirname(path.resolve(file)));
   const alias: Record<string, string> = { '117M': '124M', '345M': '355M' };
   const size = alias[dirName] ?? dirName;
-  if (OPENAI_SIZES.includes(size)) {
+  if ((OPENAI_MODEL_SIZES as readonly string[]).includes(size)) {
     return `Re-download it with \`gptcuda download --model ${size}\` (partial files resume; corrupt ones are fetched again).`;
   }
-  return 'Restore the checkpoint from its source (for OpenAI GPT-2 weights: `gptcuda download --model <124M|355M|774M|1558M>`).';
+  return `Restore the checkpoint from its source (for OpenAI GPT-2 weights: \`gptcuda download --model <${OPENAI_MODEL_SIZES.join('|')}>\`).`;
 }
 
 // ---------------------------------------------------------------------------
@@ -239,6 +236,22 @@ class ByteReader {
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     return out;
+  }
+
+  /** A protobuf field key: field number and wire type. */
+  tag(what: string): { field: number; wire: number } {
+    const t = this.varintUnsigned(what);
+    return { field: Math.floor(t / 8), wire: t & 7 };
+  }
+
+  /** The length-delimited field that follows, as a reader of its own; this one moves past it. */
+  message(lengthWhat: string, overrun: string): ByteReader {
+    const len = this.varintUnsigned(lengthWhat);
+    const end = this.pos + len;
+    if (end > this.end) this.fail(overrun);
+    const sub = new ByteReader(this.buf, this.pos, end, this.fail);
+    this.pos = end;
+    return sub;
   }
 
   /** Skips one protobuf field of the given wire type. */
@@ -400,54 +413,40 @@ function parseHeader(value: Uint8Array, fail: (msg: string) => never): TfBundleH
     version: { producer: 0, minConsumer: 0, badConsumers: [] },
   };
   while (!r.done) {
-    const tag = r.varintUnsigned('field tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = r.tag('field tag');
     if (field === 1 && wire === 0) header.numShards = r.varintNumber('num_shards');
     else if (field === 2 && wire === 0) {
       const e = r.varintNumber('endianness');
       if (e !== 0 && e !== 1) fail(`unknown endianness ${e}`);
       header.endianness = e === 0 ? 'little' : 'big';
     } else if (field === 3 && wire === 2) {
-      const len = r.varintUnsigned('version length');
-      const end = r.pos + len;
-      if (end > r.end) fail('version message runs past the end of the header');
-      const v = new ByteReader(value, r.pos, end, fail);
+      const v = r.message('version length', 'version message runs past the end of the header');
       while (!v.done) {
-        const vt = v.varintUnsigned('version tag');
-        const vf = Math.floor(vt / 8);
-        if (vf === 1 && (vt & 7) === 0) header.version.producer = v.varintNumber('producer');
-        else if (vf === 2 && (vt & 7) === 0) header.version.minConsumer = v.varintNumber('min_consumer');
-        else if (vf === 3 && (vt & 7) === 0) header.version.badConsumers.push(v.varintNumber('bad_consumers'));
-        else v.skipField(vt & 7, vf);
+        const t = v.tag('version tag');
+        if (t.field === 1 && t.wire === 0) header.version.producer = v.varintNumber('producer');
+        else if (t.field === 2 && t.wire === 0) header.version.minConsumer = v.varintNumber('min_consumer');
+        else if (t.field === 3 && t.wire === 0) header.version.badConsumers.push(v.varintNumber('bad_consumers'));
+        else v.skipField(t.wire, t.field);
       }
-      r.pos = end;
     } else r.skipField(wire, field);
   }
   if (header.numShards < 0) fail(`num_shards is negative (${header.numShards})`);
   return header;
 }
 
-function parseShape(r: ByteReader, end: number): number[] {
+function parseShape(s: ByteReader): number[] {
   const dims: number[] = [];
-  const s = new ByteReader(r.buf, r.pos, end, r.fail);
   while (!s.done) {
-    const tag = s.varintUnsigned('shape tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = s.tag('shape tag');
     if (field === 2 && wire === 2) {
-      const len = s.varintUnsigned('dim length');
-      const dimEnd = s.pos + len;
-      if (dimEnd > s.end) s.fail('shape dim runs past the end of the shape');
-      const d = new ByteReader(s.buf, s.pos, dimEnd, s.fail);
+      const d = s.message('dim length', 'shape dim runs past the end of the shape');
       let size = 0; // omitted when zero
       while (!d.done) {
-        const dt = d.varintUnsigned('dim tag');
-        if (dt === 8) size = d.varintNumber('dim size');
-        else d.skipField(dt & 7, Math.floor(dt / 8)); // dim name
+        const t = d.tag('dim tag');
+        if (t.field === 1 && t.wire === 0) size = d.varintNumber('dim size');
+        else d.skipField(t.wire, t.field); // dim name
       }
       dims.push(size);
-      s.pos = dimEnd;
     } else s.skipField(wire, field); // unknown_rank etc.
   }
   return dims;
@@ -468,17 +467,10 @@ function parseEntry(name: string, value: Uint8Array, fail: (msg: string) => neve
     sliced: false,
   };
   while (!r.done) {
-    const tag = r.varintUnsigned('field tag');
-    const field = Math.floor(tag / 8);
-    const wire = tag & 7;
+    const { field, wire } = r.tag('field tag');
     if (field === 1 && wire === 0) e.dtypeCode = r.varintNumber('dtype');
-    else if (field === 2 && wire === 2) {
-      const len = r.varintUnsigned('shape length');
-      const end = r.pos + len;
-      if (end > r.end) fail('shape runs past the end of the entry');
-      e.shape = parseShape(r, end);
-      r.pos = end;
-    } else if (field === 3 && wire === 0) e.shardId = r.varintNumber('shard_id');
+    else if (field === 2 && wire === 2) e.shape = parseShape(r.message('shape length', 'shape runs past the end of the entry'));
+    else if (field === 3 && wire === 0) e.shardId = r.varintNumber('shard_id');
     else if (field === 4 && wire === 0) e.offset = r.varintUnsigned('offset');
     else if (field === 5 && wire === 0) e.size = r.varintUnsigned('size');
     else if (field === 6 && wire === 5) e.crc32c = r.fixed32('crc32c');
@@ -712,7 +704,7 @@ export class TfCheckpoint {
       let crc = 0;
       for (let done = 0; done < e.size; ) {
         const n = Math.min(chunk.length, e.size - done);
-        await this.readFully(fh, chunk, n, e.offset + done, e);
+        await this.readExactly(fh, chunk.subarray(0, n), e.offset + done, e);
         crc = crc32cUpdate(crc, chunk, 0, n);
         done += n;
       }
@@ -827,7 +819,7 @@ export class TfCheckpoint {
     this.checkShardId(e);
     const { fh, size } = await this.shard(e.shardId);
     if (e.offset + e.size > size) throw this.truncatedError(e.shardId, size, e.offset + e.size, e.name);
-    await this.readFully(fh, dst, e.size, e.offset, e);
+    await this.readExactly(fh, dst.subarray(0, e.size), e.offset, e);
     if (verify) {
       const crc = crc32cUpdate(0, dst, 0, e.size);
       if (crc !== unmaskCrc(e.crc32c)) {
@@ -842,15 +834,10 @@ export class TfCheckpoint {
     }
   }
 
-  private async readFully(fh: FileHandle, dst: Uint8Array, length: number, position: number, e: TfTensorEntry): Promise<void> {
-    for (let done = 0; done < length; ) {
-      const { bytesRead } = await fh.read(dst, done, Math.min(MAX_READ, length - done), position + done);
-      if (bytesRead === 0) {
-        // The file shrank after we checked its size.
-        throw this.truncatedError(e.shardId, position + done, e.offset + e.size, e.name);
-      }
-      done += bytesRead;
-    }
+  private async readExactly(fh: FileHandle, dst: Uint8Array, position: number, e: TfTensorEntry): Promise<void> {
+    const got = await readFully(fh, dst, position);
+    // The file shrank after we checked its size.
+    if (got < dst.length) throw this.truncatedError(e.shardId, position + got, e.offset + e.size, e.name);
   }
 
   /** Tensor bytes are stored in the bundle's declared byte order; flip them if that is not the host's. */
