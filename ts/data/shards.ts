@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { TokenFile, isTokenFile } from './token-file.js';
+import { fileHasMagic } from '../io/files.js';
+import { TokenFile, Uint16TokenReader, isTokenFile, readExactly } from './token-file.js';
 import { checkRange, type TokenSource } from './windows.js';
 
 /*
@@ -21,26 +22,17 @@ export const LLMC_SHARD_MAGIC = 20240520;
 export const LLMC_SHARD_VERSION = 1;
 export const LLMC_SHARD_HEADER_BYTES = 256 * 4;
 
-function readAt(fd: number, into: Uint8Array, position: number, file: string): void {
-  let done = 0;
-  while (done < into.length) {
-    const n = fs.readSync(fd, into, done, into.length - done, position + done);
-    if (n === 0) throw new Error(`${file}: unexpected end of file at byte ${position + done}`);
-    done += n;
-  }
-}
+/** The magic as the file's first four bytes (a little-endian int32). */
+const LLMC_MAGIC_BYTES = (() => {
+  const b = Buffer.alloc(4);
+  b.writeInt32LE(LLMC_SHARD_MAGIC);
+  return b.toString('latin1');
+})();
 
 /** True when `file` is a regular file whose first int32 is llm.c's shard magic. */
 export function isLlmcShard(file: string): boolean {
   try {
-    if (!fs.statSync(file).isFile()) return false;
-    const fd = fs.openSync(file, 'r');
-    try {
-      const head = Buffer.alloc(4);
-      return fs.readSync(fd, head, 0, 4, 0) === 4 && head.readInt32LE(0) === LLMC_SHARD_MAGIC;
-    } finally {
-      fs.closeSync(fd);
-    }
+    return fs.statSync(file).isFile() && fileHasMagic(file, LLMC_MAGIC_BYTES);
   } catch {
     return false;
   }
@@ -52,15 +44,9 @@ export function isLlmcShard(file: string): boolean {
  * DataLoader refuses ids at or above the model's vocabulary with this file and
  * offset), so opening a multi-gigabyte shard costs nothing.
  */
-export class LlmcShard implements TokenSource {
-  readonly path: string;
-  readonly length: number;
-  private fd: number | null;
-
+export class LlmcShard extends Uint16TokenReader {
   private constructor(file: string, fd: number, length: number) {
-    this.path = file;
-    this.fd = fd;
-    this.length = length;
+    super(file, fd, length, LLMC_SHARD_HEADER_BYTES);
   }
 
   static open(file: string): LlmcShard {
@@ -75,7 +61,7 @@ export class LlmcShard implements TokenSource {
       if (size < LLMC_SHARD_HEADER_BYTES)
         throw new Error(`${file}: not an llm.c shard (only ${size} bytes; the header alone is ${LLMC_SHARD_HEADER_BYTES})`);
       const h = Buffer.alloc(12);
-      readAt(fd, h, 0, file);
+      readExactly(fd, h, 0);
       const magic = h.readInt32LE(0);
       if (magic !== LLMC_SHARD_MAGIC) throw new Error(`${file}: not an llm.c shard (magic ${magic}, expected ${LLMC_SHARD_MAGIC})`);
       const version = h.readInt32LE(4);
@@ -89,27 +75,6 @@ export class LlmcShard implements TokenSource {
     } catch (err) {
       fs.closeSync(fd);
       throw err;
-    }
-  }
-
-  read(start: number, count: number): Int32Array {
-    if (this.fd === null) throw new Error(`${this.path}: shard is closed`);
-    checkRange(this.length, start, count);
-    const bytes = Buffer.alloc(count * 2);
-    readAt(this.fd, bytes, LLMC_SHARD_HEADER_BYTES + start * 2, this.path);
-    const out = new Int32Array(count);
-    for (let i = 0; i < count; i++) out[i] = bytes.readUInt16LE(i * 2);
-    return out;
-  }
-
-  where(offset: number): string {
-    return `${this.path}: token ${offset} (byte offset ${LLMC_SHARD_HEADER_BYTES + offset * 2})`;
-  }
-
-  close(): void {
-    if (this.fd !== null) {
-      fs.closeSync(this.fd);
-      this.fd = null;
     }
   }
 }

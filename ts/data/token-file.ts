@@ -200,19 +200,54 @@ export async function pretokenize(inputs: string | string[], outPath: string, op
 }
 
 /**
- * A token file opened for random access. Windows are read on demand with
- * positioned reads, so a corpus of any size costs no memory; call close() when
- * done (or rely on process exit).
+ * Little-endian uint16 token ids after a fixed-size header, read on demand
+ * with positioned reads (a token file's layout, and llm.c's shards'), so a
+ * corpus of any size costs no memory; call close() when done (or rely on
+ * process exit).
  */
-export class TokenFile implements TokenSource {
-  readonly path: string;
-  readonly length: number;
+export class Uint16TokenReader implements TokenSource {
   private fd: number | null;
 
-  private constructor(file: string, fd: number, length: number) {
-    this.path = file;
+  protected constructor(
+    readonly path: string,
+    fd: number,
+    readonly length: number,
+    private readonly headerBytes: number,
+  ) {
     this.fd = fd;
-    this.length = length;
+  }
+
+  read(start: number, count: number): Int32Array {
+    if (this.fd === null) throw new Error(`${this.path}: token file is closed`);
+    checkRange(this.length, start, count);
+    const bytes = new Uint8Array(count * 2);
+    readExactly(this.fd, bytes, this.headerBytes + start * 2);
+    const outArr = new Int32Array(count);
+    if (LITTLE_ENDIAN_HOST) {
+      outArr.set(new Uint16Array(bytes.buffer, 0, count));
+    } else {
+      const dv = new DataView(bytes.buffer);
+      for (let i = 0; i < count; i++) outArr[i] = dv.getUint16(i * 2, true);
+    }
+    return outArr;
+  }
+
+  where(offset: number): string {
+    return `${this.path}: token ${offset} (byte offset ${this.headerBytes + offset * 2})`;
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      fs.closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+}
+
+/** A token file (`gptcuda tokenize`) opened for random access. */
+export class TokenFile extends Uint16TokenReader {
+  private constructor(file: string, fd: number, length: number) {
+    super(file, fd, length, TOKEN_FILE_HEADER_BYTES);
   }
 
   /**
@@ -270,38 +305,8 @@ export class TokenFile implements TokenSource {
       throw err;
     }
   }
-
-  read(start: number, count: number): Int32Array {
-    if (this.fd === null) throw new Error(`${this.path}: token file is closed`);
-    checkRange(this.length, start, count);
-    const bytes = new Uint8Array(count * 2);
-    readExactly(this.fd, bytes, TOKEN_FILE_HEADER_BYTES + start * 2);
-    const outArr = new Int32Array(count);
-    if (LITTLE_ENDIAN_HOST) {
-      outArr.set(new Uint16Array(bytes.buffer, 0, count));
-    } else {
-      const dv = new DataView(bytes.buffer);
-      for (let i = 0; i < count; i++) outArr[i] = dv.getUint16(i * 2, true);
-    }
-    return outArr;
-  }
-
-  where(offset: number): string {
-    return tokenLocation(this.path, offset);
-  }
-
-  close(): void {
-    if (this.fd !== null) {
-      fs.closeSync(this.fd);
-      this.fd = null;
-    }
-  }
 }
 
-function tokenLocation(file: string, offset: number): string {
-  return `${file}: token ${offset} (byte offset ${TOKEN_FILE_HEADER_BYTES + offset * 2})`;
-}
-
-function readExactly(fd: number, into: Uint8Array, position: number): void {
+export function readExactly(fd: number, into: Uint8Array, position: number): void {
   if (readFullySync(fd, into, position) < into.length) throw new Error('unexpected end of token file');
 }
