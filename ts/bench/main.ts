@@ -10,8 +10,8 @@ import type { Device } from '../tensor/tensor.js';
 import { ATT, benchAttention, type AttentionResult } from './attention.js';
 import { benchGemm, GEMM_M, type GemmResult } from './gemm.js';
 import { benchGenerate, type GenerationResult } from './generate.js';
-import { benchTrain, type TrainResult } from './train.js';
-import { formatTable, MB, now, round, type TimeOptions } from './util.js';
+import { benchTrain, profileTrainStep, type StepProfile, type TrainResult } from './train.js';
+import { fmt, formatTable, MB, now, round, type TimeOptions } from './util.js';
 
 const SECTIONS = ['gemm', 'attention', 'train', 'generate'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -121,6 +121,21 @@ function printTrain(r: TrainResult, device: Device): void {
   ));
 }
 
+function printStepProfile(r: TrainResult, p: StepProfile): void {
+  const parts = p.parts.reduce((s, x) => s + x.ms, 0);
+  console.log(`\nwhere the step goes: forward ${fmt(r.forwardMs)} ms, backward ${fmt(r.backwardMs)} ms, AdamW ${fmt(r.updateMs)} ms; ` +
+    `its matrix products alone take ${fmt(p.gemmMs)} ms (${fmt(p.gemmGflops)} GFLOP/s): step / GEMMs = ${(r.msPerStep / p.gemmMs).toFixed(2)}`);
+  console.log(formatTable(
+    ['part (timed alone at the step\'s shapes)', 'ms/step', 'of step'],
+    [
+      ['matrix products (Linear fwd + bwd, LM head)', p.gemmMs],
+      ...p.parts.map((x): [string, number] => [x.name, x.ms]),
+      ['AdamW (in the step)', r.updateMs],
+      ['unaccounted (step minus the parts)', r.msPerStep - p.gemmMs - parts - r.updateMs],
+    ].map(([name, ms]) => [name as string, ms as number, `${((100 * (ms as number)) / r.msPerStep).toFixed(0)}%`]),
+  ));
+}
+
 function printGenerate(r: GenerationResult): void {
   const c = r.config;
   console.log(`GPT-2 small config (random weights): vocab ${c.vocabSize}, ctx ${c.contextLength}, emb ${c.embDim}, ` +
@@ -200,7 +215,12 @@ async function main(): Promise<void> {
         section('training');
         const r = benchTrain(args.device, args.trainSteps);
         printTrain(r, args.device);
+        const profile = profileTrainStep(args.device, r.batch, r.context, timing);
+        printStepProfile(r, profile);
         summary.train = {
+          forward_ms: round(r.forwardMs, 1), backward_ms: round(r.backwardMs, 1), adamw_ms: round(r.updateMs, 1),
+          gemm_ms: round(profile.gemmMs, 1), gemm_gflops: round(profile.gemmGflops, 1), step_over_gemm: round(r.msPerStep / profile.gemmMs, 3),
+          parts_ms: Object.fromEntries(profile.parts.map((x) => [x.name, round(x.ms, 1)])),
           batch: r.batch, context: r.context, parameters: r.parameters, steps: r.steps, ms_per_step: round(r.msPerStep, 1),
           tokens_per_s: round(r.tokensPerSecond, 1), loss: round(r.loss, 4),
           max_rss_mb: round(r.maxRss / MB, 1), device_peak_mb: round(r.devicePeakMemory / MB, 1),
