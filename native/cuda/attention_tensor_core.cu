@@ -1,0 +1,326 @@
+// The TF32 tensor-core attention kernels (hs <= 64, when TF32 is enabled).
+//
+// Same algorithms and thread layout as the CUDA-core kernels (attention_common.cuh),
+// but the five tile products run on tensor cores through WMMA (m16n16k8, TF32
+// inputs rounded with __float_to_tf32, float accumulation). Fragment element
+// positions are opaque, so every position-dependent step (masking, softmax,
+// dropout, dS) goes through shared memory: a product is stored with
+// store_matrix_sync, the 256 threads work on it in the common layout, and the
+// next product loads it back. Accumulators that are never rescaled (dK, dV, dQ)
+// stay in fragments for the whole loop; the forward's output, which the online
+// softmax rescales, stays in registers and each tile's P V is added to it
+// through shared memory. All tiles are 64 x 64 with the head dim padded to 64;
+// 8 warps each own a 16 x 32 block of a 64 x 64 result (rows 16 (w / 2) ..,
+// columns 32 (w % 2) ..).
+#include <mma.h>
+
+#include "attention_common.cuh"
+
+namespace gptcuda {
+namespace {
+// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define GPTCUDA_ATTN_TC 1
+#else
+#define GPTCUDA_ATTN_TC 0
+#endif
+
+constexpr int kTcLd = 68;  // row stride of every shared tile: 64 + 4 (16-byte rows, fewer conflicts)
+constexpr size_t kTcTileBytes = 64 * kTcLd * sizeof(float);
+
+namespace wmma = nvcuda::wmma;
+using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragBt = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+using FragC = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+
+#if GPTCUDA_ATTN_TC
+template <typename Frag>
+__device__ __forceinline__ void round_tf32(Frag& f) {
+#pragma unroll
+  for (int e = 0; e < f.num_elements; ++e) f.x[e] = wmma::__float_to_tf32(f.x[e]);
+}
+
+// S[64][64] = A B^T over the 64 (padded) head dims; A, B row-major [64][kTcLd].
+// Each warp writes its 16 x 32 block of S (row stride kTcLd).
+__device__ __forceinline__ void tc_scores(float* S, const float* A, const float* Bm) {
+  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
+  FragC c[2];
+  wmma::fill_fragment(c[0], 0.f);
+  wmma::fill_fragment(c[1], 0.f);
+#pragma unroll 2
+  for (int k = 0; k < 64; k += 8) {
+    FragA a;
+    wmma::load_matrix_sync(a, A + rb * 16 * kTcLd + k, kTcLd);
+    round_tf32(a);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      FragBt b;  // B^T: element (k, n) is Bm[n][k], i.e. column-major with ld kTcLd
+      wmma::load_matrix_sync(b, Bm + (cb + j) * 16 * kTcLd + k, kTcLd);
+      round_tf32(b);
+      wmma::mma_sync(c[j], a, b, c[j]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    wmma::store_matrix_sync(S + rb * 16 * kTcLd + (cb + j) * 16, c[j], kTcLd, wmma::mem_row_major);
+}
+
+// acc (this warp's 16 x 32 block of a [64][64] result) += Tm Vm, with Tm a
+// row-major [64][64] score tile and Vm a row-major [64][64] head tile.
+__device__ __forceinline__ void tc_accumulate(FragC (&acc)[2], const float* Tm, const float* Vm) {
+  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
+#pragma unroll 2
+  for (int k = 0; k < 64; k += 8) {
+    FragA a;
+    wmma::load_matrix_sync(a, Tm + rb * 16 * kTcLd + k, kTcLd);
+    round_tf32(a);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      FragB b;
+      wmma::load_matrix_sync(b, Vm + k * kTcLd + (cb + j) * 16, kTcLd);
+      round_tf32(b);
+      wmma::mma_sync(acc[j], a, b, acc[j]);
+    }
+  }
+}
+
+__device__ __forceinline__ void tc_store(float* X, const FragC (&acc)[2]) {
+  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    wmma::store_matrix_sync(X + rb * 16 * kTcLd + (cb + j) * 16, acc[j], kTcLd, wmma::mem_row_major);
+}
+
+__device__ __forceinline__ void tc_zero(FragC (&acc)[2]) {
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
+}
+#endif  // GPTCUDA_ATTN_TC
+
+constexpr size_t forward_tc_smem_bytes() { return 4 * kTcTileBytes; }
+constexpr size_t backward_tc_smem_bytes() { return 6 * kTcTileBytes + 2 * 64 * sizeof(float); }
+
+__global__ void __launch_bounds__(kThreads, 2)
+    attention_forward_tc_kernel(float* out, float* lse, const float* qkv, int T, int C, int NH,
+                                float scale, float p_drop, uint64_t seed, uint64_t stream,
+                                bool vec_in, bool vec_out) {
+#if GPTCUDA_ATTN_TC
+  constexpr int HSP = 64, LD = kTcLd, DPT = 4;
+  extern __shared__ __align__(128) float4 smem4[];
+  float* Qs = reinterpret_cast<float*>(smem4);
+  float* Ks = Qs + 64 * LD;  // K tile; after the scores, this tile's P V
+  float* Vs = Ks + 64 * LD;
+  float* Ss = Vs + 64 * LD;  // scores, then P (in place)
+
+  const HeadBlock hb(qkv, nullptr, T, C, NH, scale, p_drop, seed, stream);
+  const int q0 = heavy_first_tile(T);
+
+  load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, 64, T, hb.hs, vec_in);
+  SoftmaxRows<DPT> rows;
+
+  const int k_end = min(T, q0 + 64);
+  for (int k0 = 0; k0 < k_end; k0 += 64) {
+    __syncthreads();  // the previous tile is done with Ks/Vs/Ss
+    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_in);
+    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_in);
+    __syncthreads();
+    tc_scores(Ss, Qs, Ks);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float* srow = Ss + (hb.ty * 4 + i) * LD;
+      float s[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) s[j] = srow[hb.tx + 16 * j];
+      rows.step(i, s, srow, q0, k0, hb);
+    }
+    __syncthreads();
+    {
+      FragC pv[2];
+      tc_zero(pv);
+      tc_accumulate(pv, Ss, Vs);
+      tc_store(Ks, pv);  // Ks is free since the scores (two barriers ago)
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float v[DPT];
+      load_dims<HSP>(v, Ks + (hb.ty * 4 + i) * LD, hb.tx);
+#pragma unroll
+      for (int j = 0; j < DPT; ++j) rows.o[i][j] += v[j];
+    }
+  }
+  rows.template store<HSP>(out, lse, hb, q0, vec_out);
+#else
+  __trap();  // built without sm_80 code, but the host chose the tensor-core path
+#endif
+}
+
+// dK/dV for 64 keys per block, over 64-query tiles (see attention_backward_dkv_kernel).
+__global__ void __launch_bounds__(kThreads, 2)
+    attention_backward_dkv_tc_kernel(float* dqkv, const float* dout, const float* qkv,
+                                     const float* lse, const float* Dv, int T, int C, int NH,
+                                     float scale, float p_drop, uint64_t seed, uint64_t stream,
+                                     bool vec_qkv, bool vec_dout, bool vec_dqkv) {
+#if GPTCUDA_ATTN_TC
+  constexpr int HSP = 64, LD = kTcLd, DPT = 4;
+  extern __shared__ __align__(128) float4 smem4[];
+  const BackwardSmem sm(smem4, LD, 64, LD);
+  float *Ks = sm.own0, *Vs = sm.own1, *Qs = sm.vis0, *dOs = sm.vis1;
+  float* St = sm.s0;   // S^T, then P'^T [keys][queries]; finally dK
+  float* dPt = sm.s1;  // dP^T, then dS^T [keys][queries]; finally dV
+
+  const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
+  const int k0 = blockIdx.y * 64;
+
+  load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
+  load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
+  FragC dk[2], dv[2];
+  tc_zero(dk);
+  tc_zero(dv);
+
+  for (int q0 = k0; q0 < T; q0 += 64) {
+    __syncthreads();  // the previous tile's products are done with Qs/dOs/St/dPt
+    load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, 64, T, hb.hs, vec_qkv);
+    load_head_tile<HSP>(dOs, hb.dO, C, q0, 64, T, hb.hs, vec_dout);
+    load_row_stats(sm, lse, Dv, hb.bh, q0, 64, T);
+    __syncthreads();
+    tc_scores(St, Ks, Qs);   // S^T[s][t] = k_s . q_t
+    tc_scores(dPt, Vs, dOs); // dP^T[s][t] = v_s . dO_t
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = hb.ty * 4 + i;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int c = hb.tx + 16 * j;
+        const float2 g =
+            backward_score(St[r * LD + c], dPt[r * LD + c], sm.lse[c], sm.D[c], q0 + c, k0 + r, hb);
+        St[r * LD + c] = g.x;
+        dPt[r * LD + c] = g.y;
+      }
+    }
+    __syncthreads();
+    tc_accumulate(dv, St, dOs);   // dV += P'^T dO
+    tc_accumulate(dk, dPt, Qs);   // dK += dS^T Q (scaled below)
+  }
+
+  __syncthreads();  // every warp is done reading St/dPt
+  tc_store(St, dk);
+  tc_store(dPt, dv);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int sk = k0 + hb.ty * 4 + i;
+    if (sk < T) {
+      float vk[DPT], vv[DPT];
+      load_dims<HSP>(vk, St + (hb.ty * 4 + i) * LD, hb.tx);
+      load_dims<HSP>(vv, dPt + (hb.ty * 4 + i) * LD, hb.tx);
+      float* row = dqkv + hb.row(sk, 3 * C);
+      store_row<HSP, true>(row + C, vk, scale, hb.tx, hb.hs, vec_dqkv);
+      store_row<HSP, true>(row + 2 * C, vv, 1.f, hb.tx, hb.hs, vec_dqkv);
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+// dQ for 64 queries per block, over 64-key tiles (see attention_backward_dq_kernel).
+__global__ void __launch_bounds__(kThreads, 2)
+    attention_backward_dq_tc_kernel(float* dqkv, const float* dout, const float* qkv,
+                                    const float* lse, const float* Dv, int T, int C, int NH,
+                                    float scale, float p_drop, uint64_t seed, uint64_t stream,
+                                    bool vec_qkv, bool vec_dout, bool vec_dqkv) {
+#if GPTCUDA_ATTN_TC
+  constexpr int HSP = 64, LD = kTcLd, DPT = 4;
+  extern __shared__ __align__(128) float4 smem4[];
+  const BackwardSmem sm(smem4, LD, 64, LD);
+  float *Qs = sm.own0, *dOs = sm.own1, *Ks = sm.vis0, *Vs = sm.vis1;
+  float* Ss = sm.s0;   // S [queries][keys]; finally dQ
+  float* dPs = sm.s1;  // dP, then dS
+
+  const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
+  const int q0 = heavy_first_tile(T);
+
+  load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, 64, T, hb.hs, vec_qkv);
+  load_head_tile<HSP>(dOs, hb.dO, C, q0, 64, T, hb.hs, vec_dout);
+  load_row_stats(sm, lse, Dv, hb.bh, q0, 64, T);
+  FragC dq[2];
+  tc_zero(dq);
+
+  const int k_end = min(T, q0 + 64);
+  for (int k0 = 0; k0 < k_end; k0 += 64) {
+    __syncthreads();  // Q/dO/lse/D loaded; the previous tile is done with Ks/Vs/Ss/dPs
+    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
+    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
+    __syncthreads();
+    tc_scores(Ss, Qs, Ks);    // S[t][s]
+    tc_scores(dPs, dOs, Vs);  // dP[t][s] before dropout
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = hb.ty * 4 + i;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int c = hb.tx + 16 * j;
+        dPs[r * LD + c] =
+            backward_score(Ss[r * LD + c], dPs[r * LD + c], sm.lse[r], sm.D[r], q0 + r, k0 + c, hb).y;
+      }
+    }
+    __syncthreads();
+    tc_accumulate(dq, dPs, Ks);  // dQ += dS K (scaled below)
+  }
+
+  __syncthreads();
+  tc_store(Ss, dq);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int t = q0 + hb.ty * 4 + i;
+    if (t < T) {
+      float v[DPT];
+      load_dims<HSP>(v, Ss + (hb.ty * 4 + i) * LD, hb.tx);
+      store_row<HSP, true>(dqkv + hb.row(t, 3 * C), v, scale, hb.tx, hb.hs, vec_dqkv);
+    }
+  }
+#else
+  __trap();
+#endif
+}
+
+// emu:kernels-end
+}  // namespace
+
+namespace attn {
+
+void TensorCore::forward(const ForwardArgs& a) {
+  const size_t smem = forward_tc_smem_bytes();
+  static const bool configured = ensure_smem(attention_forward_tc_kernel, smem, a);
+  (void)configured;
+  attention_forward_tc_kernel<<<a.grid(), kThreads, smem, a.stream>>>(
+      a.out, a.lse, a.qkv, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed, a.rng.stream, a.vec(a.qkv),
+      a.vec(a.out));
+  cudak::check_launch(a.op);
+}
+
+void TensorCore::backward(const BackwardArgs& a) {
+  const size_t smem = backward_tc_smem_bytes();
+  static const bool configured = ensure_smem(attention_backward_dkv_tc_kernel, smem, a) &&
+                                 ensure_smem(attention_backward_dq_tc_kernel, smem, a);
+  (void)configured;
+  const bool vq = a.vec(a.qkv), vdo = a.vec(a.dout), vdq = a.vec(a.dqkv);
+  attention_backward_dkv_tc_kernel<<<a.grid(), kThreads, smem, a.stream>>>(
+      a.dqkv, a.dout, a.qkv, a.lse, a.D, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed,
+      a.rng.stream, vq, vdo, vdq);
+  cudak::check_launch(a.op);
+  attention_backward_dq_tc_kernel<<<a.grid(), kThreads, smem, a.stream>>>(
+      a.dqkv, a.dout, a.qkv, a.lse, a.D, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed,
+      a.rng.stream, vq, vdo, vdq);
+  cudak::check_launch(a.op);
+}
+
+}  // namespace attn
+}  // namespace gptcuda
