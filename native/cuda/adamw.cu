@@ -98,8 +98,6 @@ __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, fl
 
 void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay, int t) {
-  if (n == 0) return;
-  begin_op("adamw");
   AdamParams a;
   a.lr = lr;
   a.beta1 = beta1;
@@ -110,9 +108,7 @@ void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, s
   a.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta2), t)));
   const bool vec = cudak::aligned16(params) && cudak::aligned16(grads) && cudak::aligned16(m) &&
                    cudak::aligned16(v);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  adamw_kernel<<<grid, kBlock, 0, stream_>>>(params, grads, m, v, n, a, vec);
-  cudak::check_launch("adamw");
+  launch_grid_stride("adamw", n, vec, adamw_kernel, params, grads, m, v, n, a, vec);
 }
 
 void CudaBackend::sum_squares(float* out, const float* x, size_t n) {
@@ -133,11 +129,7 @@ void CudaBackend::sum_squares(float* out, const float* x, size_t n) {
 }
 
 void CudaBackend::clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
-  if (n == 0) return;
-  begin_op("clip_by_norm");
-  const unsigned grid = cudak::grid_for(n, kBlock, sm_count_);
-  clip_by_norm_kernel<<<grid, kBlock, 0, stream_>>>(x, n, norm_sq, max_norm);
-  cudak::check_launch("clip_by_norm");
+  launch_grid_stride("clip_by_norm", n, false, clip_by_norm_kernel, x, n, norm_sq, max_norm);
 }
 
 }  // namespace gptcuda

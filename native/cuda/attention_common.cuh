@@ -194,6 +194,18 @@ struct HeadBlock {
   __device__ size_t row(int t, int width) const {
     return (static_cast<size_t>(b) * T + t) * width + h * hs;
   }
+  // Rows row0 .. row0+n-1 of K and V, or of Q and dO, into two shared tiles.
+  template <int HSP>
+  __device__ void load_kv(float* k_tile, float* v_tile, int row0, int n, bool vec_qkv) const {
+    load_head_tile<HSP>(k_tile, q + C, stride, row0, n, T, hs, vec_qkv);
+    load_head_tile<HSP>(v_tile, q + 2 * C, stride, row0, n, T, hs, vec_qkv);
+  }
+  template <int HSP>
+  __device__ void load_qdo(float* q_tile, float* do_tile, int row0, int n, bool vec_qkv,
+                           bool vec_dout) const {
+    load_head_tile<HSP>(q_tile, q, stride, row0, n, T, hs, vec_qkv);
+    load_head_tile<HSP>(do_tile, dO, C, row0, n, T, hs, vec_dout);
+  }
 };
 
 // The shared memory of a backward block: two tiles of the block's own 64 rows
@@ -212,16 +224,6 @@ struct BackwardSmem {
 // to visit, come first.
 __device__ __forceinline__ int heavy_first_tile(int T) {
   return ((T + kRows - 1) / kRows - 1 - static_cast<int>(blockIdx.y)) * kRows;
-}
-
-// lse (in log2 units) and D of queries t0 .. t0+n-1 of one head into shared memory.
-__device__ __forceinline__ void load_row_stats(const BackwardSmem& sm, const float* lse,
-                                               const float* Dv, int bh, int t0, int n, int T) {
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const int t = t0 + i;
-    sm.lse[i] = t < T ? lse[static_cast<size_t>(bh) * T + t] * kLog2e : 0.f;
-    sm.D[i] = t < T ? Dv[static_cast<size_t>(bh) * T + t] : 0.f;
-  }
 }
 
 // A thread's four query rows of the forward: running max m (log2 units),
@@ -307,6 +309,80 @@ __device__ __forceinline__ float2 backward_score(float score, float dp, float ls
   }
   return make_float2(pd, ds);
 }
+
+// The two roles of a backward block, mirror images of each other: kKeys, one
+// block per (b, h, 64 keys) computing dK and dV over the queries at or after
+// them; otherwise one block per (b, h, 64 queries) computing dQ over the keys up
+// to the diagonal. The block keeps its own rows r0 .. r0+63 in shared memory (K
+// and V, or Q and dO) and visits the other side's rows a tile at a time (Q and
+// dO with their lse and D, or K and V). The score tiles are [own][visited]: S^T
+// and dP^T for keys, S and dP for queries.
+template <int HSP, bool kKeys>
+struct BackwardRole {
+  const BackwardSmem& sm;
+  const HeadBlock& hb;
+  const float* lse;
+  const float* Dv;
+  bool vec_qkv, vec_dout;
+  int r0;  // key tile 0 (the most queries) or the heaviest query tile first
+
+  __device__ BackwardRole(const BackwardSmem& sm_, const HeadBlock& hb_, const float* lse_,
+                          const float* Dv_, bool vec_qkv_, bool vec_dout_)
+      : sm(sm_), hb(hb_), lse(lse_), Dv(Dv_), vec_qkv(vec_qkv_), vec_dout(vec_dout_),
+        r0(kKeys ? static_cast<int>(blockIdx.y) * kRows : heavy_first_tile(hb_.T)) {}
+
+  // The visited rows: queries r0 .. T-1 for keys (r0 is a multiple of 64, so of
+  // any tile width), keys 0 .. min(T, r0 + 64)-1 for queries.
+  __device__ int visit_begin() const { return kKeys ? r0 : 0; }
+  __device__ int visit_end() const { return kKeys ? hb.T : min(hb.T, r0 + kRows); }
+
+  __device__ void load_own() const {
+    if constexpr (kKeys) {
+      hb.load_kv<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv);
+    } else {
+      hb.load_qdo<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv, vec_dout);
+      load_stats(r0, kRows);
+    }
+  }
+  __device__ void load_visited(int v0, int n) const {
+    if constexpr (kKeys) {
+      hb.load_qdo<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv, vec_dout);
+      load_stats(v0, n);
+    } else {
+      hb.load_kv<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv);
+    }
+  }
+  // lse (in log2 units) and D of queries t0 .. t0+n-1.
+  __device__ void load_stats(int t0, int n) const {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+      const int t = t0 + i;
+      sm.lse[i] = t < hb.T ? lse[static_cast<size_t>(hb.bh) * hb.T + t] * kLog2e : 0.f;
+      sm.D[i] = t < hb.T ? Dv[static_cast<size_t>(hb.bh) * hb.T + t] : 0.f;
+    }
+  }
+
+  // backward_score of own row r and visited row v0 + c.
+  __device__ float2 score(float s, float dp, int r, int c, int v0) const {
+    const int q = kKeys ? c : r;  // the query's row in the stats
+    const int t = kKeys ? v0 + c : r0 + r, sk = kKeys ? r0 + r : v0 + c;
+    return backward_score(s, dp, sm.lse[q], sm.D[q], t, sk, hb);
+  }
+
+  // Adds the gradients of this thread's own row i into dqkv: dK = scale * g0 and
+  // dV = g1 for keys, dQ = scale * g0 for queries.
+  __device__ void store(float* dqkv, int i, const float (&g0)[HSP / 16],
+                        const float (&g1)[HSP / 16], float scale, bool vec_dqkv) const {
+    const int row = r0 + hb.ty * 4 + i;
+    if (row >= hb.T) return;
+    float* dst = dqkv + hb.row(row, 3 * hb.C);
+    if constexpr (kKeys) {
+      store_row<HSP, true>(dst + hb.C, g0, scale, hb.tx, hb.hs, vec_dqkv);
+      store_row<HSP, true>(dst + 2 * hb.C, g1, 1.f, hb.tx, hb.hs, vec_dqkv);
+    } else {
+      store_row<HSP, true>(dst, g0, scale, hb.tx, hb.hs, vec_dqkv);
+    }
+  }
+};
 
 // emu:kernels-end
 }  // namespace

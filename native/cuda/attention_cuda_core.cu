@@ -98,8 +98,7 @@ __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
   const int k_end = min(T, q0 + kRows);  // keys s <= t < q0 + 64
   for (int k0 = 0; k0 < k_end; k0 += BN) {
     __syncthreads();  // the previous tile's P V is done with Ks/Vs/Ps
-    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, BN, T, hb.hs, vec_in);
-    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, BN, T, hb.hs, vec_in);
+    hb.load_kv<HSP>(Ks, Vs, k0, BN, vec_in);
     __syncthreads();
 
     float s[4][RN];
@@ -121,119 +120,58 @@ constexpr size_t backward_smem_bytes() {
          sizeof(float);
 }
 
-// One block per (b, h, 64 keys): dK and dV for those keys, over all later queries.
-template <int HSP, int BN>
+// The backward in one of its two roles (BackwardRole): dK and dV of 64 keys, or dQ
+// of 64 queries, visiting the other side BN rows at a time.
+template <int HSP, int BN, bool kKeys>
 __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
-    attention_backward_dkv_kernel(float* dqkv, const float* dout, const float* qkv,
-                                  const float* lse, const float* Dv, int T, int C, int NH,
-                                  float scale, float p_drop, uint64_t seed, uint64_t stream,
-                                  bool vec_qkv, bool vec_dout, bool vec_dqkv) {
+    attention_backward_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+                              const float* Dv, int T, int C, int NH, float scale, float p_drop,
+                              uint64_t seed, uint64_t stream, bool vec_qkv, bool vec_dout,
+                              bool vec_dqkv) {
   constexpr int LD = HSP + 4, LDT = BN + 4, RN = BN / 16, DPT = HSP / 16;
   extern __shared__ float4 smem4[];
   const BackwardSmem sm(smem4, LD, BN, LDT);
-  float *Ks = sm.own0, *Vs = sm.own1, *Qs = sm.vis0, *dOs = sm.vis1;
-  float* Pt = sm.s0;   // P'^T [keys][queries] (dropout applied)
-  float* dSt = sm.s1;  // dS^T [keys][queries]
-
   const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
-  const int k0 = blockIdx.y * kRows;  // key tile 0 has the most queries: first
+  const BackwardRole<HSP, kKeys> role(sm, hb, lse, Dv, vec_qkv, vec_dout);
 
-  load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, kRows, T, hb.hs, vec_qkv);
-  load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, kRows, T, hb.hs, vec_qkv);
-  float dk[4][DPT], dv[4][DPT];
-  zero_rows(dk);
-  zero_rows(dv);
+  role.load_own();
+  float g0[4][DPT], g1[4][DPT];  // dK and dV, or dQ (g1 unused)
+  zero_rows(g0);
+  zero_rows(g1);
 
-  // Queries t >= s >= k0; k0 is a multiple of 64 and so of BN.
-  for (int q0 = k0; q0 < T; q0 += BN) {
-    __syncthreads();  // the previous tile is done with Qs/dOs/Pt/dSt and the row stats
-    load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, BN, T, hb.hs, vec_qkv);
-    load_head_tile<HSP>(dOs, hb.dO, C, q0, BN, T, hb.hs, vec_dout);
-    load_row_stats(sm, lse, Dv, hb.bh, q0, BN, T);
+  for (int v0 = role.visit_begin(); v0 < role.visit_end(); v0 += BN) {
+    __syncthreads();  // the previous tile is done with the visited, score and stats tiles
+    role.load_visited(v0, BN);
     __syncthreads();
 
     float st[4][RN], dpt[4][RN];
-    tile_dot<HSP, RN>(st, Ks, Qs, hb.ty, hb.tx);   // S^T[s][t] = k_s . q_t
-    tile_dot<HSP, RN>(dpt, Vs, dOs, hb.ty, hb.tx); // dP^T[s][t] = v_s . dO_t
+    tile_dot<HSP, RN>(st, sm.own0, sm.vis0, hb.ty, hb.tx);   // k_s . q_t
+    tile_dot<HSP, RN>(dpt, sm.own1, sm.vis1, hb.ty, hb.tx);  // v_s . dO_t (before dropout)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int r = hb.ty * 4 + i;
 #pragma unroll
       for (int j = 0; j < RN; ++j) {
         const int c = hb.tx + 16 * j;
-        const float2 g = backward_score(st[i][j], dpt[i][j], sm.lse[c], sm.D[c], q0 + c, k0 + r, hb);
-        Pt[r * LDT + c] = g.x;
-        dSt[r * LDT + c] = g.y;
+        const float2 g = role.score(st[i][j], dpt[i][j], r, c, v0);
+        if constexpr (kKeys) sm.s0[r * LDT + c] = g.x;  // P' (dropout applied)
+        sm.s1[r * LDT + c] = g.y;                       // dS
       }
     }
     __syncthreads();
-    tile_accumulate<HSP, BN>(dv, Pt, dOs, hb.ty, hb.tx);  // dV += P'^T dO
-    tile_accumulate<HSP, BN>(dk, dSt, Qs, hb.ty, hb.tx);  // dK += dS^T Q (scaled below)
+    tile_accumulate<HSP, BN>(g0, sm.s1, sm.vis0, hb.ty, hb.tx);  // dK += dS^T Q, dQ += dS K
+    if constexpr (kKeys) tile_accumulate<HSP, BN>(g1, sm.s0, sm.vis1, hb.ty, hb.tx);  // dV += P'^T dO
   }
 
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int sk = k0 + hb.ty * 4 + i;
-    if (sk < T) {
-      float* row = dqkv + hb.row(sk, 3 * C);
-      store_row<HSP, true>(row + C, dk[i], scale, hb.tx, hb.hs, vec_dqkv);
-      store_row<HSP, true>(row + 2 * C, dv[i], 1.f, hb.tx, hb.hs, vec_dqkv);
-    }
-  }
+  for (int i = 0; i < 4; ++i) role.store(dqkv, i, g0[i], g1[i], scale, vec_dqkv);
 }
 
-// One block per (b, h, 64 queries): dQ for those queries, over keys up to the diagonal.
+// The two roles under their own names.
 template <int HSP, int BN>
-__global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
-    attention_backward_dq_kernel(float* dqkv, const float* dout, const float* qkv,
-                                 const float* lse, const float* Dv, int T, int C, int NH,
-                                 float scale, float p_drop, uint64_t seed, uint64_t stream,
-                                 bool vec_qkv, bool vec_dout, bool vec_dqkv) {
-  constexpr int LD = HSP + 4, LDT = BN + 4, RN = BN / 16, DPT = HSP / 16;
-  extern __shared__ float4 smem4[];
-  const BackwardSmem sm(smem4, LD, BN, LDT);
-  float *Qs = sm.own0, *dOs = sm.own1, *Ks = sm.vis0, *Vs = sm.vis1;
-  float* dSs = sm.s0;  // dS [queries][keys] (the second score tile is unused here)
-
-  const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
-  const int q0 = heavy_first_tile(T);
-
-  load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, kRows, T, hb.hs, vec_qkv);
-  load_head_tile<HSP>(dOs, hb.dO, C, q0, kRows, T, hb.hs, vec_dout);
-  load_row_stats(sm, lse, Dv, hb.bh, q0, kRows, T);
-  float dq[4][DPT];
-  zero_rows(dq);
-
-  const int k_end = min(T, q0 + kRows);
-  for (int k0 = 0; k0 < k_end; k0 += BN) {
-    __syncthreads();  // Q/dO/lse/D loaded; the previous tile is done with Ks/Vs/dSs
-    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, BN, T, hb.hs, vec_qkv);
-    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, BN, T, hb.hs, vec_qkv);
-    __syncthreads();
-
-    float st[4][RN], dpt[4][RN];
-    tile_dot<HSP, RN>(st, Qs, Ks, hb.ty, hb.tx);   // S[t][s]
-    tile_dot<HSP, RN>(dpt, dOs, Vs, hb.ty, hb.tx); // dP[t][s] (before dropout)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = hb.ty * 4 + i;
-#pragma unroll
-      for (int j = 0; j < RN; ++j) {
-        const int c = hb.tx + 16 * j;
-        dSs[r * LDT + c] =
-            backward_score(st[i][j], dpt[i][j], sm.lse[r], sm.D[r], q0 + r, k0 + c, hb).y;
-      }
-    }
-    __syncthreads();
-    tile_accumulate<HSP, BN>(dq, dSs, Ks, hb.ty, hb.tx);  // dQ += dS K (scaled below)
-  }
-
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int t = q0 + hb.ty * 4 + i;
-    if (t < T) store_row<HSP, true>(dqkv + hb.row(t, 3 * C), dq[i], scale, hb.tx, hb.hs, vec_dqkv);
-  }
-}
+constexpr auto attention_backward_dkv_kernel = attention_backward_kernel<HSP, BN, true>;
+template <int HSP, int BN>
+constexpr auto attention_backward_dq_kernel = attention_backward_kernel<HSP, BN, false>;
 
 // emu:kernels-end
 }  // namespace

@@ -123,8 +123,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int k_end = min(T, q0 + 64);
   for (int k0 = 0; k0 < k_end; k0 += 64) {
     __syncthreads();  // the previous tile is done with Ks/Vs/Ss
-    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_in);
-    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_in);
+    hb.load_kv<HSP>(Ks, Vs, k0, 64, vec_in);
     __syncthreads();
     tc_scores(Ss, Qs, Ks);
     __syncthreads();
@@ -158,37 +157,32 @@ __global__ void __launch_bounds__(kThreads, 2)
 #endif
 }
 
-// dK/dV for 64 keys per block, over 64-query tiles (see attention_backward_dkv_kernel).
+// The backward in one of its two roles (BackwardRole), on 64 x 64 tiles (see
+// attention_backward_kernel). dK, dV and dQ stay in fragments for the whole loop.
+template <bool kKeys>
 __global__ void __launch_bounds__(kThreads, 2)
-    attention_backward_dkv_tc_kernel(float* dqkv, const float* dout, const float* qkv,
-                                     const float* lse, const float* Dv, int T, int C, int NH,
-                                     float scale, float p_drop, uint64_t seed, uint64_t stream,
-                                     bool vec_qkv, bool vec_dout, bool vec_dqkv) {
+    attention_backward_tc_kernel(float* dqkv, const float* dout, const float* qkv,
+                                 const float* lse, const float* Dv, int T, int C, int NH,
+                                 float scale, float p_drop, uint64_t seed, uint64_t stream,
+                                 bool vec_qkv, bool vec_dout, bool vec_dqkv) {
 #if GPTCUDA_ATTN_TC
   constexpr int HSP = 64, LD = kTcLd, DPT = 4;
   extern __shared__ __align__(128) float4 smem4[];
-  const BackwardSmem sm(smem4, LD, 64, LD);
-  float *Ks = sm.own0, *Vs = sm.own1, *Qs = sm.vis0, *dOs = sm.vis1;
-  float* St = sm.s0;   // S^T, then P'^T [keys][queries]; finally dK
-  float* dPt = sm.s1;  // dP^T, then dS^T [keys][queries]; finally dV
-
+  const BackwardSmem sm(smem4, LD, 64, LD);  // score tiles: S, then P'; dP, then dS; finally g0, g1
   const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
-  const int k0 = blockIdx.y * 64;
+  const BackwardRole<HSP, kKeys> role(sm, hb, lse, Dv, vec_qkv, vec_dout);
 
-  load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
-  load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
-  FragC dk[2], dv[2];
-  tc_zero(dk);
-  tc_zero(dv);
+  role.load_own();
+  FragC g0[2], g1[2];  // dK and dV, or dQ (g1 unused)
+  tc_zero(g0);
+  tc_zero(g1);
 
-  for (int q0 = k0; q0 < T; q0 += 64) {
-    __syncthreads();  // the previous tile's products are done with Qs/dOs/St/dPt
-    load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, 64, T, hb.hs, vec_qkv);
-    load_head_tile<HSP>(dOs, hb.dO, C, q0, 64, T, hb.hs, vec_dout);
-    load_row_stats(sm, lse, Dv, hb.bh, q0, 64, T);
+  for (int v0 = role.visit_begin(); v0 < role.visit_end(); v0 += 64) {
+    __syncthreads();  // the previous tile's products are done with the visited and score tiles
+    role.load_visited(v0, 64);
     __syncthreads();
-    tc_scores(St, Ks, Qs);   // S^T[s][t] = k_s . q_t
-    tc_scores(dPt, Vs, dOs); // dP^T[s][t] = v_s . dO_t
+    tc_scores(sm.s0, sm.own0, sm.vis0);  // k_s . q_t
+    tc_scores(sm.s1, sm.own1, sm.vis1);  // v_s . dO_t (before dropout)
     __syncthreads();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -196,100 +190,34 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int c = hb.tx + 16 * j;
-        const float2 g =
-            backward_score(St[r * LD + c], dPt[r * LD + c], sm.lse[c], sm.D[c], q0 + c, k0 + r, hb);
-        St[r * LD + c] = g.x;
-        dPt[r * LD + c] = g.y;
+        const float2 g = role.score(sm.s0[r * LD + c], sm.s1[r * LD + c], r, c, v0);
+        if constexpr (kKeys) sm.s0[r * LD + c] = g.x;
+        sm.s1[r * LD + c] = g.y;
       }
     }
     __syncthreads();
-    tc_accumulate(dv, St, dOs);   // dV += P'^T dO
-    tc_accumulate(dk, dPt, Qs);   // dK += dS^T Q (scaled below)
+    tc_accumulate(g0, sm.s1, sm.vis0);                        // dK += dS^T Q, dQ += dS K
+    if constexpr (kKeys) tc_accumulate(g1, sm.s0, sm.vis1);  // dV += P'^T dO
   }
 
-  __syncthreads();  // every warp is done reading St/dPt
-  tc_store(St, dk);
-  tc_store(dPt, dv);
+  __syncthreads();  // every warp is done reading the score tiles
+  tc_store(sm.s0, g0);
+  if constexpr (kKeys) tc_store(sm.s1, g1);
   __syncthreads();
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const int sk = k0 + hb.ty * 4 + i;
-    if (sk < T) {
-      float vk[DPT], vv[DPT];
-      load_dims<HSP>(vk, St + (hb.ty * 4 + i) * LD, hb.tx);
-      load_dims<HSP>(vv, dPt + (hb.ty * 4 + i) * LD, hb.tx);
-      float* row = dqkv + hb.row(sk, 3 * C);
-      store_row<HSP, true>(row + C, vk, scale, hb.tx, hb.hs, vec_dqkv);
-      store_row<HSP, true>(row + 2 * C, vv, 1.f, hb.tx, hb.hs, vec_dqkv);
-    }
+    float v0[DPT], v1[DPT] = {};
+    load_dims<HSP>(v0, sm.s0 + (hb.ty * 4 + i) * LD, hb.tx);
+    if constexpr (kKeys) load_dims<HSP>(v1, sm.s1 + (hb.ty * 4 + i) * LD, hb.tx);
+    role.store(dqkv, i, v0, v1, scale, vec_dqkv);
   }
 #else
   __trap();
 #endif
 }
 
-// dQ for 64 queries per block, over 64-key tiles (see attention_backward_dq_kernel).
-__global__ void __launch_bounds__(kThreads, 2)
-    attention_backward_dq_tc_kernel(float* dqkv, const float* dout, const float* qkv,
-                                    const float* lse, const float* Dv, int T, int C, int NH,
-                                    float scale, float p_drop, uint64_t seed, uint64_t stream,
-                                    bool vec_qkv, bool vec_dout, bool vec_dqkv) {
-#if GPTCUDA_ATTN_TC
-  constexpr int HSP = 64, LD = kTcLd, DPT = 4;
-  extern __shared__ __align__(128) float4 smem4[];
-  const BackwardSmem sm(smem4, LD, 64, LD);
-  float *Qs = sm.own0, *dOs = sm.own1, *Ks = sm.vis0, *Vs = sm.vis1;
-  float* Ss = sm.s0;   // S [queries][keys]; finally dQ
-  float* dPs = sm.s1;  // dP, then dS
-
-  const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
-  const int q0 = heavy_first_tile(T);
-
-  load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, 64, T, hb.hs, vec_qkv);
-  load_head_tile<HSP>(dOs, hb.dO, C, q0, 64, T, hb.hs, vec_dout);
-  load_row_stats(sm, lse, Dv, hb.bh, q0, 64, T);
-  FragC dq[2];
-  tc_zero(dq);
-
-  const int k_end = min(T, q0 + 64);
-  for (int k0 = 0; k0 < k_end; k0 += 64) {
-    __syncthreads();  // Q/dO/lse/D loaded; the previous tile is done with Ks/Vs/Ss/dPs
-    load_head_tile<HSP>(Ks, hb.q + C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
-    load_head_tile<HSP>(Vs, hb.q + 2 * C, hb.stride, k0, 64, T, hb.hs, vec_qkv);
-    __syncthreads();
-    tc_scores(Ss, Qs, Ks);    // S[t][s]
-    tc_scores(dPs, dOs, Vs);  // dP[t][s] before dropout
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = hb.ty * 4 + i;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int c = hb.tx + 16 * j;
-        dPs[r * LD + c] =
-            backward_score(Ss[r * LD + c], dPs[r * LD + c], sm.lse[r], sm.D[r], q0 + r, k0 + c, hb).y;
-      }
-    }
-    __syncthreads();
-    tc_accumulate(dq, dPs, Ks);  // dQ += dS K (scaled below)
-  }
-
-  __syncthreads();
-  tc_store(Ss, dq);
-  __syncthreads();
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int t = q0 + hb.ty * 4 + i;
-    if (t < T) {
-      float v[DPT];
-      load_dims<HSP>(v, Ss + (hb.ty * 4 + i) * LD, hb.tx);
-      store_row<HSP, true>(dqkv + hb.row(t, 3 * C), v, scale, hb.tx, hb.hs, vec_dqkv);
-    }
-  }
-#else
-  __trap();
-#endif
-}
+constexpr auto attention_backward_dkv_tc_kernel = attention_backward_tc_kernel<true>;
+constexpr auto attention_backward_dq_tc_kernel = attention_backward_tc_kernel<false>;
 
 // emu:kernels-end
 }  // namespace

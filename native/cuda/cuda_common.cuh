@@ -15,29 +15,24 @@ namespace gptcuda {
 namespace cudak {
 
 // ---- error checks -------------------------------------------------------------------
-// Every CUDA runtime and cuBLAS call goes through one of these; a failure becomes a
+// Every CUDA runtime and cuBLAS call goes through GPTCUDA_CHECK; a failure becomes a
 // std::runtime_error naming the op (or call site) and the library's error string.
-[[noreturn]] inline void throw_cuda(cudaError_t err, const char* op, const char* what) {
+inline bool failed(cudaError_t err) { return err != cudaSuccess; }
+inline bool failed(cublasStatus_t st) { return st != CUBLAS_STATUS_SUCCESS; }
+[[noreturn]] inline void throw_failure(cudaError_t err, const char* op, const char* what) {
   throw std::runtime_error(std::string(op) + ": CUDA error " + cudaGetErrorName(err) + " (" +
                            cudaGetErrorString(err) + ") in " + what);
 }
-[[noreturn]] inline void throw_cublas(cublasStatus_t st, const char* op, const char* what) {
+[[noreturn]] inline void throw_failure(cublasStatus_t st, const char* op, const char* what) {
   throw std::runtime_error(std::string(op) + ": cuBLAS error " + cublasGetStatusName(st) +
                            " (" + cublasGetStatusString(st) + ") in " + what);
 }
 
 #define GPTCUDA_CHECK(op, call)                                         \
   do {                                                                  \
-    cudaError_t gptcuda_err_ = (call);                                  \
-    if (gptcuda_err_ != cudaSuccess)                                    \
-      ::gptcuda::cudak::throw_cuda(gptcuda_err_, (op), #call);          \
-  } while (0)
-
-#define GPTCUDA_CUBLAS_CHECK(op, call)                                  \
-  do {                                                                  \
-    cublasStatus_t gptcuda_st_ = (call);                                \
-    if (gptcuda_st_ != CUBLAS_STATUS_SUCCESS)                           \
-      ::gptcuda::cudak::throw_cublas(gptcuda_st_, (op), #call);         \
+    const auto gptcuda_status_ = (call);                                \
+    if (::gptcuda::cudak::failed(gptcuda_status_))                      \
+      ::gptcuda::cudak::throw_failure(gptcuda_status_, (op), #call);    \
   } while (0)
 
 // After a kernel launch: catches bad launch configurations right away (and any
@@ -90,6 +85,13 @@ inline unsigned int grid_for(size_t n, int block, int sm_count) {
 }
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Exactly<T>::type is T in a context that deduces nothing, so a launcher's
+// arguments take the kernel's parameter types.
+template <typename T>
+struct Exactly {
+  using type = T;
+};
 
 // The grid-stride loop of the elementwise kernels. With vec (every pointer
 // 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4

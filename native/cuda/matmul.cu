@@ -52,9 +52,9 @@ void CudaBackend::gemm_rowmajor(const char* op, bool transA, bool transB, int M,
     return;
   }
   const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  GPTCUDA_CUBLAS_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
-                                        CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F,
-                                        ldc, compute, CUBLAS_GEMM_DEFAULT));
+  GPTCUDA_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
+                                 CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                                 compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
