@@ -13,6 +13,7 @@
 // 8 warps each own a 16 x 32 block of a 64 x 64 result (rows 16 (w / 2) ..,
 // columns 32 (w % 2) ..).
 #include <mma.h>
+#include <type_traits>
 
 #include "attention_common.cuh"
 
@@ -42,48 +43,9 @@ __device__ __forceinline__ void round_tf32(Frag& f) {
   for (int e = 0; e < f.num_elements; ++e) f.x[e] = wmma::__float_to_tf32(f.x[e]);
 }
 
-// S[64][64] = A B^T over the 64 (padded) head dims; A, B row-major [64][kTcLd].
-// Each warp writes its 16 x 32 block of S (row stride kTcLd).
-__device__ __forceinline__ void tc_scores(float* S, const float* A, const float* Bm) {
-  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
-  FragC c[2];
-  wmma::fill_fragment(c[0], 0.f);
-  wmma::fill_fragment(c[1], 0.f);
-#pragma unroll 2
-  for (int k = 0; k < 64; k += 8) {
-    FragA a;
-    wmma::load_matrix_sync(a, A + rb * 16 * kTcLd + k, kTcLd);
-    round_tf32(a);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      FragBt b;  // B^T: element (k, n) is Bm[n][k], i.e. column-major with ld kTcLd
-      wmma::load_matrix_sync(b, Bm + (cb + j) * 16 * kTcLd + k, kTcLd);
-      round_tf32(b);
-      wmma::mma_sync(c[j], a, b, c[j]);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < 2; ++j)
-    wmma::store_matrix_sync(S + rb * 16 * kTcLd + (cb + j) * 16, c[j], kTcLd, wmma::mem_row_major);
-}
-
-// acc (this warp's 16 x 32 block of a [64][64] result) += Tm Vm, with Tm a
-// row-major [64][64] score tile and Vm a row-major [64][64] head tile.
-__device__ __forceinline__ void tc_accumulate(FragC (&acc)[2], const float* Tm, const float* Vm) {
-  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
-#pragma unroll 2
-  for (int k = 0; k < 64; k += 8) {
-    FragA a;
-    wmma::load_matrix_sync(a, Tm + rb * 16 * kTcLd + k, kTcLd);
-    round_tf32(a);
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      FragB b;
-      wmma::load_matrix_sync(b, Vm + k * kTcLd + (cb + j) * 16, kTcLd);
-      round_tf32(b);
-      wmma::mma_sync(acc[j], a, b, acc[j]);
-    }
-  }
+__device__ __forceinline__ void tc_zero(FragC (&acc)[2]) {
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
 }
 
 __device__ __forceinline__ void tc_store(float* X, const FragC (&acc)[2]) {
@@ -93,9 +55,39 @@ __device__ __forceinline__ void tc_store(float* X, const FragC (&acc)[2]) {
     wmma::store_matrix_sync(X + rb * 16 * kTcLd + (cb + j) * 16, acc[j], kTcLd, wmma::mem_row_major);
 }
 
-__device__ __forceinline__ void tc_zero(FragC (&acc)[2]) {
-  wmma::fill_fragment(acc[0], 0.f);
-  wmma::fill_fragment(acc[1], 0.f);
+// acc (this warp's 16 x 32 block of a [64][64] result) += A op(Bm) over 64 inner
+// dims, A and Bm row-major [64][kTcLd]. kTransB: op(Bm) = Bm^T, whose element
+// (k, n) is Bm[n][k], i.e. Bm read column-major; else op(Bm) = Bm.
+template <bool kTransB>
+__device__ __forceinline__ void tc_mma(FragC (&acc)[2], const float* A, const float* Bm) {
+  const int warp = threadIdx.x / 32, rb = warp / 2, cb = (warp % 2) * 2;
+#pragma unroll 2
+  for (int k = 0; k < 64; k += 8) {
+    FragA a;
+    wmma::load_matrix_sync(a, A + rb * 16 * kTcLd + k, kTcLd);
+    round_tf32(a);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int n0 = (cb + j) * 16;
+      std::conditional_t<kTransB, FragBt, FragB> b;
+      wmma::load_matrix_sync(b, kTransB ? Bm + n0 * kTcLd + k : Bm + k * kTcLd + n0, kTcLd);
+      round_tf32(b);
+      wmma::mma_sync(acc[j], a, b, acc[j]);
+    }
+  }
+}
+
+// S[64][64] = A B^T over the 64 (padded) head dims (query-key or dO-V scores).
+__device__ __forceinline__ void tc_scores(float* S, const float* A, const float* Bm) {
+  FragC c[2];
+  tc_zero(c);
+  tc_mma<true>(c, A, Bm);
+  tc_store(S, c);
+}
+
+// acc += Tm Vm, with Tm a [64][64] score tile and Vm a [64][64] head tile.
+__device__ __forceinline__ void tc_accumulate(FragC (&acc)[2], const float* Tm, const float* Vm) {
+  tc_mma<false>(acc, Tm, Vm);
 }
 #endif  // GPTCUDA_ATTN_TC
 
