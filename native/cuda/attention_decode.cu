@@ -15,9 +15,7 @@ __global__ void kv_cache_write_kernel(float* kcache, float* vcache, const float*
                                       int Tn, int C, int NH, int Tmax, int pos0) {
   const int hs = C / NH;
   const size_t total = static_cast<size_t>(B) * Tn * C;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += stride) {
+  cudak::grid_stride(total, [&](size_t idx) {
     const int c = static_cast<int>(idx % C);
     const size_t bi = idx / C;  // b*Tn + i
     const int i = static_cast<int>(bi % Tn);
@@ -27,7 +25,7 @@ __global__ void kv_cache_write_kernel(float* kcache, float* vcache, const float*
     const float* src = qkv + bi * 3 * C + c;
     kcache[dst] = src[C];
     vcache[dst] = src[2 * C];
-  }
+  });
 }
 
 constexpr int kDecodeWarps = 8;

@@ -93,20 +93,27 @@ struct Exactly {
   using type = T;
 };
 
-// The grid-stride loop of the elementwise kernels. With vec (every pointer
-// 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4
+// The grid-stride loop: f(i) for i = first .. n-1, spread over every thread of
+// the grid (sized by grid_for: at most what fills the GPU, so threads loop).
+template <typename F>
+__device__ __forceinline__ void grid_stride(size_t n, F f, size_t first = 0) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = first + static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride)
+    f(i);
+}
+
+// The vectorised grid-stride loop of the elementwise kernels. With vec (every
+// pointer 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4
 // elements and f1(i) the last n % 4 elements one by one; without, f1 does all.
 template <typename F4, typename F1>
 __device__ __forceinline__ void grid_stride(size_t n, bool vec, F4 f4, F1 f1) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   size_t done = 0;
   if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) f4(i);
-    done = n4 * 4;
+    grid_stride(n / 4, f4);
+    done = n / 4 * 4;
   }
-  for (size_t i = done + tid; i < n; i += stride) f1(i);
+  grid_stride(n, f1, done);
 }
 
 // ---- reductions -------------------------------------------------------------------------

@@ -12,20 +12,18 @@ namespace {
 // out[i] = keep(i) ? inp[i] * scale : 0. out may alias inp.
 __global__ void dropout_forward_kernel(float* out, const float* inp, size_t n, float p,
                                        float scale, uint64_t seed, uint64_t stream) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+  cudak::grid_stride(n, [&](size_t i) {
     const float x = inp[i];
     out[i] = dropout_keep(seed, stream, i, p) ? x * scale : 0.0f;
-  }
+  });
 }
 
 // dinp[i] += keep(i) ? dout[i] * scale : 0
 __global__ void dropout_backward_kernel(float* dinp, const float* dout, size_t n, float p,
                                         float scale, uint64_t seed, uint64_t stream) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
+  cudak::grid_stride(n, [&](size_t i) {
     if (dropout_keep(seed, stream, i, p)) dinp[i] += dout[i] * scale;
-  }
+  });
 }
 
 // emu:kernels-end

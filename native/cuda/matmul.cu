@@ -19,21 +19,16 @@ namespace {
 
 // out[r, c] += bias[c] over a row-major [M, N] matrix.
 __global__ void add_bias_kernel(float* out, const float* bias, int M, int N) {
-  const size_t total = static_cast<size_t>(M) * N;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
-    out[i] += bias[i % N];
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] += bias[i % N]; });
 }
 
 // C[r, c] = beta * C[r, c] for a row-major [M, N] block with row stride ldc
 // (GEMM with K == 0). beta == 0 writes zeros, so NaNs in C do not survive.
 __global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta) {
-  const size_t total = static_cast<size_t>(M) * N;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) {
     float* p = C + (i / N) * static_cast<size_t>(ldc) + (i % N);
     *p = beta == 0.f ? 0.f : beta * *p;
-  }
+  });
 }
 
 cublasOperation_t to_op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }

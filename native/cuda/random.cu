@@ -8,16 +8,12 @@ namespace {
 
 __global__ void fill_normal_kernel(float* x, size_t n, float mean, float std, uint64_t seed,
                                    uint64_t stream) {
-  const size_t step = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step)
-    x[i] = mean + std * philox_normal(seed, stream, i);
+  cudak::grid_stride(n, [&](size_t i) { x[i] = mean + std * philox_normal(seed, stream, i); });
 }
 
 __global__ void fill_uniform_kernel(float* x, size_t n, float lo, float hi, uint64_t seed,
                                     uint64_t stream) {
-  const size_t step = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step)
-    x[i] = lo + (hi - lo) * philox_uniform(seed, stream, i);
+  cudak::grid_stride(n, [&](size_t i) { x[i] = lo + (hi - lo) * philox_uniform(seed, stream, i); });
 }
 
 }  // namespace
