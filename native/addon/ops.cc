@@ -42,6 +42,13 @@ int64_t add(Args& a, int64_t x, int64_t y, const char* what) {
   return r;
 }
 
+// Argument i, a float32 tensor of ref's shape (elementwise ops).
+NativeTensor* tensor_like(Args& a, size_t i, const char* name, NativeTensor* ref) {
+  NativeTensor* t = a.tensor(i, name);
+  a.expect_shape(t, name, ref->shape());
+  return t;
+}
+
 float* f32(NativeTensor* t) { return t ? static_cast<float*>(t->data()) : nullptr; }
 const int32_t* i32(NativeTensor* t) { return static_cast<const int32_t*>(t->data()); }
 
@@ -49,43 +56,48 @@ DropoutRng rng_arg(Args& a, size_t seed_index) {
   return DropoutRng{a.uint53(seed_index, "seed"), a.uint53(seed_index + 1, "stream")};
 }
 
+// The dropout arguments (p, seed, stream) from index i on.
+struct DropoutArgs {
+  float p;
+  DropoutRng rng;
+};
+DropoutArgs dropout_args(Args& a, size_t i) {
+  float p = static_cast<float>(a.number_in(i, "p", 0.0, 0.999999));
+  return {p, rng_arg(a, i + 1)};
+}
+
 // ---- helpers ------------------------------------------------------------------------
-Napi::Value Fill(Args& a) {
+void Fill(Args& a) {
   auto x = a.tensor(0, "x");
   float v = static_cast<float>(a.number(1, "value"));
   LAUNCH(a, fill, f32(x), x->numel(), v);
-  return Napi::Value();
 }
 
-Napi::Value Scale(Args& a) {
+void Scale(Args& a) {
   auto x = a.tensor(0, "x");
   float s = static_cast<float>(a.number(1, "factor"));
   LAUNCH(a, scale, f32(x), x->numel(), s);
-  return Napi::Value();
 }
 
-Napi::Value Add(Args& a) {
-  auto out = a.tensor(0, "out"), x = a.tensor(1, "a"), y = a.tensor(2, "b");
-  a.expect_shape(x, "a", out->shape());
-  a.expect_shape(y, "b", out->shape());
+void Add(Args& a) {
+  auto out = a.tensor(0, "out");
+  auto x = tensor_like(a, 1, "a", out), y = tensor_like(a, 2, "b", out);
   LAUNCH(a, add, f32(out), f32(x), f32(y), out->numel());
-  return Napi::Value();
 }
 
-Napi::Value Accumulate(Args& a) {
+void Accumulate(Args& a) {
   auto dst = a.tensor(0, "dst"), src = a.tensor(1, "src");
   a.expect_numel(src, "src", dst->numel());
   LAUNCH(a, accumulate, f32(dst), f32(src), dst->numel());
-  return Napi::Value();
 }
 
 // copy(dst, src): same dtype and element count, across devices too.
-Napi::Value Copy(Args& a) {
+void Copy(Args& a) {
   auto dst = a.any_tensor(0, "dst"), src = a.any_tensor(1, "src");
   if (dst->dtype() != src->dtype()) a.fail("dst and src must have the same dtype");
   a.expect_numel(src, "src", dst->numel());
   size_t bytes = static_cast<size_t>(mul(a, int64_t(dst->numel()), int64_t(dtype_size(dst->dtype())), "the byte count"));
-  if (bytes == 0) return Napi::Value();
+  if (bytes == 0) return;
   void* to = dst->data();
   const void* from = src->data();
   if (dst->device() == src->device()) {
@@ -99,29 +111,24 @@ Napi::Value Copy(Args& a) {
       else be->download(to, from, bytes);
     });
   }
-  return Napi::Value();
 }
 
-// fillNormal(x, mean, std, seed, stream): seeded normal initialisation.
-Napi::Value FillNormal(Args& a) {
+// fillNormal(x, mean, std, seed, stream) and fillUniform(x, lo, hi, seed, stream):
+// seeded initialisation, two parameters of the distribution, named u and v here.
+using SeededFill = void (Backend::*)(float*, size_t, float, float, DropoutRng);
+void seeded_fill(Args& a, SeededFill method, const char* u_name, const char* v_name) {
   auto x = a.tensor(0, "x");
-  float mean = static_cast<float>(a.number(1, "mean")), std = static_cast<float>(a.number(2, "std"));
+  float u = static_cast<float>(a.number(1, u_name)), v = static_cast<float>(a.number(2, v_name));
   DropoutRng rng = rng_arg(a, 3);
-  LAUNCH(a, fill_normal, f32(x), x->numel(), mean, std, rng);
-  return Napi::Value();
+  float* data = f32(x);
+  size_t n = x->numel();
+  a.launch([=](Backend* be) { (be->*method)(data, n, u, v, rng); });
 }
-
-// fillUniform(x, lo, hi, seed, stream)
-Napi::Value FillUniform(Args& a) {
-  auto x = a.tensor(0, "x");
-  float lo = static_cast<float>(a.number(1, "lo")), hi = static_cast<float>(a.number(2, "hi"));
-  DropoutRng rng = rng_arg(a, 3);
-  LAUNCH(a, fill_uniform, f32(x), x->numel(), lo, hi, rng);
-  return Napi::Value();
-}
+void FillNormal(Args& a) { seeded_fill(a, &Backend::fill_normal, "mean", "std"); }
+void FillUniform(Args& a) { seeded_fill(a, &Backend::fill_uniform, "lo", "hi"); }
 
 // ---- embedding -------------------------------------------------------------------------
-Napi::Value EmbeddingForward(Args& a) {
+void EmbeddingForward(Args& a) {
   auto out = a.tensor(0, "out"), ids = a.tensor(1, "ids", DType::I32);
   auto wte = a.tensor(2, "wte"), wpe = a.tensor(3, "wpe");
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
@@ -137,10 +144,9 @@ Napi::Value EmbeddingForward(Args& a) {
            " rows of wpe (the model's context length); use a shorter sequence");
   LAUNCH(a, embedding_forward, f32(out), i32(ids), f32(wte), f32(wpe), as_int(a, B, "B"),
          as_int(a, T, "T"), as_int(a, C, "C"), as_int(a, V, "V"), pos0);
-  return Napi::Value();
 }
 
-Napi::Value EmbeddingBackward(Args& a) {
+void EmbeddingBackward(Args& a) {
   auto dwte = a.optional_tensor(0, "dwte"), dwpe = a.optional_tensor(1, "dwpe");
   auto dout = a.tensor(2, "dout"), ids = a.tensor(3, "ids", DType::I32);
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
@@ -165,45 +171,47 @@ Napi::Value EmbeddingBackward(Args& a) {
   }
   LAUNCH(a, embedding_backward, f32(dwte), f32(dwpe), f32(dout), i32(ids), as_int(a, B, "B"),
          as_int(a, T, "T"), as_int(a, C, "C"), pos0);
-  return Napi::Value();
 }
 
 // ---- layernorm ----------------------------------------------------------------------------
-Napi::Value LayernormForward(Args& a) {
-  auto out = a.tensor(0, "out"), mean = a.tensor(1, "mean"), rstd = a.tensor(2, "rstd");
-  auto inp = a.tensor(3, "inp"), w = a.tensor(4, "weight"), bias = a.tensor(5, "bias");
+// N rows of C from inp, with weight [C] and the per-row mean and rstd [N] checked.
+struct Rows {
+  int N, width;  // width: C, or V for the classifier
+};
+Rows layernorm_rows(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* mean, NativeTensor* rstd) {
   int64_t C = a.last_dim(inp, "inp"), N = a.rows(inp, "inp");
-  a.expect_shape(out, "out", inp->shape());
+  a.expect_shape(w, "weight", {C});
   a.expect_numel(mean, "mean", N);
   a.expect_numel(rstd, "rstd", N);
-  a.expect_shape(w, "weight", {C});
-  a.expect_shape(bias, "bias", {C});
-  LAUNCH(a, layernorm_forward, f32(out), f32(mean), f32(rstd), f32(inp), f32(w), f32(bias),
-                                 as_int(a, N, "N"), as_int(a, C, "C"));
-  return Napi::Value();
+  return {as_int(a, N, "N"), as_int(a, C, "C")};
 }
 
-Napi::Value LayernormBackward(Args& a) {
+void LayernormForward(Args& a) {
+  auto out = a.tensor(0, "out"), mean = a.tensor(1, "mean"), rstd = a.tensor(2, "rstd");
+  auto inp = a.tensor(3, "inp"), w = a.tensor(4, "weight"), bias = a.tensor(5, "bias");
+  Rows r = layernorm_rows(a, inp, w, mean, rstd);
+  a.expect_shape(out, "out", inp->shape());
+  a.expect_shape(bias, "bias", {r.width});
+  LAUNCH(a, layernorm_forward, f32(out), f32(mean), f32(rstd), f32(inp), f32(w), f32(bias), r.N, r.width);
+}
+
+void LayernormBackward(Args& a) {
   auto dinp = a.optional_tensor(0, "dinp"), dw = a.optional_tensor(1, "dweight"),
        db = a.optional_tensor(2, "dbias");
   auto dout = a.tensor(3, "dout"), inp = a.tensor(4, "inp"), w = a.tensor(5, "weight");
   auto mean = a.tensor(6, "mean"), rstd = a.tensor(7, "rstd");
-  int64_t C = a.last_dim(inp, "inp"), N = a.rows(inp, "inp");
+  Rows r = layernorm_rows(a, inp, w, mean, rstd);
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dout, "dout", inp->shape());
-  a.expect_shape(w, "weight", {C});
-  a.expect_shape(dw, "dweight", {C});
-  a.expect_shape(db, "dbias", {C});
-  a.expect_numel(mean, "mean", N);
-  a.expect_numel(rstd, "rstd", N);
+  a.expect_shape(dw, "dweight", {r.width});
+  a.expect_shape(db, "dbias", {r.width});
   LAUNCH(a, layernorm_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
-                                  f32(mean), f32(rstd), as_int(a, N, "N"), as_int(a, C, "C"));
-  return Napi::Value();
+                                  f32(mean), f32(rstd), r.N, r.width);
 }
 
 // ---- GEMM / linear ---------------------------------------------------------------------------
 // gemm(C, A, B, transA, transB, alpha, beta): C = alpha op(A) op(B) + beta C.
-Napi::Value Gemm(Args& a) {
+void Gemm(Args& a) {
   auto Cm = a.tensor(0, "C"), Am = a.tensor(1, "A"), Bm = a.tensor(2, "B");
   bool ta = a.boolean(3, "transA"), tb = a.boolean(4, "transB");
   float alpha = static_cast<float>(a.number(5, "alpha")), beta = static_cast<float>(a.number(6, "beta"));
@@ -217,78 +225,70 @@ Napi::Value Gemm(Args& a) {
   LAUNCH(a, gemm, ta, tb, as_int(a, M, "M"), as_int(a, N, "N"), as_int(a, K, "K"), alpha, f32(Am),
                     as_int(a, Am->shape()[1], "lda"), f32(Bm), as_int(a, Bm->shape()[1], "ldb"), beta,
                     f32(Cm), as_int(a, N, "ldc"));
-  return Napi::Value();
 }
 
-Napi::Value MatmulForward(Args& a) {
-  auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp"), w = a.tensor(2, "weight");
-  auto bias = a.optional_tensor(3, "bias");
+// A linear layer's sizes: inp [..., K] (M rows), weight [N, K], and its output
+// [..., N], whose tensor (out or dout) is checked here.
+struct Linear {
+  int M, K, N;
+};
+Linear linear_dims(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* y, const char* y_name) {
   a.expect_rank(w, "weight", 2);
   int64_t N = w->shape()[0], K = w->shape()[1];
   if (a.last_dim(inp, "inp") != K)
     a.fail("inp's last dimension must equal weight's second dimension (in_features " +
            std::to_string(K) + ")");
   int64_t M = a.rows(inp, "inp");
-  std::vector<int64_t> out_shape = inp->shape();
-  out_shape.back() = N;
-  a.expect_shape(out, "out", out_shape);
-  a.expect_shape(bias, "bias", {N});
-  LAUNCH(a, matmul_forward, f32(out), f32(inp), f32(w), f32(bias), as_int(a, M, "M"),
-                              as_int(a, K, "K"), as_int(a, N, "N"));
-  return Napi::Value();
+  std::vector<int64_t> y_shape = inp->shape();
+  y_shape.back() = N;
+  a.expect_shape(y, y_name, y_shape);
+  return {as_int(a, M, "M"), as_int(a, K, "K"), as_int(a, N, "N")};
 }
 
-Napi::Value MatmulBackward(Args& a) {
+void MatmulForward(Args& a) {
+  auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp"), w = a.tensor(2, "weight");
+  auto bias = a.optional_tensor(3, "bias");
+  Linear d = linear_dims(a, inp, w, out, "out");
+  a.expect_shape(bias, "bias", {d.N});
+  LAUNCH(a, matmul_forward, f32(out), f32(inp), f32(w), f32(bias), d.M, d.K, d.N);
+}
+
+void MatmulBackward(Args& a) {
   auto dinp = a.optional_tensor(0, "dinp"), dw = a.optional_tensor(1, "dweight"),
        db = a.optional_tensor(2, "dbias");
   auto dout = a.tensor(3, "dout"), inp = a.tensor(4, "inp"), w = a.tensor(5, "weight");
-  a.expect_rank(w, "weight", 2);
-  int64_t N = w->shape()[0], K = w->shape()[1];
-  if (a.last_dim(inp, "inp") != K) a.fail("inp's last dimension must equal weight's in_features");
-  int64_t M = a.rows(inp, "inp");
-  std::vector<int64_t> out_shape = inp->shape();
-  out_shape.back() = N;
-  a.expect_shape(dout, "dout", out_shape);
+  Linear d = linear_dims(a, inp, w, dout, "dout");
   a.expect_shape(dinp, "dinp", inp->shape());
-  a.expect_shape(dw, "dweight", {N, K});
-  a.expect_shape(db, "dbias", {N});
-  LAUNCH(a, matmul_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
-                               as_int(a, M, "M"), as_int(a, K, "K"), as_int(a, N, "N"));
-  return Napi::Value();
+  a.expect_shape(dw, "dweight", {d.N, d.K});
+  a.expect_shape(db, "dbias", {d.N});
+  LAUNCH(a, matmul_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w), d.M, d.K, d.N);
 }
 
 // ---- GELU, dropout -------------------------------------------------------------------------
-Napi::Value GeluForward(Args& a) {
-  auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp");
-  a.expect_shape(out, "out", inp->shape());
+void GeluForward(Args& a) {
+  auto inp = a.tensor(1, "inp");
+  auto out = tensor_like(a, 0, "out", inp);
   LAUNCH(a, gelu_forward, f32(out), f32(inp), inp->numel());
-  return Napi::Value();
 }
 
-Napi::Value GeluBackward(Args& a) {
-  auto dinp = a.tensor(0, "dinp"), inp = a.tensor(1, "inp"), dout = a.tensor(2, "dout");
-  a.expect_shape(dinp, "dinp", inp->shape());
-  a.expect_shape(dout, "dout", inp->shape());
+void GeluBackward(Args& a) {
+  auto inp = a.tensor(1, "inp");
+  auto dinp = tensor_like(a, 0, "dinp", inp), dout = tensor_like(a, 2, "dout", inp);
   LAUNCH(a, gelu_backward, f32(dinp), f32(inp), f32(dout), inp->numel());
-  return Napi::Value();
 }
 
-Napi::Value DropoutForward(Args& a) {
-  auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp");
-  float p = static_cast<float>(a.number_in(2, "p", 0.0, 0.999999));
-  DropoutRng rng = rng_arg(a, 3);
-  a.expect_shape(out, "out", inp->shape());
-  LAUNCH(a, dropout_forward, f32(out), f32(inp), inp->numel(), p, rng);
-  return Napi::Value();
+void DropoutForward(Args& a) {
+  auto inp = a.tensor(1, "inp");
+  auto out = tensor_like(a, 0, "out", inp);
+  DropoutArgs dr = dropout_args(a, 2);
+  LAUNCH(a, dropout_forward, f32(out), f32(inp), inp->numel(), dr.p, dr.rng);
 }
 
-Napi::Value DropoutBackward(Args& a) {
-  auto dinp = a.tensor(0, "dinp"), dout = a.tensor(1, "dout");
-  float p = static_cast<float>(a.number_in(2, "p", 0.0, 0.999999));
-  DropoutRng rng = rng_arg(a, 3);
-  a.expect_shape(dinp, "dinp", dout->shape());
-  LAUNCH(a, dropout_backward, f32(dinp), f32(dout), dout->numel(), p, rng);
-  return Napi::Value();
+void DropoutBackward(Args& a) {
+  auto dout = a.tensor(1, "dout");
+  auto dinp = tensor_like(a, 0, "dinp", dout);
+  DropoutArgs dr = dropout_args(a, 2);
+  LAUNCH(a, dropout_backward, f32(dinp), f32(dout), dout->numel(), dr.p, dr.rng);
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -308,34 +308,30 @@ AttnDims attention_dims(Args& a, NativeTensor* qkv, int nh_index) {
   return {as_int(a, B, "B"), as_int(a, T, "T"), as_int(a, C, "C"), NH};
 }
 
-Napi::Value AttentionForward(Args& a) {
+void AttentionForward(Args& a) {
   auto out = a.tensor(0, "out"), lse = a.tensor(1, "lse"), qkv = a.tensor(2, "qkv");
   AttnDims d = attention_dims(a, qkv, 3);
-  float p = static_cast<float>(a.number_in(4, "p", 0.0, 0.999999));
-  DropoutRng rng = rng_arg(a, 5);
+  DropoutArgs dr = dropout_args(a, 4);
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
-  LAUNCH(a, attention_forward, f32(out), f32(lse), f32(qkv), d.B, d.T, d.C, d.NH, p, rng);
-  return Napi::Value();
+  LAUNCH(a, attention_forward, f32(out), f32(lse), f32(qkv), d.B, d.T, d.C, d.NH, dr.p, dr.rng);
 }
 
-Napi::Value AttentionBackward(Args& a) {
+void AttentionBackward(Args& a) {
   auto dqkv = a.tensor(0, "dqkv"), dout = a.tensor(1, "dout"), qkv = a.tensor(2, "qkv");
   auto out = a.tensor(3, "out"), lse = a.tensor(4, "lse");
   AttnDims d = attention_dims(a, qkv, 5);
-  float p = static_cast<float>(a.number_in(6, "p", 0.0, 0.999999));
-  DropoutRng rng = rng_arg(a, 7);
+  DropoutArgs dr = dropout_args(a, 6);
   a.expect_shape(dqkv, "dqkv", qkv->shape());
   a.expect_shape(dout, "dout", {d.B, d.T, d.C});
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
   LAUNCH(a, attention_backward, f32(dqkv), f32(dout), f32(qkv), f32(out), f32(lse), d.B, d.T, d.C,
-                                  d.NH, p, rng);
-  return Napi::Value();
+                                  d.NH, dr.p, dr.rng);
 }
 
 // attentionDecode(out, kcache, vcache, qkv, pos0)
-Napi::Value AttentionDecode(Args& a) {
+void AttentionDecode(Args& a) {
   auto out = a.tensor(0, "out"), kc = a.tensor(1, "kcache"), vc = a.tensor(2, "vcache");
   auto qkv = a.tensor(3, "qkv");
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
@@ -352,51 +348,49 @@ Napi::Value AttentionDecode(Args& a) {
   LAUNCH(a, attention_decode, f32(out), f32(kc), f32(vc), f32(qkv), as_int(a, B, "B"),
                                 as_int(a, Tn, "Tn"), as_int(a, C, "C"), as_int(a, NH, "NH"),
                                 as_int(a, Tmax, "Tmax"), pos0);
-  return Napi::Value();
 }
 
 // ---- classifier ------------------------------------------------------------------------------
-void check_targets(Args& a, NativeTensor* targets, int64_t V, int ignore_index) {
-  if (targets->device() != DeviceKind::CPU) return;  // CUDA checks in-kernel
+// N rows of V logits, with targets and losses [N] checked, and on the CPU
+// every target in range (CUDA checks in-kernel).
+Rows classifier_rows(Args& a, NativeTensor* logits, NativeTensor* targets, NativeTensor* losses,
+                     int ignore_index) {
+  int64_t V = a.last_dim(logits, "logits"), N = a.rows(logits, "logits");
+  a.expect_numel(targets, "targets", N);
+  a.expect_numel(losses, "losses", N);
+  Rows r{as_int(a, N, "N"), as_int(a, V, "V")};
+  if (targets->device() != DeviceKind::CPU) return r;
   const int32_t* t = i32(targets);
   for (size_t i = 0; i < targets->numel(); ++i)
     if (t[i] != ignore_index && (t[i] < 0 || t[i] >= V))
       a.fail("target " + std::to_string(t[i]) + " at row " + std::to_string(i) +
              " is out of range [0, " + std::to_string(V) + ") and is not the ignore index " +
              std::to_string(ignore_index));
+  return r;
 }
 
-Napi::Value CrossentropyForward(Args& a) {
+void CrossentropyForward(Args& a) {
   auto losses = a.tensor(0, "losses"), logits = a.tensor(1, "logits");
   auto targets = a.tensor(2, "targets", DType::I32);
   int ignore = a.integer(3, "ignoreIndex", -kMaxInt, kMaxInt);
-  int64_t V = a.last_dim(logits, "logits"), N = a.rows(logits, "logits");
-  a.expect_numel(targets, "targets", N);
-  a.expect_numel(losses, "losses", N);
-  check_targets(a, targets, V, ignore);
-  LAUNCH(a, crossentropy_forward, f32(losses), f32(logits), i32(targets), as_int(a, N, "N"),
-                                    as_int(a, V, "V"), ignore);
-  return Napi::Value();
+  Rows r = classifier_rows(a, logits, targets, losses, ignore);
+  LAUNCH(a, crossentropy_forward, f32(losses), f32(logits), i32(targets), r.N, r.width, ignore);
 }
 
-Napi::Value CrossentropyForwardBackward(Args& a) {
+void CrossentropyForwardBackward(Args& a) {
   auto losses = a.tensor(0, "losses"), dlogits = a.tensor(1, "dlogits"), logits = a.tensor(2, "logits");
   auto targets = a.tensor(3, "targets", DType::I32);
   float dloss = static_cast<float>(a.number(4, "dloss"));
   int ignore = a.integer(5, "ignoreIndex", -kMaxInt, kMaxInt);
-  int64_t V = a.last_dim(logits, "logits"), N = a.rows(logits, "logits");
   a.expect_shape(dlogits, "dlogits", logits->shape());
-  a.expect_numel(targets, "targets", N);
-  a.expect_numel(losses, "losses", N);
-  check_targets(a, targets, V, ignore);
+  Rows r = classifier_rows(a, logits, targets, losses, ignore);
   LAUNCH(a, crossentropy_forward_backward, f32(losses), f32(dlogits), f32(logits), i32(targets),
-                                             as_int(a, N, "N"), as_int(a, V, "V"), dloss, ignore);
-  return Napi::Value();
+                                             r.N, r.width, dloss, ignore);
 }
 
 // ---- optimizer --------------------------------------------------------------------------------
 // adamw(params, grads, m, v, lr, beta1, beta2, eps, weightDecay, t)
-Napi::Value Adamw(Args& a) {
+void Adamw(Args& a) {
   auto p = a.tensor(0, "params"), g = a.tensor(1, "grads"), m = a.tensor(2, "m"), v = a.tensor(3, "v");
   float lr = static_cast<float>(a.number_in(4, "lr", 0, 1e6));
   float b1 = static_cast<float>(a.number_in(5, "beta1", 0, 0.999999999));
@@ -408,26 +402,23 @@ Napi::Value Adamw(Args& a) {
   a.expect_numel(m, "m", p->numel());
   a.expect_numel(v, "v", p->numel());
   LAUNCH(a, adamw, f32(p), f32(g), f32(m), f32(v), p->numel(), lr, b1, b2, eps, wd, t);
-  return Napi::Value();
 }
 
-Napi::Value SumSquares(Args& a) {
+void SumSquares(Args& a) {
   auto out = a.tensor(0, "out"), x = a.tensor(1, "x");
   a.expect_numel(out, "out", 1);
   LAUNCH(a, sum_squares, f32(out), f32(x), x->numel());
-  return Napi::Value();
 }
 
-Napi::Value ClipByNorm(Args& a) {
+void ClipByNorm(Args& a) {
   auto x = a.tensor(0, "x"), norm_sq = a.tensor(1, "normSq");
   float max_norm = static_cast<float>(a.number_in(2, "maxNorm", 0, 1e30));
   a.expect_numel(norm_sq, "normSq", 1);
   LAUNCH(a, clip_by_norm, f32(x), x->numel(), f32(norm_sq), max_norm);
-  return Napi::Value();
 }
 
 // ---- registration -------------------------------------------------------------------------------
-using OpFn = Napi::Value (*)(Args&);
+using OpFn = void (*)(Args&);  // ops return nothing: results are written into tensors
 
 struct OpEntry {
   const char* name;
@@ -438,8 +429,8 @@ Napi::Value call_op(const Napi::CallbackInfo& info) {
   auto* entry = static_cast<const OpEntry*>(info.Data());
   Args args(info, entry->name);
   try {
-    Napi::Value r = entry->fn(args);
-    return r.IsEmpty() ? info.Env().Undefined() : r;
+    entry->fn(args);
+    return info.Env().Undefined();
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {

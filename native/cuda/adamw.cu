@@ -58,19 +58,14 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
 // order (and the result) is the same on every run and every GPU.
 __global__ void sum_squares_partial_kernel(float* partial, const float* x, size_t n, bool vec) {
   __shared__ float shared[32];
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   float acc = 0.f;
-  size_t done = 0;
-  if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) {
-      const float4 v = reinterpret_cast<const float4*>(x)[i];
-      acc += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
-    }
-    done = n4 * 4;
-  }
-  for (size_t i = done + tid; i < n; i += stride) acc += x[i] * x[i];
+  cudak::grid_stride(
+      n, vec,
+      [&](size_t i) {
+        const float4 v = reinterpret_cast<const float4*>(x)[i];
+        acc += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+      },
+      [&](size_t i) { acc += x[i] * x[i]; });
   acc = cudak::block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
@@ -88,9 +83,7 @@ __global__ void sum_partials_kernel(float* out, const float* partial, int count)
 __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, float max_norm) {
   const float s = max_norm / (sqrtf(norm_sq[0]) + 1e-6f);
   if (!(s < 1.f)) return;  // nothing to clip (uniform across the grid)
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
-    x[i] *= s;
+  cudak::grid_stride(n, [&](size_t i) { x[i] *= s; });
 }
 
 // emu:kernels-end
@@ -98,8 +91,6 @@ __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, fl
 
 void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
                         float beta1, float beta2, float eps, float weight_decay, int t) {
-  if (n == 0) return;
-  begin_op("adamw");
   AdamParams a;
   a.lr = lr;
   a.beta1 = beta1;
@@ -110,9 +101,7 @@ void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, s
   a.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta2), t)));
   const bool vec = cudak::aligned16(params) && cudak::aligned16(grads) && cudak::aligned16(m) &&
                    cudak::aligned16(v);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  adamw_kernel<<<grid, kBlock, 0, stream_>>>(params, grads, m, v, n, a, vec);
-  cudak::check_launch("adamw");
+  launch_grid_stride("adamw", n, vec, adamw_kernel, params, grads, m, v, n, a, vec);
 }
 
 void CudaBackend::sum_squares(float* out, const float* x, size_t n) {
@@ -133,11 +122,7 @@ void CudaBackend::sum_squares(float* out, const float* x, size_t n) {
 }
 
 void CudaBackend::clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
-  if (n == 0) return;
-  begin_op("clip_by_norm");
-  const unsigned grid = cudak::grid_for(n, kBlock, sm_count_);
-  clip_by_norm_kernel<<<grid, kBlock, 0, stream_>>>(x, n, norm_sq, max_norm);
-  cudak::check_launch("clip_by_norm");
+  launch_grid_stride("clip_by_norm", n, false, clip_by_norm_kernel, x, n, norm_sq, max_norm);
 }
 
 }  // namespace gptcuda

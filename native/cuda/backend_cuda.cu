@@ -83,11 +83,11 @@ CudaBackend::CudaBackend() {
     }
     GPTCUDA_CHECK(op, cudaMalloc(&workspace_, kWorkspaceBytes));
     workspace_size_ = kWorkspaceBytes;
-    GPTCUDA_CUBLAS_CHECK(op, cublasSetStream(cublas_, stream_));
-    GPTCUDA_CUBLAS_CHECK(op, cublasSetWorkspace(cublas_, workspace_, workspace_size_));
-    GPTCUDA_CUBLAS_CHECK(op, cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH
-                                                              : CUBLAS_DEFAULT_MATH));
-    GPTCUDA_CUBLAS_CHECK(op, cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
+    GPTCUDA_CHECK(op, cublasSetStream(cublas_, stream_));
+    GPTCUDA_CHECK(op, cublasSetWorkspace(cublas_, workspace_, workspace_size_));
+    GPTCUDA_CHECK(op, cublasSetMathMode(cublas_, tf32_ ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                       : CUBLAS_DEFAULT_MATH));
+    GPTCUDA_CHECK(op, cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
 
     GPTCUDA_CHECK(op, cudaMalloc(&d_error_, sizeof(DeviceError)));
     GPTCUDA_CHECK(op, cudaMemset(d_error_, 0, sizeof(DeviceError)));
@@ -95,12 +95,7 @@ CudaBackend::CudaBackend() {
     std::memset(h_error_, 0, sizeof(DeviceError));
     GPTCUDA_CHECK(op, cudaDeviceSynchronize());
   } catch (...) {
-    if (h_error_) cudaFreeHost(h_error_);
-    if (d_error_) cudaFree(d_error_);
-    if (workspace_) cudaFree(workspace_);
-    if (cublaslt_) cublasLtDestroy(cublaslt_);
-    if (cublas_) cublasDestroy(cublas_);
-    if (stream_) cudaStreamDestroy(stream_);
+    destroy_handles();
     throw;
   }
 }
@@ -118,6 +113,10 @@ CudaBackend::~CudaBackend() {
   for (int i = 0; i < kScratchCount; ++i)
     if (scratch_ptr_[i]) cudaFree(scratch_ptr_[i]);
   for (auto& kv : rounded_) cudaFree(kv.first);  // live and cached blocks
+  destroy_handles();
+}
+
+void CudaBackend::destroy_handles() {
   if (h_error_) cudaFreeHost(h_error_);
   if (d_error_) cudaFree(d_error_);
   if (workspace_) cudaFree(workspace_);
@@ -153,7 +152,7 @@ void* CudaBackend::alloc(size_t bytes) {
         throw std::runtime_error("CUDA out of memory allocating " + gib(bytes) + " (free " +
                                  gib(free_b) + " of " + gib(total_b) + "; " + gib(in_use_) +
                                  " in use by gptcuda tensors)");
-      cudak::throw_cuda(err, "alloc", "cudaMalloc");
+      cudak::throw_failure(err, "alloc", "cudaMalloc");
     }
     rounded_[p] = rb;
   }

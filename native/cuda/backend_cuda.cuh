@@ -45,57 +45,8 @@ class CudaBackend final : public Backend {
   size_t peak_memory() const override;
   void reset_peak_memory() override;
 
-  void fill(float* x, size_t n, float value) override;
-  void scale(float* x, size_t n, float s) override;
-  void add(float* out, const float* a, const float* b, size_t n) override;
-  void accumulate(float* dst, const float* src, size_t n) override;
-
-  void embedding_forward(float* out, const int32_t* ids, const float* wte, const float* wpe,
-                         int B, int T, int C, int V, int pos0) override;
-  void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* ids,
-                          int B, int T, int C, int pos0) override;
-
-  void layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                         const float* weight, const float* bias, int N, int C) override;
-  void layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                          const float* inp, const float* weight, const float* mean,
-                          const float* rstd, int N, int C) override;
-
-  void gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
-            int lda, const float* B, int ldb, float beta, float* C, int ldc) override;
-  void matmul_forward(float* out, const float* inp, const float* weight, const float* bias,
-                      int M, int K, int N) override;
-  void matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                       const float* inp, const float* weight, int M, int K, int N) override;
-
-  void gelu_forward(float* out, const float* inp, size_t n) override;
-  void gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) override;
-
-  void fill_normal(float* x, size_t n, float mean, float std, DropoutRng rng) override;
-  void fill_uniform(float* x, size_t n, float lo, float hi, DropoutRng rng) override;
-  void dropout_forward(float* out, const float* inp, size_t n, float p,
-                       DropoutRng rng) override;
-  void dropout_backward(float* dinp, const float* dout, size_t n, float p,
-                        DropoutRng rng) override;
-
-  void attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,
-                         int NH, float dropout_p, DropoutRng rng) override;
-  void attention_backward(float* dqkv, const float* dout, const float* qkv, const float* out,
-                          const float* lse, int B, int T, int C, int NH, float dropout_p,
-                          DropoutRng rng) override;
-  void attention_decode(float* out, float* kcache, float* vcache, const float* qkv, int B,
-                        int Tn, int C, int NH, int Tmax, int pos0) override;
-
-  void crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                            int N, int V, int ignore_index) override;
-  void crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
-                                     const int32_t* targets, int N, int V, float dloss,
-                                     int ignore_index) override;
-
-  void adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
-             float beta1, float beta2, float eps, float weight_decay, int t) override;
-  void sum_squares(float* out, const float* x, size_t n) override;
-  void clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) override;
+#define GPTCUDA_OP(name, params) void name params override;
+#include "backend_ops.def"
 
  private:
   // Scratch buffers private to the ops, grown on demand and kept (no per-op
@@ -114,6 +65,20 @@ class CudaBackend final : public Backend {
 
   // Marks the start of an op: the name reported for asynchronous errors.
   void begin_op(const char* op) { last_op_ = op; }
+
+  // Marks op and launches a grid-stride kernel (cudak::grid_stride) over n
+  // elements, n / 4 float4s rounded up when vec, on the stream: 256 threads a
+  // block, enough blocks to fill the GPU. Nothing to do for n == 0.
+  template <typename... P>
+  void launch_grid_stride(const char* op, size_t n, bool vec, void (*kernel)(P...),
+                          typename cudak::Exactly<P>::type... args) {
+    if (n == 0) return;
+    begin_op(op);
+    constexpr int kBlock = 256;
+    kernel<<<cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_), kBlock, 0, stream_>>>(
+        args...);
+    cudak::check_launch(op);
+  }
   // Throws for a failed cudaMemcpyAsync, naming the last op enqueued.
   void check_transfer(const char* where, cudaError_t err);
   // Copies the device error record back (after queued work) and throws if set.
@@ -136,6 +101,9 @@ class CudaBackend final : public Backend {
 
   // Frees cached blocks (after waiting for the stream) so cudaMalloc can retry.
   void trim_cache_locked();
+  // Frees the stream, cuBLAS handles, workspace and error records that exist
+  // (the destructor, and a constructor that fails half-way).
+  void destroy_handles();
 
   int device_ = 0;
   int sm_count_ = 1;

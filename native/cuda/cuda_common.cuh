@@ -15,29 +15,24 @@ namespace gptcuda {
 namespace cudak {
 
 // ---- error checks -------------------------------------------------------------------
-// Every CUDA runtime and cuBLAS call goes through one of these; a failure becomes a
+// Every CUDA runtime and cuBLAS call goes through GPTCUDA_CHECK; a failure becomes a
 // std::runtime_error naming the op (or call site) and the library's error string.
-[[noreturn]] inline void throw_cuda(cudaError_t err, const char* op, const char* what) {
+inline bool failed(cudaError_t err) { return err != cudaSuccess; }
+inline bool failed(cublasStatus_t st) { return st != CUBLAS_STATUS_SUCCESS; }
+[[noreturn]] inline void throw_failure(cudaError_t err, const char* op, const char* what) {
   throw std::runtime_error(std::string(op) + ": CUDA error " + cudaGetErrorName(err) + " (" +
                            cudaGetErrorString(err) + ") in " + what);
 }
-[[noreturn]] inline void throw_cublas(cublasStatus_t st, const char* op, const char* what) {
+[[noreturn]] inline void throw_failure(cublasStatus_t st, const char* op, const char* what) {
   throw std::runtime_error(std::string(op) + ": cuBLAS error " + cublasGetStatusName(st) +
                            " (" + cublasGetStatusString(st) + ") in " + what);
 }
 
 #define GPTCUDA_CHECK(op, call)                                         \
   do {                                                                  \
-    cudaError_t gptcuda_err_ = (call);                                  \
-    if (gptcuda_err_ != cudaSuccess)                                    \
-      ::gptcuda::cudak::throw_cuda(gptcuda_err_, (op), #call);          \
-  } while (0)
-
-#define GPTCUDA_CUBLAS_CHECK(op, call)                                  \
-  do {                                                                  \
-    cublasStatus_t gptcuda_st_ = (call);                                \
-    if (gptcuda_st_ != CUBLAS_STATUS_SUCCESS)                           \
-      ::gptcuda::cudak::throw_cublas(gptcuda_st_, (op), #call);         \
+    const auto gptcuda_status_ = (call);                                \
+    if (::gptcuda::cudak::failed(gptcuda_status_))                      \
+      ::gptcuda::cudak::throw_failure(gptcuda_status_, (op), #call);    \
   } while (0)
 
 // After a kernel launch: catches bad launch configurations right away (and any
@@ -91,20 +86,34 @@ inline unsigned int grid_for(size_t n, int block, int sm_count) {
 
 inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// The grid-stride loop of the elementwise kernels. With vec (every pointer
-// 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4
+// Exactly<T>::type is T in a context that deduces nothing, so a launcher's
+// arguments take the kernel's parameter types.
+template <typename T>
+struct Exactly {
+  using type = T;
+};
+
+// The grid-stride loop: f(i) for i = first .. n-1, spread over every thread of
+// the grid (sized by grid_for: at most what fills the GPU, so threads loop).
+template <typename F>
+__device__ __forceinline__ void grid_stride(size_t n, F f, size_t first = 0) {
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  for (size_t i = first + static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += stride)
+    f(i);
+}
+
+// The vectorised grid-stride loop of the elementwise kernels. With vec (every
+// pointer 16-byte aligned) f4(i) handles float4 number i of the first n / 4 * 4
 // elements and f1(i) the last n % 4 elements one by one; without, f1 does all.
 template <typename F4, typename F1>
 __device__ __forceinline__ void grid_stride(size_t n, bool vec, F4 f4, F1 f1) {
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  const size_t tid = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   size_t done = 0;
   if (vec) {
-    const size_t n4 = n / 4;
-    for (size_t i = tid; i < n4; i += stride) f4(i);
-    done = n4 * 4;
+    grid_stride(n / 4, f4);
+    done = n / 4 * 4;
   }
-  for (size_t i = done + tid; i < n; i += stride) f1(i);
+  grid_stride(n, f1, done);
 }
 
 // ---- reductions -------------------------------------------------------------------------

@@ -7,8 +7,6 @@ namespace gptcuda {
 namespace {
 // emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
-constexpr int kBlock = 256;
-
 __global__ void fill_kernel(float* x, size_t n, float value, bool vec) {
   cudak::grid_stride(
       n, vec,
@@ -55,39 +53,23 @@ __global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool v
 }  // namespace
 
 void CudaBackend::fill(float* x, size_t n, float value) {
-  if (n == 0) return;
-  begin_op("fill");
   const bool vec = cudak::aligned16(x);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  fill_kernel<<<grid, kBlock, 0, stream_>>>(x, n, value, vec);
-  cudak::check_launch("fill");
+  launch_grid_stride("fill", n, vec, fill_kernel, x, n, value, vec);
 }
 
 void CudaBackend::scale(float* x, size_t n, float s) {
-  if (n == 0) return;
-  begin_op("scale");
   const bool vec = cudak::aligned16(x);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  scale_kernel<<<grid, kBlock, 0, stream_>>>(x, n, s, vec);
-  cudak::check_launch("scale");
+  launch_grid_stride("scale", n, vec, scale_kernel, x, n, s, vec);
 }
 
 void CudaBackend::add(float* out, const float* a, const float* b, size_t n) {
-  if (n == 0) return;
-  begin_op("add");
   const bool vec = cudak::aligned16(out) && cudak::aligned16(a) && cudak::aligned16(b);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  add_kernel<<<grid, kBlock, 0, stream_>>>(out, a, b, n, vec);
-  cudak::check_launch("add");
+  launch_grid_stride("add", n, vec, add_kernel, out, a, b, n, vec);
 }
 
 void CudaBackend::accumulate(float* dst, const float* src, size_t n) {
-  if (n == 0) return;
-  begin_op("accumulate");
   const bool vec = cudak::aligned16(dst) && cudak::aligned16(src);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  accumulate_kernel<<<grid, kBlock, 0, stream_>>>(dst, src, n, vec);
-  cudak::check_launch("accumulate");
+  launch_grid_stride("accumulate", n, vec, accumulate_kernel, dst, src, n, vec);
 }
 
 }  // namespace gptcuda

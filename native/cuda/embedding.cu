@@ -37,9 +37,7 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* ids, const f
   const int width = vec ? 4 : 1;
   const int per_row = C / width;
   const size_t total = static_cast<size_t>(BT) * per_row;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += stride) {
+  cudak::grid_stride(total, [&](size_t idx) {
     const int bt = static_cast<int>(idx / per_row);
     const int c = static_cast<int>(idx % per_row) * width;
     const int t = bt % T;
@@ -58,25 +56,23 @@ __global__ void embedding_forward_kernel(float* out, const int32_t* ids, const f
     } else {
       *o = *w + *p;
     }
-  }
+  });
 }
 
 // dwpe[pos0 + t, c] += sum_b dout[b, t, c], b in increasing order.
 __global__ void embedding_backward_wpe_kernel(float* dwpe, const float* dout, int B, int T, int C,
                                               int pos0) {
   const size_t total = static_cast<size_t>(T) * C;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t idx = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
-       idx += stride) {
+  cudak::grid_stride(total, [&](size_t idx) {
     const size_t t = idx / C, c = idx % C;
     float acc = dwpe[(pos0 + t) * C + c];
     for (int b = 0; b < B; ++b) acc += dout[(static_cast<size_t>(b) * T + t) * C + c];
     dwpe[(pos0 + t) * C + c] = acc;
-  }
+  });
 }
 
 __global__ void iota_kernel(int32_t* x, int n) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) x[i] = i;
+  cudak::grid_stride(n, [&](size_t i) { x[i] = static_cast<int32_t>(i); });
 }
 
 // Block (i, chunk): if sorted position i starts a run of equal ids, adds the

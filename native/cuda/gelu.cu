@@ -6,7 +6,6 @@ namespace gptcuda {
 namespace {
 // emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
-constexpr int kBlock = 256;
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
 // tanh through exp: with --use_fast_math, tanhf becomes tanh.approx.f32, whose
@@ -59,21 +58,13 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
 }  // namespace
 
 void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
-  if (n == 0) return;
-  begin_op("gelu_forward");
   const bool vec = cudak::aligned16(out) && cudak::aligned16(inp);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  gelu_forward_kernel<<<grid, kBlock, 0, stream_>>>(out, inp, n, vec);
-  cudak::check_launch("gelu_forward");
+  launch_grid_stride("gelu_forward", n, vec, gelu_forward_kernel, out, inp, n, vec);
 }
 
 void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
-  if (n == 0) return;
-  begin_op("gelu_backward");
   const bool vec = cudak::aligned16(dinp) && cudak::aligned16(inp) && cudak::aligned16(dout);
-  const unsigned grid = cudak::grid_for(vec ? (n + 3) / 4 : n, kBlock, sm_count_);
-  gelu_backward_kernel<<<grid, kBlock, 0, stream_>>>(dinp, inp, dout, n, vec);
-  cudak::check_launch("gelu_backward");
+  launch_grid_stride("gelu_backward", n, vec, gelu_backward_kernel, dinp, inp, dout, n, vec);
 }
 
 }  // namespace gptcuda

@@ -19,21 +19,16 @@ namespace {
 
 // out[r, c] += bias[c] over a row-major [M, N] matrix.
 __global__ void add_bias_kernel(float* out, const float* bias, int M, int N) {
-  const size_t total = static_cast<size_t>(M) * N;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride)
-    out[i] += bias[i % N];
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] += bias[i % N]; });
 }
 
 // C[r, c] = beta * C[r, c] for a row-major [M, N] block with row stride ldc
 // (GEMM with K == 0). beta == 0 writes zeros, so NaNs in C do not survive.
 __global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta) {
-  const size_t total = static_cast<size_t>(M) * N;
-  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
-  for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) {
     float* p = C + (i / N) * static_cast<size_t>(ldc) + (i % N);
     *p = beta == 0.f ? 0.f : beta * *p;
-  }
+  });
 }
 
 cublasOperation_t to_op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
@@ -52,9 +47,9 @@ void CudaBackend::gemm_rowmajor(const char* op, bool transA, bool transB, int M,
     return;
   }
   const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  GPTCUDA_CUBLAS_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
-                                        CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F,
-                                        ldc, compute, CUBLAS_GEMM_DEFAULT));
+  GPTCUDA_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
+                                 CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
+                                 compute, CUBLAS_GEMM_DEFAULT));
 }
 
 void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,

@@ -13,6 +13,9 @@ out=${1:-$root/build/emu}
 mkdir -p "$out/src"
 flags=(-std=c++20 -O2 -g0 -fPIC -pthread -U_FORTIFY_SOURCE -Wno-unknown-pragmas -Wno-unused-result
        -include "$here/simt.h" -I"$here/shim" -I"$here" -I"$cuda" -I"$root/native/include")
+# Headers are translated too (a launch helper may live in one), next to the
+# translated sources, where #include "..." finds them before the originals.
+for cuh in "$cuda"/*.cuh; do python3 "$here/translate.py" "$cuh" "$out/src/$(basename "$cuh")"; done
 objs=()
 pids=()
 for cu in "$cuda"/*.cu "$here/runtime.cc"; do

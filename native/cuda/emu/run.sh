@@ -14,7 +14,7 @@ inc=$(dirname "$cuda")/include
 out=${1:-$(mktemp -d)}
 mkdir -p "$out"
 
-python3 "$here/extract.py" "$cuda/attention.cu" "$out/attention_k.h"
+python3 "$here/extract.py" "$cuda/attention_common.cuh,$cuda/attention.cu,$cuda/attention_cuda_core.cu,$cuda/attention_tensor_core.cu,$cuda/attention_decode.cu" "$out/attention_k.h"
 for f in crossentropy layernorm embedding adamw gelu dropout elementwise; do
   python3 "$here/extract.py" "$cuda/$f.cu" "$out/${f}_k.h" "k_$f"
 done

@@ -172,39 +172,59 @@ cudaError_t cudaGetLastError() {
 }
 cudaError_t cudaPeekAtLastError() { return st().last_error; }
 
+namespace {
+// A status code with its enumerator's name and the library's message (null:
+// the library gives the name).
+template <typename E>
+struct Named {
+  E code;
+  const char* name;
+  const char* text;
+};
+#define EMU_NAMED(code, text) {code, #code, text}
+
+const Named<cudaError_t> kCudaErrors[] = {
+    EMU_NAMED(cudaSuccess, "no error"),
+    EMU_NAMED(cudaErrorInvalidValue, "invalid argument"),
+    EMU_NAMED(cudaErrorMemoryAllocation, "out of memory"),
+    EMU_NAMED(cudaErrorInvalidConfiguration, "invalid configuration argument"),
+    EMU_NAMED(cudaErrorInvalidDevicePointer, "invalid device pointer"),
+    EMU_NAMED(cudaErrorInvalidMemcpyDirection, "invalid copy direction for memcpy"),
+    EMU_NAMED(cudaErrorInsufficientDriver, "CUDA driver version is insufficient for CUDA runtime version"),
+    EMU_NAMED(cudaErrorStubLibrary, "CUDA driver is a stub library"),
+    EMU_NAMED(cudaErrorNoDevice, "no CUDA-capable device is detected"),
+    EMU_NAMED(cudaErrorInvalidDevice, "invalid device ordinal"),
+    EMU_NAMED(cudaErrorIllegalAddress, "an illegal memory access was encountered"),
+    EMU_NAMED(cudaErrorLaunchOutOfResources, "too many resources requested for launch"),
+};
+const Named<cublasStatus_t> kCublasStatuses[] = {
+    EMU_NAMED(CUBLAS_STATUS_SUCCESS, "success"),
+    EMU_NAMED(CUBLAS_STATUS_NOT_INITIALIZED, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_ALLOC_FAILED, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_INVALID_VALUE, "an invalid value was used as an argument"),
+    EMU_NAMED(CUBLAS_STATUS_ARCH_MISMATCH, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_MAPPING_ERROR, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_EXECUTION_FAILED, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_INTERNAL_ERROR, nullptr),
+    EMU_NAMED(CUBLAS_STATUS_NOT_SUPPORTED, "the functionality requested is not supported"),
+};
+#undef EMU_NAMED
+
+template <typename E, size_t N>
+const Named<E>* find_named(const Named<E> (&table)[N], E code) {
+  for (const Named<E>& e : table)
+    if (e.code == code) return &e;
+  return nullptr;
+}
+}  // namespace
+
 const char* cudaGetErrorName(cudaError_t err) {
-  switch (err) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
-    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
-    case cudaErrorStubLibrary: return "cudaErrorStubLibrary";
-    case cudaErrorNoDevice: return "cudaErrorNoDevice";
-    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
-    case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
-    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
-  }
-  return "cudaErrorUnknown";
+  const auto* e = find_named(kCudaErrors, err);
+  return e ? e->name : "cudaErrorUnknown";
 }
 const char* cudaGetErrorString(cudaError_t err) {
-  switch (err) {
-    case cudaSuccess: return "no error";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    case cudaErrorInvalidMemcpyDirection: return "invalid copy direction for memcpy";
-    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
-    case cudaErrorStubLibrary: return "CUDA driver is a stub library";
-    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
-    case cudaErrorInvalidDevice: return "invalid device ordinal";
-    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
-    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
-  }
-  return "unknown error";
+  const auto* e = find_named(kCudaErrors, err);
+  return e ? e->text : "unknown error";
 }
 
 cudaError_t cudaMalloc(void** ptr, size_t bytes) {
@@ -412,26 +432,12 @@ cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode) 
   return CUBLAS_STATUS_SUCCESS;
 }
 const char* cublasGetStatusName(cublasStatus_t s) {
-  switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-  }
-  return "CUBLAS_STATUS_UNKNOWN";
+  const auto* e = find_named(kCublasStatuses, s);
+  return e ? e->name : "CUBLAS_STATUS_UNKNOWN";
 }
 const char* cublasGetStatusString(cublasStatus_t s) {
-  switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "success";
-    case CUBLAS_STATUS_INVALID_VALUE: return "an invalid value was used as an argument";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "the functionality requested is not supported";
-    default: return cublasGetStatusName(s);
-  }
+  const auto* e = find_named(kCublasStatuses, s);
+  return e && e->text ? e->text : cublasGetStatusName(s);
 }
 
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOperation_t transb, int m, int n,
