@@ -175,10 +175,19 @@ export function directionalDerivative(f: (x: F64) => number, x: F64, d: ArrayLik
   return (f(xp) - f(xm)) / (2 * eps);
 }
 
+/**
+ * Compensated (Neumaier) sum of products: central differences of a loss over
+ * ~1e5 terms subtract two sums that differ in a few terms, and a naive sum's
+ * rounding (~n eps |sum|) would swamp that difference.
+ */
 export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
-  return s;
+  let s = 0, comp = 0;
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i]! * b[i]!, t = s + v;
+    comp += Math.abs(s) >= Math.abs(v) ? s - t + v : v - t + s;
+    s = t;
+  }
+  return s + comp;
 };
 
 // ---------------------------------------------------------------------------
