@@ -1,4 +1,4 @@
-// Runs the op table (helpers/op-cases.ts) on every device present: the CPU
+// Runs the op table (helpers/op-cases/) on every device present: the CPU
 // always, CUDA when available (skipped with the printed reason otherwise).
 // Every device is compared with the same float64 references, never with
 // another device. Also: every native op has a case, and statistics of the
@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { native } from '../ts/tensor/native.js';
 import * as ops from '../ts/tensor/ops.js';
 import { Tensor, type Device } from '../ts/tensor/tensor.js';
-import { OP_TABLE, OpContext, PENDING, coverageGaps, type Precision } from './helpers/op-cases.js';
+import { OP_TABLE, OpContext, PENDING, coverageGaps, type Precision } from './helpers/op-cases/index.js';
 
 const cuda = native().backends().cuda;
 if (!cuda.available) console.warn(`op table on CUDA skipped: ${cuda.reason ?? 'CUDA is not available'}`);
@@ -24,7 +24,7 @@ for (const device of ['cpu', 'cuda'] as const) {
     for (const entry of OP_TABLE)
       for (const c of entry.cases)
         it(`${entry.op} ${c.name}`, () => {
-          const k = new OpContext(device, precisionOf(device));
+          const k = new OpContext(device, precisionOf(device), `${entry.op} ${c.name}`);
           try {
             c.run(k);
             if (device === 'cuda') native().synchronize('cuda');

@@ -175,10 +175,19 @@ export function directionalDerivative(f: (x: F64) => number, x: F64, d: ArrayLik
   return (f(xp) - f(xm)) / (2 * eps);
 }
 
+/**
+ * Compensated (Neumaier) sum of products: central differences of a loss over
+ * ~1e5 terms subtract two sums that differ in a few terms, and a naive sum's
+ * rounding (~n eps |sum|) would swamp that difference.
+ */
 export const dot = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
-  let s = 0;
-  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
-  return s;
+  let s = 0, comp = 0;
+  for (let i = 0; i < a.length; i++) {
+    const v = a[i]! * b[i]!, t = s + v;
+    comp += Math.abs(s) >= Math.abs(v) ? s - t + v : v - t + s;
+    s = t;
+  }
+  return s + comp;
 };
 
 // ---------------------------------------------------------------------------
@@ -432,4 +441,130 @@ export function dropoutKeep(seed: number, stream: number, index: number, p: numb
 /** The attention dropout predicate: element index ((b*NH+h)*T+t)*T+s of the [B,NH,T,T] probabilities. */
 export function attentionKeep(seed: number, stream: number, p: number, NH: number, T: number) {
   return (b: number, h: number, t: number, s: number) => dropoutKeep(seed, stream, ((b * NH + h) * T + t) * T + s, p);
+}
+
+// ---------------------------------------------------------------------------
+// Analytic backwards (float64), each the chain rule of the forward above; the
+// op table checks every one against central differences of its forward.
+// ---------------------------------------------------------------------------
+
+/** dwte[ids[b,t]] += dout[b,t]; dwpe[pos0+t] += dout[b,t]. */
+export function embeddingBackwardRef(
+  ids: ArrayLike<number>, dout: F64, B: number, T: number, C: number, V: number, P: number, pos0 = 0,
+): { dwte: F64; dwpe: F64 } {
+  const dwte = new Float64Array(V * C), dwpe = new Float64Array(P * C);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      for (let c = 0; c < C; c++) {
+        const g = dout[(b * T + t) * C + c]!;
+        dwte[ids[b * T + t]! * C + c]! += g;
+        dwpe[(pos0 + t) * C + c]! += g;
+      }
+  return { dwte, dwpe };
+}
+
+/**
+ * LayerNorm backward with xhat = (x - mean) rstd and g = dout * weight:
+ *   dinp = rstd (g - mean(g) - xhat mean(g xhat)),  dweight = sum_n dout xhat,  dbias = sum_n dout.
+ * mean and rstd are inputs (as the op takes them).
+ */
+export function layernormBackwardRef(
+  dout: F64, inp: F64, weight: F64, mean: ArrayLike<number>, rstd: ArrayLike<number>, N: number, C: number,
+): { dinp: F64; dweight: F64; dbias: F64 } {
+  const dinp = new Float64Array(N * C), dweight = new Float64Array(C), dbias = new Float64Array(C);
+  for (let n = 0; n < N; n++) {
+    let mg = 0, mgx = 0;
+    for (let c = 0; c < C; c++) {
+      const xhat = (inp[n * C + c]! - mean[n]!) * rstd[n]!, g = dout[n * C + c]! * weight[c]!;
+      mg += g;
+      mgx += g * xhat;
+      dweight[c]! += dout[n * C + c]! * xhat;
+      dbias[c]! += dout[n * C + c]!;
+    }
+    mg /= C;
+    mgx /= C;
+    for (let c = 0; c < C; c++) {
+      const xhat = (inp[n * C + c]! - mean[n]!) * rstd[n]!;
+      dinp[n * C + c] = rstd[n]! * (dout[n * C + c]! * weight[c]! - mg - xhat * mgx);
+    }
+  }
+  return { dinp, dweight, dbias };
+}
+
+/** Linear backward (y = x W^T + b): dx = dy W, dW = dy^T x, db = sum_m dy. */
+export function linearBackwardRef(dy: F64, x: F64, W: F64, M: number, K: number, N: number): { dx: F64; dW: F64; db: F64 } {
+  const dx = new Float64Array(M * K), dW = new Float64Array(N * K), db = new Float64Array(N);
+  for (let i = 0; i < M; i++)
+    for (let j = 0; j < N; j++) {
+      const g = dy[i * N + j]!;
+      db[j]! += g;
+      for (let k = 0; k < K; k++) {
+        dx[i * K + k]! += g * W[j * K + k]!;
+        dW[j * K + k]! += g * x[i * K + k]!;
+      }
+    }
+  return { dx, dW, db };
+}
+
+/**
+ * Backward of attentionRef. Per head, with P the softmax, M the dropout factor
+ * (keep / (1-p), or 1) and O = (P M) V:
+ *   dV_s = sum_t P_ts M_ts dO_t,   dP_ts = M_ts dO_t . V_s,   dS_ts = P_ts (dP_ts - sum_s' P_ts' dP_ts'),
+ *   dQ_t = sum_s dS_ts K_s / sqrt(hs),   dK_s = sum_t dS_ts Q_t / sqrt(hs).
+ */
+export function attentionBackwardRef(
+  qkv: F64, dout: F64, B: number, T: number, C: number, NH: number,
+  dropout?: { p: number; keep: (b: number, h: number, t: number, s: number) => boolean },
+): F64 {
+  const hs = C / NH;
+  const scale = 1 / Math.sqrt(hs);
+  const dqkv = new Float64Array(B * T * 3 * C);
+  const at = (b: number, t: number, part: number, h: number) => (b * T + t) * 3 * C + part * C + h * hs;
+  const P = new Float64Array(T), dP = new Float64Array(T);
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < NH; h++)
+      for (let t = 0; t < T; t++) {
+        const q = at(b, t, 0, h), o = (b * T + t) * C + h * hs;
+        let mx = -Infinity;
+        for (let s = 0; s <= t; s++) {
+          let d = 0;
+          for (let c = 0; c < hs; c++) d += qkv[q + c]! * qkv[at(b, s, 1, h) + c]!;
+          P[s] = d * scale;
+          mx = Math.max(mx, P[s]!);
+        }
+        let z = 0;
+        for (let s = 0; s <= t; s++) z += (P[s] = Math.exp(P[s]! - mx));
+        let sum = 0;
+        for (let s = 0; s <= t; s++) {
+          P[s]! /= z;
+          const m = dropout ? (dropout.keep(b, h, t, s) ? 1 / (1 - dropout.p) : 0) : 1;
+          const v = at(b, s, 2, h);
+          let d = 0;
+          for (let c = 0; c < hs; c++) {
+            d += dout[o + c]! * qkv[v + c]!;
+            dqkv[v + c]! += P[s]! * m * dout[o + c]!;
+          }
+          dP[s] = d * m;
+          sum += P[s]! * dP[s]!;
+        }
+        for (let s = 0; s <= t; s++) {
+          const ds = P[s]! * (dP[s]! - sum) * scale, k = at(b, s, 1, h);
+          for (let c = 0; c < hs; c++) {
+            dqkv[q + c]! += ds * qkv[k + c]!;
+            dqkv[k + c]! += ds * qkv[q + c]!;
+          }
+        }
+      }
+  return dqkv;
+}
+
+/** d(dloss * sum of the losses)/dlogits = dloss (softmax - onehot(target)), 0 on ignored rows. */
+export function crossEntropyGradRef(logits: F64, targets: ArrayLike<number>, N: number, V: number, dloss: number, ignoreIndex = -100): F64 {
+  const g = new Float64Array(N * V);
+  for (let i = 0; i < N; i++) {
+    if (targets[i] === ignoreIndex) continue;
+    const p = softmaxRow(logits, i, V);
+    for (let v = 0; v < V; v++) g[i * V + v] = dloss * (p[v]! - (v === targets[i] ? 1 : 0));
+  }
+  return g;
 }
