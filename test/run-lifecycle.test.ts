@@ -32,8 +32,8 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 interface CliResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-function start(args: string[], detached = false): ChildProcess {
-  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], detached = false, env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 function finish(child: ChildProcess): Promise<CliResult> {
@@ -47,7 +47,7 @@ function finish(child: ChildProcess): Promise<CliResult> {
   });
 }
 
-const cli = (args: string[]) => finish(start(args));
+const cli = (args: string[], env: Record<string, string> = {}) => finish(start(args, false, env));
 
 /** Resolves once the run's log shows `n` completed steps. */
 async function stepsLogged(dir: string, n: number, child: ChildProcess): Promise<void> {
@@ -226,6 +226,55 @@ describe('errors after the first step', () => {
     expect(ck.trainState?.step).toBe(3);
     expect(ck.trainState?.tokensSeen).toBe(3 * 2 * 32);
     ck.model.dispose();
+  });
+});
+
+describe('the disk refuses a save (GPTCUDA_TEST_FAIL_WRITE, a test-only fault injection)', () => {
+  /** Parameters of the TINY model, counted here from its shapes. */
+  const tinyParameters = () =>
+    GPTModel.parameterSpecs({ vocabSize: 50257, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0.1, qkvBias: false, tieWeights: false, init: 'pytorch' })
+      .reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  const ckpt = (dir: string, step: number) => join(dir, `ckpt-step${String(step).padStart(8, '0')}.tar`);
+  const noTemps = (dir: string) => expect(fs.readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
+
+  it('ENOSPC after the first step: one line naming the file and its exact size; no partial file; step 1 intact and resumable', async () => {
+    const dir = join(root, 'enospc');
+    // Weights and two AdamW moments of 4 bytes: the disk fills up halfway through the second checkpoint.
+    const limit = Math.floor(1.5 * 12 * tinyParameters());
+    const r = await cli(['train', ...TINY, '--max-steps', '3', '--save-every', '1', '--out', dir], { GPTCUDA_TEST_FAIL_WRITE: `ENOSPC:${limit}` });
+    expect(r.code, r.stderr).toBe(1);
+    const lines = r.stderr.split('\n').filter((l) => l.includes('ckpt-step'));
+    expect(lines, r.stderr).toHaveLength(1);
+    const m = new RegExp(`^gptcuda: cannot write ${ckpt(dir, 2)}: no space left on the device \\(ENOSPC\\); the file needs (\\d+) bytes free in ${dir};`).exec(lines[0]!);
+    expect(m, lines[0]).not.toBeNull();
+    expect(lines[0]).toMatch(new RegExp(`; the last checkpoint is ${ckpt(dir, 1)} \\(step 1\\); resume with: (npx )?gptcuda train --resume ${dir}$`));
+    noTemps(dir);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+    (await loadCheckpoint(ckpt(dir, 1))).model.dispose();
+
+    const again = await cli(['train', '--resume', dir, '--save-every', '1']);
+    expect(again.code, again.stderr).toBe(0);
+    // The same step-2 checkpoint, written now that the disk has room, has exactly the size the error named.
+    expect(fs.statSync(ckpt(dir, 2)).size).toBe(Number(m![1]));
+  });
+
+  it('EROFS: one line saying the directory is read-only and suggesting --out elsewhere; the run continues there', async () => {
+    const dir = join(root, 'erofs');
+    expect((await cli(['train', ...TINY, '--max-steps', '1', '--out', dir])).code).toBe(0);
+    const r = await cli(['train', '--resume', dir, '--max-steps', '3', '--save-every', '1'], { GPTCUDA_TEST_FAIL_WRITE: 'EROFS:0' });
+    expect(r.code, r.stderr).toBe(1);
+    const lines = r.stderr.split('\n').filter((l) => l.includes('ckpt-step'));
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]!.replace('npx gptcuda', 'gptcuda')).toBe(
+      `gptcuda: cannot write ${ckpt(dir, 2)}: the directory ${dir} is on a read-only filesystem (EROFS); nothing was written there, write to another directory; ` +
+        `the last checkpoint is ${ckpt(dir, 1)} (step 1); resume with: gptcuda train --resume ${dir} --out <a writable directory>`,
+    );
+    noTemps(dir);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+    const elsewhere = join(root, 'erofs-elsewhere');
+    const moved = await cli(['train', '--resume', dir, '--out', elsewhere, '--max-steps', '3']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect((await listCheckpoints(elsewhere)).map((c) => c.step)).toEqual([3]);
   });
 });
 

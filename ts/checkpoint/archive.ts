@@ -129,6 +129,11 @@ function tarFileHeader(name: string, size: number, mtime: Date): Buffer {
   return needPax ? Buffer.concat([new Pax({ path: name, size, mtime }).encode(), block]) : block;
 }
 
+/** Bytes an entry of `size` bytes takes in the archive: header block(s), data, padding to a block. */
+function tarEntryBytes(name: string, size: number, mtime: Date): number {
+  return tarFileHeader(name, size, mtime).length + Math.ceil(size / BLOCK) * BLOCK;
+}
+
 async function writeTarEntry(w: ChunkWriter, name: string, chunks: readonly Uint8Array[], size: number, mtime: Date): Promise<void> {
   await w.write(tarFileHeader(name, size, mtime));
   const start = w.bytesWritten;
@@ -207,6 +212,8 @@ export async function writeCheckpointArchive(path: string, input: WriteCheckpoin
   const manifestBytes = Buffer.from(manifestText, 'utf8');
   const mtime = new Date(Math.floor(Date.now() / 1000) * 1000);
 
+  // The exact archive size, so a full disk is reported with the bytes it needs.
+  const size = tarEntryBytes(MANIFEST_NAME, manifestBytes.length, mtime) + encoded.reduce((n, { name, enc }) => n + tarEntryBytes(name, enc.byteLength, mtime), 0) + 2 * BLOCK;
   await atomicWriteWith(path, async (fh) => {
     const w = new ChunkWriter(fh);
     await writeTarEntry(w, MANIFEST_NAME, [manifestBytes], manifestBytes.length, mtime);
@@ -214,7 +221,8 @@ export async function writeCheckpointArchive(path: string, input: WriteCheckpoin
     // End-of-archive: two zero blocks.
     await w.write(Buffer.alloc(2 * BLOCK));
     await w.flush();
-  });
+    if (w.bytesWritten !== size) throw new Error(`internal error: checkpoint archive ${path} is ${w.bytesWritten} bytes, expected ${size}`);
+  }, { size });
   return manifest;
 }
 

@@ -3,7 +3,7 @@ import { appendFileSync, closeSync, existsSync, openSync, rmSync, readSync, stat
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
-import { atomicWriteFile } from '../checkpoint/atomic.js';
+import { DiskWriteError, atomicWriteFile } from '../checkpoint/atomic.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
@@ -364,6 +364,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     // The final checkpoint is not written twice when --save-every divides the last step.
     let savedStep = -1;
     let lastSaved: string | undefined;
+    let saveFailure: unknown;
     const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
       if (why !== 'interval' && savedStep === t.state.step) return;
       const path = join(runDir, checkpointFileName(t.state.step));
@@ -375,8 +376,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
           ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
         });
       } catch (err) {
-        const bytes = model.numParameters * 4 * 3;
-        throw new Error(`cannot write checkpoint ${path} (about ${bytes} bytes): ${(err as Error).message}`);
+        saveFailure = err;
+        // A refusal by the disk already names the file and the exact bytes it needs.
+        if (err instanceof DiskWriteError) throw err;
+        throw new Error(`cannot write checkpoint ${path}: ${(err as Error).message}`, { cause: err });
       }
       savedStep = t.state.step;
       lastSaved = path;
@@ -386,6 +389,29 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       if (json) json.write(record);
       await writePlot();
     };
+
+    /**
+     * One line for an error during training: the cause, then where the work
+     * is. An error after the first step (a bad token) keeps the last
+     * completed step; a save the disk refused is not retried (the disk is
+     * still full or read-only), the last checkpoint written is named instead.
+     */
+    async function afterFailedStep(err: unknown): Promise<string> {
+      const cause = (err as Error).message;
+      const readOnly = err instanceof DiskWriteError && err.code === 'EROFS';
+      const resume = `resume with: ${hint(`train --resume ${runDir}${readOnly ? ' --out <a writable directory>' : ''}`)}`;
+      // A resumed run's checkpoint counts until this invocation writes one.
+      const lastPath = lastSaved ?? resumePath;
+      const last = () => (lastPath ? `; the last checkpoint is ${lastPath} (step ${lastSaved ? savedStep : startStep}); ${resume}` : '; no checkpoint of this run was written');
+      if (!stepsDone) return lastPath ? cause + last() : cause;
+      if (savedStep === trainer.state.step || saveFailure !== undefined) return cause + last();
+      try {
+        await checkpoint(trainer, 'stop');
+        return `${cause}; the checkpoint of step ${trainer.state.step} (the last completed) was written to ${lastSaved}; ${resume}`;
+      } catch (err2) {
+        return `${cause}; no checkpoint of step ${trainer.state.step} could be written (${(err2 as Error).message})${last()}`;
+      }
+    }
 
     const startStep = trainer.state.step;
     const startTokens = trainer.state.tokensSeen;
@@ -402,17 +428,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         },
       });
     } catch (err) {
-      // An error after the first step (bad token, disk full) keeps the last completed step where the disk allows.
-      let msg = (err as Error).message;
-      if (stepsDone && savedStep !== trainer.state.step) {
-        try {
-          await checkpoint(trainer, 'stop');
-          msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
-        } catch (err2) {
-          msg += `\nno checkpoint of step ${trainer.state.step} could be written: ${(err2 as Error).message}`;
-        }
-      } else if (lastSaved) msg += `\nthe last checkpoint is ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
-      throw Object.assign(new Error(msg), { cause: err });
+      throw new Error(await afterFailedStep(err), { cause: err });
     } finally {
       for (const [sig, h] of handlers) process.off(sig, h);
       // The summary lines still to come must not turn a dead reader into exit 0.
