@@ -13,6 +13,7 @@ import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/archive.js';
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { LOCK_NAME } from '../ts/checkpoint/run-dir.js';
 import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION } from '../ts/data/dataset.js';
+import { textToTokenIds } from '../ts/data/tokenizer.js';
 import { GPTModel } from '../ts/model/gpt.js';
 
 const REPO = resolve(import.meta.dirname, '..');
@@ -202,26 +203,51 @@ function writeTokenFile(path: string, ids: number[]): void {
   fs.writeFileSync(path, b);
 }
 
-describe('errors after the first step', () => {
-  it('a token id beyond the model vocabulary deep in the corpus: stops naming the file and token offset, with the last completed step saved', async () => {
+/** A 2-layer checkpoint whose vocabulary (1000) is smaller than GPT-2's, so GPT-2 ids can be out of its range. */
+async function vocab1000Weights(): Promise<string> {
+  const weights = join(root, 'vocab-1000.tar');
+  if (fs.existsSync(weights)) return weights;
+  const model = new GPTModel({ vocabSize: 1000, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false, tieWeights: false, init: 'gpt2' }, { device: 'cpu', seed: 1 });
+  await saveCheckpoint(weights, { model });
+  model.dispose();
+  return weights;
+}
+const VOCAB_1000_RUN = ['--context-length', '32', '--batch-size', '2', '--no-shuffle', '--max-steps', '10', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1'];
+
+describe('a token id beyond the model vocabulary', () => {
+  it('in a .tok file: refused when the file is opened, before training, naming the file and token offset', async () => {
     const dir = join(root, 'bad-token');
     // GPT-2's tokenizer made the file, so its ids pass the file's own check; this model's vocabulary is smaller.
-    const weights = join(root, 'vocab-1000.tar');
-    const model = new GPTModel({ vocabSize: 1000, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false, tieWeights: false, init: 'gpt2' }, { device: 'cpu', seed: 1 });
-    await saveCheckpoint(weights, { model });
-    model.dispose();
     const ids = Array.from({ length: 400 }, (_, i) => (i * 37) % 1000);
-    // Windows of 33 tokens every 32, batches of 2, in order: token 200 is first read by step 3's batch.
     ids[200] = 5000;
     const tok = join(root, 'bad-token.tok');
     writeTokenFile(tok, ids);
-    const r = await cli(['train', '--init-from', weights, '--data', tok, '--context-length', '32', '--batch-size', '2', '--no-shuffle', '--max-steps', '10', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1', '--out', dir]);
+    const r = await cli(['train', '--init-from', await vocab1000Weights(), '--data', tok, ...VOCAB_1000_RUN, '--out', dir]);
     expect(r.code).toBe(1);
-    const first = r.stderr.split('\n').find((l) => l.includes('5000'));
-    expect(first, r.stderr).toContain(`${tok}: token 200 (byte offset ${TOKEN_FILE_HEADER_BYTES + 400}) is id 5000, not below the model's vocabulary size 1000`);
+    expect(r.stderr.trim()).toBe(`gptcuda: ${tok}: token 200 (byte offset ${TOKEN_FILE_HEADER_BYTES + 400}) is id 5000, not below the vocabulary size 1000`);
+    expect(r.stdout).not.toMatch(/Step|loss/);
+    expect(fs.existsSync(dir)).toBe(false);
+  });
+
+  it('deep in a text corpus: one line naming the token offset, with the last completed step saved', async () => {
+    const dir = join(root, 'bad-text-token');
+    // Words GPT-2 encodes below id 1000, then one it does not, at token 200: step 3's batch reads it first
+    // (windows of 33 tokens every 32, batches of 2, in order).
+    const common = [' the', ' a', ' and', ' to', ' of', ' in'];
+    const words = Array.from({ length: 400 }, (_, i) => common[i % common.length]!);
+    words[200] = ' house';
+    const ids = textToTokenIds(words.join(''));
+    expect(ids.findIndex((id) => id >= 1000)).toBe(200);
+    const text = join(root, 'bad-token.txt');
+    fs.writeFileSync(text, words.join(''));
+    const r = await cli(['train', '--init-from', await vocab1000Weights(), '--data', text, ...VOCAB_1000_RUN, '--out', dir]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(`token 200 of the token ids is id ${ids[200]}, not below the model's vocabulary size 1000`);
     const latest = await latestCheckpoint(dir);
     expect(latest?.step).toBe(3);
-    expect(r.stderr).toContain(latest!.path);
+    expect(lines[0]).toMatch(new RegExp(`; the checkpoint of step 3 \\(the last completed\\) was written to ${latest!.path}; resume with: (npx )?gptcuda train --resume ${dir}$`));
     const ck = await loadCheckpoint(latest!.path);
     expect(ck.trainState?.step).toBe(3);
     expect(ck.trainState?.tokensSeen).toBe(3 * 2 * 32);

@@ -206,11 +206,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
     const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
     // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
-    const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+    const tokenPath = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? dataPaths[0] : undefined;
     for (const p of dataPaths)
       if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
         throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
-    const text = tokenFile ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+    const text = tokenPath ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
     // A new model is built only once the data is known to be usable: its
     // initialisation takes a while for the larger presets.
@@ -233,6 +233,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         init: args.init,
       });
     }
+    // Every id is checked against this model's vocabulary at open, so a bad one fails before training with the file and offset.
+    const tokenFile = tokenPath ? TokenFile.open(tokenPath, { vocabSize: (loadedModel?.config ?? newConfig!).vocabSize }) : null;
     const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
     const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
     if (args.contextLength !== undefined && args.contextLength > modelContext)
