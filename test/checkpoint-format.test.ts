@@ -534,14 +534,15 @@ describe('run directory', () => {
     expect(warnings[0]).toMatch(/skipping damaged checkpoint ckpt-step100000000\.tar: .*truncated/);
     expect(latest!.warnings).toEqual(warnings);
 
-    // keep=1 would leave only the damaged one: the newest usable is protected.
+    // keep=1 counts intact ones only: the newest usable stays, the damaged newest goes.
     const removed = await pruneCheckpoints(dir, 1);
-    expect(removed.map((p) => p.split('/').pop()).sort()).toEqual([checkpointFileName(2), checkpointFileName(10)]);
-    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([30, 100000000]);
+    expect(removed.map((p) => p.split('/').pop()).sort()).toEqual([checkpointFileName(2), checkpointFileName(10), checkpointFileName(100000000)]);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([30]);
     await expect(pruneCheckpoints(dir, 0)).rejects.toThrow(RangeError);
 
     // All damaged: refuse rather than silently starting over.
     fs.writeFileSync(join(dir, checkpointFileName(30)), 'garbage');
+    fs.writeFileSync(join(dir, checkpointFileName(40)), 'garbage');
     await expect(latestCheckpoint(dir, { onWarning: () => undefined })).rejects.toThrow(/none of the 2 checkpoints is usable/);
 
     // A newer format must not be skipped in favour of older progress.

@@ -385,7 +385,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       }
       savedStep = t.state.step;
       lastSaved = path;
-      await pruneCheckpoints(runDir, args.keepCheckpoints, runId !== undefined ? { runId } : {});
+      await pruneCheckpoints(runDir, args.keepCheckpoints, { current: path, ...(runId !== undefined ? { runId } : {}) });
       const record = { event: 'checkpoint', step: t.state.step, path };
       log(record);
       if (json) json.write(record);
