@@ -247,7 +247,7 @@ describe('a token id beyond the model vocabulary', () => {
     expect(fs.existsSync(dir)).toBe(false);
   });
 
-  it('deep in a text corpus: one line naming the token offset, with the last completed step saved', async () => {
+  it('deep in a text corpus: one line naming the file and token offset, with the last completed step saved', async () => {
     const dir = join(root, 'bad-text-token');
     // Words GPT-2 encodes below id 1000, then one it does not, at token 200: step 3's batch reads it first
     // (windows of 33 tokens every 32, batches of 2, in order).
@@ -262,7 +262,7 @@ describe('a token id beyond the model vocabulary', () => {
     expect(r.code).toBe(1);
     const lines = r.stderr.trim().split('\n');
     expect(lines, r.stderr).toHaveLength(1);
-    expect(lines[0]).toContain(`token 200 of the token ids is id ${ids[200]}, not below the model's vocabulary size 1000`);
+    expect(lines[0]).toContain(`token 200 of the training split of ${text} is id ${ids[200]}, not below the model's vocabulary size 1000`);
     const latest = await latestCheckpoint(dir);
     expect(latest?.step).toBe(3);
     expect(lines[0]).toMatch(new RegExp(`; the checkpoint of step 3 \\(the last completed\\) was written to ${latest!.path}; resume with: (npx )?gptcuda train --resume ${dir}$`));

@@ -249,7 +249,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       seed: (dataCfg?.seed as number | undefined) ?? args.seed,
     };
     const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
-      ...(tokenFile ? { ids: tokenFile } : { text }),
+      ...(tokenFile ? { ids: tokenFile } : { text, textSource: dataPaths.join(', ') }),
       trainRatio: loaderConfig.train_ratio,
       contextLength: loaderConfig.context_length,
       stride: loaderConfig.stride,

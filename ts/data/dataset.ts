@@ -213,8 +213,16 @@ function checkRange(length: number, start: number, count: number): void {
 export class ArrayTokenSource implements TokenSource {
   private readonly ids: Int32Array;
 
-  constructor(ids: ArrayLike<number>) {
+  constructor(
+    ids: ArrayLike<number>,
+    /** Where the ids came from, for error messages: "the training split of notes.txt". */
+    private readonly label?: string,
+  ) {
     this.ids = ids instanceof Int32Array ? ids : Int32Array.from(ids);
+  }
+
+  where(offset: number): string {
+    return `token ${offset} of ${this.label ?? 'the token ids'}`;
   }
 
   get length(): number {
@@ -514,6 +522,8 @@ export class DataLoader implements Iterable<Batch> {
 export interface CreateLoadersOptions {
   /** Raw text: split by characters, then each part tokenized (the book's way). */
   text?: string;
+  /** The text's files, named with a token's offset when its id is refused. */
+  textSource?: string;
   /** Token ids or a token source (e.g. a TokenFile): split by tokens. */
   ids?: ArrayLike<number> | TokenSource;
   trainRatio?: number;
@@ -561,8 +571,9 @@ export function createLoaders(options: CreateLoadersOptions): Loaders {
   }
   if (options.text !== undefined) {
     const split = splitText(options.text, trainRatio);
-    trainSrc = new ArrayTokenSource(textToTokenIds(split.train));
-    valSrc = new ArrayTokenSource(textToTokenIds(split.val));
+    const of = (part: string) => (options.textSource ? `the ${part} split of ${options.textSource}` : undefined);
+    trainSrc = new ArrayTokenSource(textToTokenIds(split.train), of('training'));
+    valSrc = new ArrayTokenSource(textToTokenIds(split.val), of('validation'));
     splitIndex = split.splitIndex;
     splitUnit = 'chars';
   } else {
