@@ -430,6 +430,8 @@ describe('checkpoint archive', () => {
       ['directory', handTar([{ name: 'sub/', type: '5' }, ...base]), /unexpected entry "sub\/" of type Directory/, 'UNEXPECTED_ENTRY'],
       ['duplicate', handTar([...base, { name: 'model.safetensors', body: ok.model }]), /entry "model\.safetensors" appears more than once/, 'UNEXPECTED_ENTRY'],
       ['unlisted file', handTar([...base, { name: 'extra.safetensors', body: ok.model }]), /unexpected entry "extra\.safetensors" not listed in the manifest/, 'UNEXPECTED_ENTRY'],
+      // A name that is an Object.prototype property is still not listed.
+      ['unlisted toString', handTar([...base, { name: 'toString', body: Buffer.from('x') }]), /unexpected entry "toString" not listed in the manifest/, 'UNEXPECTED_ENTRY'],
       ['missing file', handTar([base[0]!]), /the manifest lists model\.safetensors but the archive has no such entry/, 'MISMATCH'],
     ];
     for (const [what, bytes, re, code] of cases) {

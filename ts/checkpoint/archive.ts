@@ -563,7 +563,7 @@ async function parseArchiveStream(fh: FileHandle, path: string): Promise<ParsedA
 
 function finishRead(parsed: ParsedArchive, path: string, nonFinite: 'error' | 'warn'): CheckpointArchive {
   const { manifest, decoded, unexpected } = parsed;
-  const extra = [...unexpected, ...[...decoded.keys()].filter((n) => !(n in manifest.tensors))];
+  const extra = [...unexpected, ...[...decoded.keys()].filter((n) => !Object.hasOwn(manifest.tensors, n))];
   if (extra.length) {
     throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entr${extra.length > 1 ? 'ies' : 'y'} ${extra.map((n) => `"${n}"`).join(', ')} not listed in the manifest; the archive was modified or is corrupted`);
   }
@@ -626,6 +626,8 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       throw new CheckpointError('TRUNCATED', `${path}: checkpoint archive is truncated (${what}); the file was cut short, use an older checkpoint`);
     };
     const entries: CheckpointSummary['entries'] = [];
+    // By name, so an archive of many tiny entries costs linear time, not quadratic.
+    const byName = new Map<string, CheckpointSummary['entries'][number]>();
     const block = Buffer.alloc(BLOCK);
     let ex: HeaderData | undefined;
     let gex: HeaderData | undefined;
@@ -667,11 +669,13 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       if (unsafe) throw new CheckpointError('UNSAFE_ENTRY', `${path}: refusing entry "${p}" with ${unsafe}; this archive was not written by gptcuda and may be malicious`);
       if (!REGULAR_TYPES.has(type)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entry "${p}" of type ${type}; a checkpoint contains only regular files`);
       const name = entryName(p);
-      if (entries.some((e) => e.name === name)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: entry "${name}" appears more than once`);
-      entries.push({ name, size: esize, dataOffset });
+      if (byName.has(name)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: entry "${name}" appears more than once`);
+      const e = { name, size: esize, dataOffset };
+      entries.push(e);
+      byName.set(name, e);
     }
 
-    const me = entries.find((e) => e.name === MANIFEST_NAME);
+    const me = byName.get(MANIFEST_NAME);
     if (!me) throw new CheckpointError('NO_MANIFEST', `${path}: not a gptcuda checkpoint: the archive has no manifest.json`);
     if (me.size > MAX_MANIFEST_BYTES) throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is ${me.size} bytes; the archive is corrupted`);
     const mbuf = Buffer.alloc(me.size);
@@ -685,7 +689,7 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
     const manifest = validateManifest(raw, path);
 
     for (const [file, listed] of Object.entries(manifest.tensors)) {
-      const e = entries.find((x) => x.name === file);
+      const e = byName.get(file);
       if (!e) throw new CheckpointError('MISMATCH', `${path}: the manifest lists ${file} but the archive has no such entry; the archive is incomplete or corrupted`);
       const prefix = Buffer.alloc(Math.min(8, e.size));
       await readFully(fh, prefix, e.dataOffset);
@@ -703,7 +707,7 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       }
       checkTensorSet(path, file, listed, header.tensors);
     }
-    const extra = entries.filter((e) => e.name !== MANIFEST_NAME && !(e.name in manifest.tensors)).map((e) => e.name);
+    const extra = entries.filter((e) => e.name !== MANIFEST_NAME && !Object.hasOwn(manifest.tensors, e.name)).map((e) => e.name);
     if (extra.length) {
       throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entries ${extra.map((n) => `"${n}"`).join(', ')} not listed in the manifest`);
     }
