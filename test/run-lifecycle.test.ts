@@ -172,6 +172,21 @@ describe('signals and broken pipes never lose work', () => {
     expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
   });
 
+  it('a stdout reader that goes away without a signal (`train --json | head -1`): the run stops and writes its checkpoint', async () => {
+    const dir = join(root, 'epipe');
+    const child = start(['train', ...TINY, ...LONG, '--json', '--out', dir]);
+    const done = finish(child);
+    await stepsLogged(dir, 1, child);
+    // Each step's JSON line now meets a closed pipe (EPIPE).
+    child.stdout!.destroy();
+    const r = await done;
+    expect(r.signal, r.stderr).toBeNull();
+    const latest = await latestCheckpoint(dir);
+    expect(latest?.step).toBeGreaterThanOrEqual(1);
+    (await loadCheckpoint(latest!.path)).model.dispose();
+    expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
+  });
+
   it.each([['SIGTERM', 143], ['SIGHUP', 129]] as const)('%s: checkpoint written, exit %i', async (sig, code) => {
     const dir = join(root, sig.toLowerCase());
     const child = start(['train', ...TINY, ...LONG, '--out', dir]);
