@@ -5,6 +5,7 @@
 // Usage: node fuzz-parsers-child.mjs <format> <seed> <count> <work dir> <TF toy fixture dir>
 // stdout: "mutant <i>" before each mutant, then one JSON line
 //   { format, mutants, refused, bad: string[], maxRssBytes, slowestMs }.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -19,15 +20,19 @@ const { GPTModel } = await load('model/gpt.js');
 const { exportHuggingFace } = await load('weights/export.js');
 const { loadModel } = await load('weights/load.js');
 
-/** mulberry32, as test/helpers/reference.ts (that file is TypeScript). */
+/** A seeded stream of uniform numbers in [0, 1): sha256 of (seed, counter), 8 draws per digest. */
 function rng(seed) {
-  let a = seed >>> 0;
+  let counter = 0;
+  let block = Buffer.alloc(0);
+  let at = 32;
   return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    if (at >= 32) {
+      block = createHash('sha256').update(`${seed}:${counter++}`).digest();
+      at = 0;
+    }
+    const v = block.readUInt32LE(at);
+    at += 4;
+    return v / 4294967296;
   };
 }
 
