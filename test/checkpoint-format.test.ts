@@ -15,7 +15,7 @@ import {
   writeCheckpointArchive,
   type CheckpointArchive,
 } from '../ts/checkpoint/archive.js';
-import { atomicWriteFile, atomicWriteWith, removeStaleTempFiles } from '../ts/checkpoint/atomic.js';
+import { DiskWriteError, atomicWriteFile, atomicWriteWith, removeStaleTempFiles } from '../ts/checkpoint/atomic.js';
 import {
   encodeSafetensors,
   encodeSafetensorsToBuffer,
@@ -601,6 +601,30 @@ describe('crash safety', () => {
     );
     if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
     fs.symlinkSync(join(REPO, 'node_modules'), join(compiled, 'node_modules'));
+  });
+
+  it('a full or read-only disk is one line naming the file (and the bytes it needs); the old file stays, no temp is left', async () => {
+    const dir = tmp('disk-refuses');
+    fs.mkdirSync(dir);
+    const p = join(dir, 'state.json');
+    await atomicWriteFile(p, 'old');
+    for (const [code, re] of [
+      ['ENOSPC', new RegExp(`^cannot write ${p}: no space left on the device \\(ENOSPC\\); the file needs 4096 bytes free in ${dir}; `)],
+      ['EDQUOT', /disk quota is exceeded \(EDQUOT\); the file needs 4096 bytes/],
+      ['EROFS', new RegExp(`^cannot write ${p}: the directory ${dir} is on a read-only filesystem \\(EROFS\\)`)],
+    ] as const) {
+      const err = await atomicWriteWith(p, async (fh) => {
+        await fh.write('part');
+        throw Object.assign(new Error(`${code}: refused, write`), { code });
+      }, { size: 4096 }).then(() => undefined, (e: unknown) => e);
+      expect(err, code).toBeInstanceOf(DiskWriteError);
+      expect((err as Error).message).toMatch(re);
+      expect((err as Error).message).not.toContain('\n');
+      expect(fs.readFileSync(p, 'utf8')).toBe('old');
+      expect(fs.readdirSync(dir)).toEqual(['state.json']);
+    }
+    // Any other error passes through unchanged.
+    await expect(atomicWriteWith(p, async () => { throw Object.assign(new Error('EIO: bad sector'), { code: 'EIO' }); })).rejects.toThrow(/^EIO: bad sector$/);
   });
 
   it('SIGKILL while overwriting a checkpoint leaves the previous one intact', async () => {

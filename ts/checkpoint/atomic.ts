@@ -95,11 +95,11 @@ export class DiskWriteError extends Error {
     options: { cause: unknown },
   ) {
     const dir = dirname(path);
-    const size = bytesNeeded !== undefined ? `${bytesNeeded} bytes` : 'its size';
+    const need = bytesNeeded !== undefined ? `the file needs ${bytesNeeded} bytes free in ${dir}` : `the file does not fit in ${dir}`;
     super(
       code === 'EROFS'
         ? `cannot write ${path}: the directory ${dir} is on a read-only filesystem (EROFS); nothing was written there, write to another directory`
-        : `cannot write ${path}: ${code === 'EDQUOT' ? 'the disk quota is exceeded (EDQUOT)' : 'no space left on the device (ENOSPC)'}; the file needs ${size} free in ${dir}; no partial file was left, free space or write to another disk`,
+        : `cannot write ${path}: ${code === 'EDQUOT' ? 'the disk quota is exceeded (EDQUOT)' : 'no space left on the device (ENOSPC)'}; ${need}; no partial file was left, free space or write to another disk`,
       options,
     );
   }
