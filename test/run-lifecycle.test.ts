@@ -330,6 +330,12 @@ describe('the disk refuses a save (GPTCUDA_TEST_FAIL_WRITE, a test-only fault in
     );
     noTemps(dir);
     expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+    // Resumed from a checkpoint outside --out: the hint resumes from that checkpoint, not from the empty --out.
+    const fromFile = await cli(['train', '--resume', ckpt(dir, 1), '--out', join(root, 'erofs-too'), '--max-steps', '3', '--save-every', '1'], { GPTCUDA_TEST_FAIL_WRITE: 'EROFS:0' });
+    expect(fromFile.code).toBe(1);
+    expect(fromFile.stderr.trim().replace('npx gptcuda', 'gptcuda')).toMatch(
+      new RegExp(`; the last checkpoint is ${ckpt(dir, 1)} \\(step 1\\); resume with: gptcuda train --resume ${ckpt(dir, 1)} --out <a writable directory>$`),
+    );
     const elsewhere = join(root, 'erofs-elsewhere');
     const moved = await cli(['train', '--resume', dir, '--out', elsewhere, '--max-steps', '3']);
     expect(moved.code, moved.stderr).toBe(0);

@@ -401,9 +401,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     async function afterFailedStep(err: unknown): Promise<string> {
       const cause = (err as Error).message;
       const readOnly = err instanceof DiskWriteError && err.code === 'EROFS';
-      const resume = `resume with: ${hint(`train --resume ${runDir}${readOnly ? ' --out <a writable directory>' : ''}`)}`;
-      // A resumed run's checkpoint counts until this invocation writes one.
+      // A resumed run's checkpoint counts until this invocation writes one (it may lie outside the run directory).
       const lastPath = lastSaved ?? resumePath;
+      const from = lastSaved || (resumePath && dirname(resumePath) === runDir) ? runDir : (resumePath ?? runDir);
+      const resume = `resume with: ${hint(`train --resume ${from}${readOnly ? ' --out <a writable directory>' : ''}`)}`;
       const last = () => (lastPath ? `; the last checkpoint is ${lastPath} (step ${lastSaved ? savedStep : startStep}); ${resume}` : '; no checkpoint of this run was written');
       if (!stepsDone) return lastPath ? cause + last() : cause;
       if (savedStep === trainer.state.step || saveFailure !== undefined) return cause + last();
