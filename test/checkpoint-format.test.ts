@@ -12,7 +12,7 @@ import {
   type CheckpointArchive,
 } from '../ts/checkpoint/archive.js';
 import { checkpointFileName, latestCheckpoint, listCheckpoints, pruneCheckpoints } from '../ts/checkpoint/run-files.js';
-import { atomicWriteFile, atomicWriteWith, removeStaleTempFiles } from '../ts/checkpoint/atomic.js';
+import { DiskWriteError, atomicWriteFile, atomicWriteWith, removeStaleTempFiles } from '../ts/checkpoint/atomic.js';
 import {
   encodeSafetensors,
   encodeSafetensorsToBuffer,
@@ -427,6 +427,8 @@ describe('checkpoint archive', () => {
       ['directory', handTar([{ name: 'sub/', type: '5' }, ...base]), /unexpected entry "sub\/" of type Directory/, 'UNEXPECTED_ENTRY'],
       ['duplicate', handTar([...base, { name: 'model.safetensors', body: ok.model }]), /entry "model\.safetensors" appears more than once/, 'UNEXPECTED_ENTRY'],
       ['unlisted file', handTar([...base, { name: 'extra.safetensors', body: ok.model }]), /unexpected entry "extra\.safetensors" not listed in the manifest/, 'UNEXPECTED_ENTRY'],
+      // A name that is an Object.prototype property is still not listed.
+      ['unlisted toString', handTar([...base, { name: 'toString', body: Buffer.from('x') }]), /unexpected entry "toString" not listed in the manifest/, 'UNEXPECTED_ENTRY'],
       ['missing file', handTar([base[0]!]), /the manifest lists model\.safetensors but the archive has no such entry/, 'MISMATCH'],
     ];
     for (const [what, bytes, re, code] of cases) {
@@ -531,14 +533,15 @@ describe('run directory', () => {
     expect(warnings[0]).toMatch(/skipping damaged checkpoint ckpt-step100000000\.tar: .*truncated/);
     expect(latest!.warnings).toEqual(warnings);
 
-    // keep=1 would leave only the damaged one: the newest usable is protected.
+    // keep=1 counts intact ones only: the newest usable stays, the damaged newest goes.
     const removed = await pruneCheckpoints(dir, 1);
-    expect(removed.map((p) => p.split('/').pop()).sort()).toEqual([checkpointFileName(2), checkpointFileName(10)]);
-    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([30, 100000000]);
+    expect(removed.map((p) => p.split('/').pop()).sort()).toEqual([checkpointFileName(2), checkpointFileName(10), checkpointFileName(100000000)]);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([30]);
     await expect(pruneCheckpoints(dir, 0)).rejects.toThrow(RangeError);
 
     // All damaged: refuse rather than silently starting over.
     fs.writeFileSync(join(dir, checkpointFileName(30)), 'garbage');
+    fs.writeFileSync(join(dir, checkpointFileName(40)), 'garbage');
     await expect(latestCheckpoint(dir, { onWarning: () => undefined })).rejects.toThrow(/none of the 2 checkpoints is usable/);
 
     // A newer format must not be skipped in favour of older progress.
@@ -595,6 +598,30 @@ describe('crash safety', () => {
     );
     if (r.status !== 0) throw new Error(`tsc failed: ${r.stdout}${r.stderr}`);
     fs.symlinkSync(join(REPO, 'node_modules'), join(compiled, 'node_modules'));
+  });
+
+  it('a full or read-only disk is one line naming the file (and the bytes it needs); the old file stays, no temp is left', async () => {
+    const dir = tmp('disk-refuses');
+    fs.mkdirSync(dir);
+    const p = join(dir, 'state.json');
+    await atomicWriteFile(p, 'old');
+    for (const [code, re] of [
+      ['ENOSPC', new RegExp(`^cannot write ${p}: no space left on the device \\(ENOSPC\\); the file needs 4096 bytes free in ${dir}; `)],
+      ['EDQUOT', /disk quota is exceeded \(EDQUOT\); the file needs 4096 bytes/],
+      ['EROFS', new RegExp(`^cannot write ${p}: the directory ${dir} is on a read-only filesystem \\(EROFS\\)`)],
+    ] as const) {
+      const err = await atomicWriteWith(p, async (fh) => {
+        await fh.write('part');
+        throw Object.assign(new Error(`${code}: refused, write`), { code });
+      }, { size: 4096 }).then(() => undefined, (e: unknown) => e);
+      expect(err, code).toBeInstanceOf(DiskWriteError);
+      expect((err as Error).message).toMatch(re);
+      expect((err as Error).message).not.toContain('\n');
+      expect(fs.readFileSync(p, 'utf8')).toBe('old');
+      expect(fs.readdirSync(dir)).toEqual(['state.json']);
+    }
+    // Any other error passes through unchanged.
+    await expect(atomicWriteWith(p, async () => { throw Object.assign(new Error('EIO: bad sector'), { code: 'EIO' }); })).rejects.toThrow(/^EIO: bad sector$/);
   });
 
   it('SIGKILL while overwriting a checkpoint leaves the previous one intact', async () => {

@@ -13,6 +13,7 @@ import { latestCheckpoint, listCheckpoints } from '../ts/checkpoint/run-files.js
 import { loadCheckpoint, saveCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { LOCK_NAME } from '../ts/checkpoint/run-dir.js';
 import { TOKEN_FILE_HEADER_BYTES, TOKEN_FILE_MAGIC, TOKEN_FILE_VERSION } from '../ts/data/token-file.js';
+import { textToTokenIds } from '../ts/data/tokenizer.js';
 import { GPTModel } from '../ts/model/gpt.js';
 
 const REPO = resolve(import.meta.dirname, '..');
@@ -32,8 +33,8 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 interface CliResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
-function start(args: string[], detached = false): ChildProcess {
-  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], detached = false, env: Record<string, string> = {}): ChildProcess {
+  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 function finish(child: ChildProcess): Promise<CliResult> {
@@ -47,7 +48,7 @@ function finish(child: ChildProcess): Promise<CliResult> {
   });
 }
 
-const cli = (args: string[]) => finish(start(args));
+const cli = (args: string[], env: Record<string, string> = {}) => finish(start(args, false, env));
 
 /** Resolves once the run's log shows `n` completed steps. */
 async function stepsLogged(dir: string, n: number, child: ChildProcess): Promise<void> {
@@ -126,6 +127,24 @@ describe('one run per directory', () => {
     expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1, 4]);
   });
 
+  it('pruning keeps the last intact checkpoint when newer ones of this run are damaged, and deletes those', async () => {
+    const dir = join(root, 'prune-damaged');
+    expect((await cli(['train', ...TINY, '--max-steps', '6', '--save-every', '2', '--out', dir])).code).toBe(0);
+    const path = (step: number) => join(dir, `ckpt-step${String(step).padStart(8, '0')}.tar`);
+    // Step 6: a flipped byte in the tensor data (the quick header check passes); step 4: cut short.
+    const six = fs.readFileSync(path(6));
+    six[six.length - 2048] ^= 0xff;
+    fs.writeFileSync(path(6), six);
+    fs.truncateSync(path(4), fs.statSync(path(4)).size - 4096);
+    const r = await cli(['train', '--resume', dir, '--max-steps', '3', '--save-every', '1', '--keep-checkpoints', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('at step 2');
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([3]);
+    const again = await cli(['train', '--resume', dir, '--max-steps', '4']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('at step 3');
+  });
+
   it('a train that fails before its first step leaves no directory it created', async () => {
     const dir = join(root, 'never-trained');
     const short = join(root, 'short.txt');
@@ -150,6 +169,21 @@ describe('signals and broken pipes never lose work', () => {
     expect(r.code).toBe(130);
     const latest = await latestCheckpoint(dir);
     expect(latest?.step).toBeGreaterThanOrEqual(2);
+    expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
+  });
+
+  it('a stdout reader that goes away without a signal (`train --json | head -1`): the run stops and writes its checkpoint', async () => {
+    const dir = join(root, 'epipe');
+    const child = start(['train', ...TINY, ...LONG, '--json', '--out', dir]);
+    const done = finish(child);
+    await stepsLogged(dir, 1, child);
+    // Each step's JSON line now meets a closed pipe (EPIPE).
+    child.stdout!.destroy();
+    const r = await done;
+    expect(r.signal, r.stderr).toBeNull();
+    const latest = await latestCheckpoint(dir);
+    expect(latest?.step).toBeGreaterThanOrEqual(1);
+    (await loadCheckpoint(latest!.path)).model.dispose();
     expect(fs.existsSync(join(dir, LOCK_NAME))).toBe(false);
   });
 
@@ -202,30 +236,110 @@ function writeTokenFile(path: string, ids: number[]): void {
   fs.writeFileSync(path, b);
 }
 
-describe('errors after the first step', () => {
-  it('a token id beyond the model vocabulary deep in the corpus: stops naming the file and token offset, with the last completed step saved', async () => {
+/** A 2-layer checkpoint whose vocabulary (1000) is smaller than GPT-2's, so GPT-2 ids can be out of its range. */
+async function vocab1000Weights(): Promise<string> {
+  const weights = join(root, 'vocab-1000.tar');
+  if (fs.existsSync(weights)) return weights;
+  const model = new GPTModel({ vocabSize: 1000, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false, tieWeights: false, init: 'gpt2' }, { device: 'cpu', seed: 1 });
+  await saveCheckpoint(weights, { model });
+  model.dispose();
+  return weights;
+}
+const VOCAB_1000_RUN = ['--context-length', '32', '--batch-size', '2', '--no-shuffle', '--max-steps', '10', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1'];
+
+describe('a token id beyond the model vocabulary', () => {
+  it('in a .tok file: refused when the file is opened, before training, naming the file and token offset', async () => {
     const dir = join(root, 'bad-token');
     // GPT-2's tokenizer made the file, so its ids pass the file's own check; this model's vocabulary is smaller.
-    const weights = join(root, 'vocab-1000.tar');
-    const model = new GPTModel({ vocabSize: 1000, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0, qkvBias: false, tieWeights: false, init: 'gpt2' }, { device: 'cpu', seed: 1 });
-    await saveCheckpoint(weights, { model });
-    model.dispose();
     const ids = Array.from({ length: 400 }, (_, i) => (i * 37) % 1000);
-    // Windows of 33 tokens every 32, batches of 2, in order: token 200 is first read by step 3's batch.
     ids[200] = 5000;
     const tok = join(root, 'bad-token.tok');
     writeTokenFile(tok, ids);
-    const r = await cli(['train', '--init-from', weights, '--data', tok, '--context-length', '32', '--batch-size', '2', '--no-shuffle', '--max-steps', '10', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1', '--out', dir]);
+    const r = await cli(['train', '--init-from', await vocab1000Weights(), '--data', tok, ...VOCAB_1000_RUN, '--out', dir]);
     expect(r.code).toBe(1);
-    const first = r.stderr.split('\n').find((l) => l.includes('5000'));
-    expect(first, r.stderr).toContain(`${tok}: token 200 (byte offset ${TOKEN_FILE_HEADER_BYTES + 400}) is id 5000, not below the model's vocabulary size 1000`);
+    expect(r.stderr.trim()).toBe(`gptcuda: ${tok}: token 200 (byte offset ${TOKEN_FILE_HEADER_BYTES + 400}) is id 5000, not below the vocabulary size 1000`);
+    expect(r.stdout).not.toMatch(/Step|loss/);
+    expect(fs.existsSync(dir)).toBe(false);
+  });
+
+  it('deep in a text corpus: one line naming the file and token offset, with the last completed step saved', async () => {
+    const dir = join(root, 'bad-text-token');
+    // Words GPT-2 encodes below id 1000, then one it does not, at token 200: step 3's batch reads it first
+    // (windows of 33 tokens every 32, batches of 2, in order).
+    const common = [' the', ' a', ' and', ' to', ' of', ' in'];
+    const words = Array.from({ length: 400 }, (_, i) => common[i % common.length]!);
+    words[200] = ' house';
+    const ids = textToTokenIds(words.join(''));
+    expect(ids.findIndex((id) => id >= 1000)).toBe(200);
+    const text = join(root, 'bad-token.txt');
+    fs.writeFileSync(text, words.join(''));
+    const r = await cli(['train', '--init-from', await vocab1000Weights(), '--data', text, ...VOCAB_1000_RUN, '--out', dir]);
+    expect(r.code).toBe(1);
+    const lines = r.stderr.trim().split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]).toContain(`token 200 of the training split of ${text} is id ${ids[200]}, not below the model's vocabulary size 1000`);
     const latest = await latestCheckpoint(dir);
     expect(latest?.step).toBe(3);
-    expect(r.stderr).toContain(latest!.path);
+    expect(lines[0]).toMatch(new RegExp(`; the checkpoint of step 3 \\(the last completed\\) was written to ${latest!.path}; resume with: (npx )?gptcuda train --resume ${dir}$`));
     const ck = await loadCheckpoint(latest!.path);
     expect(ck.trainState?.step).toBe(3);
     expect(ck.trainState?.tokensSeen).toBe(3 * 2 * 32);
     ck.model.dispose();
+  });
+});
+
+describe('the disk refuses a save (GPTCUDA_TEST_FAIL_WRITE, a test-only fault injection)', () => {
+  /** Parameters of the TINY model, counted here from its shapes. */
+  const tinyParameters = () =>
+    GPTModel.parameterSpecs({ vocabSize: 50257, contextLength: 32, embDim: 32, nHeads: 4, nLayers: 2, dropRate: 0.1, qkvBias: false, tieWeights: false, init: 'pytorch' })
+      .reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0);
+  const ckpt = (dir: string, step: number) => join(dir, `ckpt-step${String(step).padStart(8, '0')}.tar`);
+  const noTemps = (dir: string) => expect(fs.readdirSync(dir).filter((n) => n.includes('.tmp-'))).toEqual([]);
+
+  it('ENOSPC after the first step: one line naming the file and its exact size; no partial file; step 1 intact and resumable', async () => {
+    const dir = join(root, 'enospc');
+    // Weights and two AdamW moments of 4 bytes: the disk fills up halfway through the second checkpoint.
+    const limit = Math.floor(1.5 * 12 * tinyParameters());
+    const r = await cli(['train', ...TINY, '--max-steps', '3', '--save-every', '1', '--out', dir], { GPTCUDA_TEST_FAIL_WRITE: `ENOSPC:${limit}` });
+    expect(r.code, r.stderr).toBe(1);
+    const lines = r.stderr.split('\n').filter((l) => l.includes('ckpt-step'));
+    expect(lines, r.stderr).toHaveLength(1);
+    const m = new RegExp(`^gptcuda: cannot write ${ckpt(dir, 2)}: no space left on the device \\(ENOSPC\\); the file needs (\\d+) bytes free in ${dir};`).exec(lines[0]!);
+    expect(m, lines[0]).not.toBeNull();
+    expect(lines[0]).toMatch(new RegExp(`; the last checkpoint is ${ckpt(dir, 1)} \\(step 1\\); resume with: (npx )?gptcuda train --resume ${dir}$`));
+    noTemps(dir);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+    (await loadCheckpoint(ckpt(dir, 1))).model.dispose();
+
+    const again = await cli(['train', '--resume', dir, '--save-every', '1']);
+    expect(again.code, again.stderr).toBe(0);
+    // The same step-2 checkpoint, written now that the disk has room, has exactly the size the error named.
+    expect(fs.statSync(ckpt(dir, 2)).size).toBe(Number(m![1]));
+  });
+
+  it('EROFS: one line saying the directory is read-only and suggesting --out elsewhere; the run continues there', async () => {
+    const dir = join(root, 'erofs');
+    expect((await cli(['train', ...TINY, '--max-steps', '1', '--out', dir])).code).toBe(0);
+    const r = await cli(['train', '--resume', dir, '--max-steps', '3', '--save-every', '1'], { GPTCUDA_TEST_FAIL_WRITE: 'EROFS:0' });
+    expect(r.code, r.stderr).toBe(1);
+    const lines = r.stderr.split('\n').filter((l) => l.includes('ckpt-step'));
+    expect(lines, r.stderr).toHaveLength(1);
+    expect(lines[0]!.replace('npx gptcuda', 'gptcuda')).toBe(
+      `gptcuda: cannot write ${ckpt(dir, 2)}: the directory ${dir} is on a read-only filesystem (EROFS); nothing was written there, write to another directory; ` +
+        `the last checkpoint is ${ckpt(dir, 1)} (step 1); resume with: gptcuda train --resume ${dir} --out <a writable directory>`,
+    );
+    noTemps(dir);
+    expect((await listCheckpoints(dir)).map((c) => c.step)).toEqual([1]);
+    // Resumed from a checkpoint outside --out: the hint resumes from that checkpoint, not from the empty --out.
+    const fromFile = await cli(['train', '--resume', ckpt(dir, 1), '--out', join(root, 'erofs-too'), '--max-steps', '3', '--save-every', '1'], { GPTCUDA_TEST_FAIL_WRITE: 'EROFS:0' });
+    expect(fromFile.code).toBe(1);
+    expect(fromFile.stderr.trim().replace('npx gptcuda', 'gptcuda')).toMatch(
+      new RegExp(`; the last checkpoint is ${ckpt(dir, 1)} \\(step 1\\); resume with: gptcuda train --resume ${ckpt(dir, 1)} --out <a writable directory>$`),
+    );
+    const elsewhere = join(root, 'erofs-elsewhere');
+    const moved = await cli(['train', '--resume', dir, '--out', elsewhere, '--max-steps', '3']);
+    expect(moved.code, moved.stderr).toBe(0);
+    expect((await listCheckpoints(elsewhere)).map((c) => c.step)).toEqual([3]);
   });
 });
 

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { spawnCli } from './helpers/cli.js';
 import { readSafetensorsFile, encodeSafetensorsToBuffer } from '../ts/checkpoint/safetensors.js';
 import { GPTModel } from '../ts/model/gpt.js';
 import { exportHuggingFace } from '../ts/weights/export.js';
@@ -88,4 +89,40 @@ describe('HF safetensors import', () => {
     const noHead = await variant((t) => t.delete('lm_head.weight'));
     await expect(loadModel(noHead)).rejects.toThrow(/tie_word_embeddings is false but .* has no tensor lm_head\.weight/);
   });
+});
+
+describe('--allow-nonfinite through the CLI', () => {
+  test('train --init-from refuses NaN HF weights in one line, proceeds with --allow-nonfinite; eval and generate refuse', async () => {
+    const dir = join(root, 'hf-nan-cli');
+    const model = new GPTModel({ vocabSize: 50257, contextLength: 16, embDim: 8, nHeads: 2, nLayers: 1, dropRate: 0, qkvBias: true, tieWeights: false }, { seed: 4 });
+    await exportHuggingFace(model, dir);
+    model.dispose();
+    const file = join(dir, 'model.safetensors');
+    const c = await readSafetensorsFile(file);
+    const tensors = [...c.tensors].map(([name, t]) => ({ ...t, name, data: Float32Array.from(t.data as Float32Array) }));
+    const wpe = tensors.find((t) => t.name.endsWith('wpe.weight'))!;
+    // A position row that --context-length 8 never reads, so training with the flag stays finite.
+    wpe.data[12 * 8 + 3] = NaN;
+    fs.writeFileSync(file, encodeSafetensorsToBuffer(tensors as never));
+    const train = ['train', '--init-from', file, '--context-length', '8', '--batch-size', '2', '--max-steps', '1', '--device', 'cpu', '--eval-freq', '100000', '--eval-iter', '1'];
+    const nan = new RegExp(`^gptcuda: ${file}: tensor (transformer\\.)?wpe\\.weight has a non-finite value \\(NaN\\) at flat index ${12 * 8 + 3}; `);
+
+    const refused = await spawnCli([...train, '--out', join(root, 'nan-refused')], { cwd: root });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr.trim().split('\n'), refused.stderr).toHaveLength(1);
+    expect(refused.stderr).toMatch(nan);
+    expect(refused.stderr).toContain('--allow-nonfinite');
+    expect(fs.existsSync(join(root, 'nan-refused'))).toBe(false);
+
+    const allowed = await spawnCli([...train, '--out', join(root, 'nan-allowed'), '--allow-nonfinite'], { cwd: root });
+    expect(allowed.code, allowed.stderr).toBe(0);
+    expect(fs.readdirSync(join(root, 'nan-allowed'))).toContain('ckpt-step00000001.tar');
+
+    for (const cmd of [['eval', '--weights', file, '--device', 'cpu', '--context-length', '8'], ['generate', '--weights', file, '--device', 'cpu', '--max-new-tokens', '2']]) {
+      const r = await spawnCli(cmd, { cwd: root });
+      expect(r.code, cmd[0]).toBe(1);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toMatch(nan);
+    }
+  }, 60_000);
 });

@@ -129,6 +129,11 @@ function tarFileHeader(name: string, size: number, mtime: Date): Buffer {
   return needPax ? Buffer.concat([new Pax({ path: name, size, mtime }).encode(), block]) : block;
 }
 
+/** Bytes an entry of `size` bytes takes in the archive: header block(s), data, padding to a block. */
+function tarEntryBytes(name: string, size: number, mtime: Date): number {
+  return tarFileHeader(name, size, mtime).length + Math.ceil(size / BLOCK) * BLOCK;
+}
+
 async function writeTarEntry(w: ChunkWriter, name: string, chunks: readonly Uint8Array[], size: number, mtime: Date): Promise<void> {
   await w.write(tarFileHeader(name, size, mtime));
   const start = w.bytesWritten;
@@ -207,6 +212,8 @@ export async function writeCheckpointArchive(path: string, input: WriteCheckpoin
   const manifestBytes = Buffer.from(manifestText, 'utf8');
   const mtime = new Date(Math.floor(Date.now() / 1000) * 1000);
 
+  // The exact archive size, so a full disk is reported with the bytes it needs.
+  const size = tarEntryBytes(MANIFEST_NAME, manifestBytes.length, mtime) + encoded.reduce((n, { name, enc }) => n + tarEntryBytes(name, enc.byteLength, mtime), 0) + 2 * BLOCK;
   await atomicWriteWith(path, async (fh) => {
     const w = new ChunkWriter(fh);
     await writeTarEntry(w, MANIFEST_NAME, [manifestBytes], manifestBytes.length, mtime);
@@ -214,7 +221,8 @@ export async function writeCheckpointArchive(path: string, input: WriteCheckpoin
     // End-of-archive: two zero blocks.
     await w.write(Buffer.alloc(2 * BLOCK));
     await w.flush();
-  });
+    if (w.bytesWritten !== size) throw new Error(`internal error: checkpoint archive ${path} is ${w.bytesWritten} bytes, expected ${size}`);
+  }, { size });
   return manifest;
 }
 
@@ -545,7 +553,7 @@ async function parseArchiveStream(fh: FileHandle, path: string): Promise<ParsedA
 
 function finishRead(parsed: ParsedArchive, path: string, nonFinite: 'error' | 'warn'): CheckpointArchive {
   const { manifest, decoded, unexpected } = parsed;
-  const extra = [...unexpected, ...[...decoded.keys()].filter((n) => !(n in manifest.tensors))];
+  const extra = [...unexpected, ...[...decoded.keys()].filter((n) => !Object.hasOwn(manifest.tensors, n))];
   if (extra.length) {
     throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entr${extra.length > 1 ? 'ies' : 'y'} ${extra.map((n) => `"${n}"`).join(', ')} not listed in the manifest; the archive was modified or is corrupted`);
   }
@@ -608,6 +616,8 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       throw new CheckpointError('TRUNCATED', `${path}: checkpoint archive is truncated (${what}); the file was cut short, use an older checkpoint`);
     };
     const entries: CheckpointSummary['entries'] = [];
+    // By name, so an archive of many tiny entries costs linear time, not quadratic.
+    const byName = new Map<string, CheckpointSummary['entries'][number]>();
     const block = Buffer.alloc(BLOCK);
     let ex: HeaderData | undefined;
     let gex: HeaderData | undefined;
@@ -649,11 +659,13 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       if (unsafe) throw new CheckpointError('UNSAFE_ENTRY', `${path}: refusing entry "${p}" with ${unsafe}; this archive was not written by gptcuda and may be malicious`);
       if (!REGULAR_TYPES.has(type)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entry "${p}" of type ${type}; a checkpoint contains only regular files`);
       const name = entryName(p);
-      if (entries.some((e) => e.name === name)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: entry "${name}" appears more than once`);
-      entries.push({ name, size: esize, dataOffset });
+      if (byName.has(name)) throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: entry "${name}" appears more than once`);
+      const e = { name, size: esize, dataOffset };
+      entries.push(e);
+      byName.set(name, e);
     }
 
-    const me = entries.find((e) => e.name === MANIFEST_NAME);
+    const me = byName.get(MANIFEST_NAME);
     if (!me) throw new CheckpointError('NO_MANIFEST', `${path}: not a gptcuda checkpoint: the archive has no manifest.json`);
     if (me.size > MAX_MANIFEST_BYTES) throw new CheckpointError('BAD_MANIFEST', `${path}: manifest.json is ${me.size} bytes; the archive is corrupted`);
     const mbuf = Buffer.alloc(me.size);
@@ -667,7 +679,7 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
     const manifest = validateManifest(raw, path);
 
     for (const [file, listed] of Object.entries(manifest.tensors)) {
-      const e = entries.find((x) => x.name === file);
+      const e = byName.get(file);
       if (!e) throw new CheckpointError('MISMATCH', `${path}: the manifest lists ${file} but the archive has no such entry; the archive is incomplete or corrupted`);
       const prefix = Buffer.alloc(Math.min(8, e.size));
       await readFully(fh, prefix, e.dataOffset);
@@ -685,12 +697,37 @@ export async function inspectCheckpoint(path: string): Promise<CheckpointSummary
       }
       checkTensorSet(path, file, listed, header.tensors);
     }
-    const extra = entries.filter((e) => e.name !== MANIFEST_NAME && !(e.name in manifest.tensors)).map((e) => e.name);
+    const extra = entries.filter((e) => e.name !== MANIFEST_NAME && !Object.hasOwn(manifest.tensors, e.name)).map((e) => e.name);
     if (extra.length) {
       throw new CheckpointError('UNEXPECTED_ENTRY', `${path}: unexpected entries ${extra.map((n) => `"${n}"`).join(', ')} not listed in the manifest`);
     }
     return { path, manifest, entries };
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * The run id in a checkpoint's manifest, read even when the rest of the
+ * archive is damaged (the manifest is its first entry); undefined when the
+ * manifest itself cannot be trusted (unreadable, or failing its checksum).
+ */
+export async function manifestRunId(path: string): Promise<unknown> {
+  try {
+    const fh = await open(path, 'r');
+    try {
+      const block = Buffer.alloc(BLOCK);
+      if ((await readFully(fh, block, 0)) < BLOCK) return undefined;
+      const h = new Header(block, 0);
+      if (!h.cksumValid || entryName(h.path ?? '') !== MANIFEST_NAME || !h.size || h.size > MAX_MANIFEST_BYTES) return undefined;
+      const body = Buffer.alloc(h.size);
+      if ((await readFully(fh, body, BLOCK)) < h.size) return undefined;
+      const m = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+      return m[MANIFEST_CHECKSUM_KEY] === manifestChecksum(m) ? m.run_id : undefined;
+    } finally {
+      await fh.close();
+    }
+  } catch {
+    return undefined;
   }
 }

@@ -52,6 +52,60 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+// Test-only fault injection, never for users: GPTCUDA_TEST_FAIL_WRITE=<ERRNO>:<bytes>
+// (ENOSPC, EDQUOT or EROFS) makes this module's writes fail with that errno once
+// the process has written <bytes> bytes through it in total, as a disk that fills
+// up or is remounted read-only mid-run. ENOSPC/EDQUOT fail the write that crosses
+// the limit (after writing up to it, as a full disk does); EROFS fails creating
+// the next temporary file, where a read-only filesystem refuses. Read once.
+interface InjectedFailure {
+  code: 'ENOSPC' | 'EDQUOT' | 'EROFS';
+  afterBytes: number;
+}
+let injected: InjectedFailure | null | undefined;
+let injectedWritten = 0;
+
+function injectedFailure(): InjectedFailure | null {
+  if (injected !== undefined) return injected;
+  const spec = process.env.GPTCUDA_TEST_FAIL_WRITE;
+  const m = spec ? /^(ENOSPC|EDQUOT|EROFS):(\d+)$/.exec(spec) : null;
+  if (spec && !m) throw new Error(`GPTCUDA_TEST_FAIL_WRITE=${spec} is malformed: use ENOSPC:<bytes>, EDQUOT:<bytes> or EROFS:<bytes> (a test-only setting; unset it)`);
+  injected = m ? { code: m[1] as InjectedFailure['code'], afterBytes: Number(m[2]) } : null;
+  return injected;
+}
+
+function injectedError(code: string, syscall: string): NodeJS.ErrnoException {
+  const text: Record<string, string> = { ENOSPC: 'no space left on device', EDQUOT: 'disk quota exceeded', EROFS: 'read-only file system' };
+  return Object.assign(new Error(`${code}: ${text[code]}, ${syscall} (GPTCUDA_TEST_FAIL_WRITE)`), { code, syscall });
+}
+
+/** Errors that mean the disk, not the data, is the problem: reported with the path and the bytes needed. */
+const DISK_CODES = new Set(['ENOSPC', 'EDQUOT', 'EROFS']);
+
+/**
+ * A write refused by the filesystem (full, over quota, read-only). The message
+ * is one line naming the file, and for a full disk the exact size it needs.
+ */
+export class DiskWriteError extends Error {
+  override name = 'DiskWriteError';
+  constructor(
+    readonly code: string,
+    readonly path: string,
+    /** The complete file's size, when known. */
+    readonly bytesNeeded: number | undefined,
+    options: { cause: unknown },
+  ) {
+    const dir = dirname(path);
+    const need = bytesNeeded !== undefined ? `the file needs ${bytesNeeded} bytes free in ${dir}` : `the file does not fit in ${dir}`;
+    super(
+      code === 'EROFS'
+        ? `cannot write ${path}: the directory ${dir} is on a read-only filesystem (EROFS); nothing was written there, write to another directory`
+        : `cannot write ${path}: ${code === 'EDQUOT' ? 'the disk quota is exceeded (EDQUOT)' : 'no space left on the device (ENOSPC)'}; ${need}; no partial file was left, free space or write to another disk`,
+      options,
+    );
+  }
+}
+
 // Small chunks (safetensors headers, tiny tensors, tar headers) are coalesced
 // so a checkpoint with hundreds of parameters does not cost hundreds of
 // syscalls; big tensors are written straight from their own memory, without
@@ -98,6 +152,14 @@ export class ChunkWriter {
 
   private async writeFully(chunk: Uint8Array): Promise<void> {
     let off = 0;
+    const fail = injectedFailure();
+    if (fail && fail.code !== 'EROFS' && injectedWritten + chunk.byteLength > fail.afterBytes) {
+      const room = Math.max(0, fail.afterBytes - injectedWritten);
+      if (room > 0) await this.fh.write(chunk, 0, room);
+      injectedWritten += room;
+      throw injectedError(fail.code, 'write');
+    }
+    injectedWritten += chunk.byteLength;
     while (off < chunk.byteLength) {
       const { bytesWritten } = await this.fh.write(chunk, off, chunk.byteLength - off);
       if (bytesWritten <= 0) throw new Error('write returned 0 bytes (disk full?)');
@@ -110,6 +172,8 @@ export class ChunkWriter {
 export interface AtomicWriteOptions {
   /** File mode for a newly created file (before umask). Default 0o666. */
   mode?: number;
+  /** The complete file's size in bytes, named when the disk is full. */
+  size?: number;
 }
 
 /**
@@ -129,14 +193,20 @@ export async function atomicWriteWith(
   const tmp = tempPathFor(abs);
   // 'wx' so that we never write through a file someone else created under
   // our (random) temp name, e.g. a symlink planted in a shared directory.
+  const diskError = (err: unknown): unknown => {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code !== undefined && DISK_CODES.has(code) ? new DiskWriteError(code, abs, options.size, { cause: err }) : err;
+  };
   let fh: FileHandle;
   try {
+    const fail = injectedFailure();
+    if (fail?.code === 'EROFS' && injectedWritten >= fail.afterBytes) throw injectedError('EROFS', 'open');
     fh = await open(tmp, 'wx', options.mode ?? 0o666);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
       throw Object.assign(new Error(`cannot write ${abs}: directory ${dir} does not exist`), { code: 'ENOENT' });
     }
-    throw err;
+    throw diskError(err);
   }
   let closed = false;
   let renamed = false;
@@ -148,6 +218,8 @@ export async function atomicWriteWith(
     await rename(tmp, abs);
     renamed = true;
     await fsyncDir(dir);
+  } catch (err) {
+    throw diskError(err);
   } finally {
     if (!closed) await fh.close().catch(() => undefined);
     if (!renamed) await rm(tmp, { force: true }).catch(() => undefined);
@@ -162,6 +234,7 @@ export async function atomicWriteFile(
 ): Promise<void> {
   const chunks: readonly Uint8Array[] =
     typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
+  const size = chunks.reduce((n, c) => n + c.byteLength, 0);
   await atomicWriteWith(
     target,
     async (fh) => {
@@ -169,7 +242,7 @@ export async function atomicWriteFile(
       for (const c of chunks) await w.write(c);
       await w.flush();
     },
-    options,
+    { size, ...options },
   );
 }
 

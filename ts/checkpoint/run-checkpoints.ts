@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import type { GPTModel } from '../model/gpt.js';
 import type { Device } from '../tensor/tensor.js';
 import type { Trainer, TrainOptions } from '../train/trainer.js';
+import { DiskWriteError } from './atomic.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.js';
 import { checkpointFileName, pruneCheckpoints } from './run-files.js';
 
@@ -69,6 +70,9 @@ export class RunCheckpointer {
 
   constructor(private readonly o: RunCheckpointerOptions) {}
 
+  /** The error of a save that failed (a full or read-only disk is not retried). */
+  saveFailure: unknown;
+
   readonly save = async (t: Trainer, why: 'interval' | 'end' | 'stop'): Promise<void> => {
     const { runDir, model, options, runId } = this.o;
     if (why !== 'interval' && this.savedStep === t.state.step) return;
@@ -85,12 +89,14 @@ export class RunCheckpointer {
         ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
       });
     } catch (err) {
-      const bytes = model.numParameters * 4 * 3;
-      throw new Error(`cannot write checkpoint ${path} (about ${bytes} bytes): ${(err as Error).message}`);
+      this.saveFailure = err;
+      // A refusal by the disk already names the file and the exact bytes it needs.
+      if (err instanceof DiskWriteError) throw err;
+      throw new Error(`cannot write checkpoint ${path}: ${(err as Error).message}`, { cause: err });
     }
     this.savedStep = t.state.step;
     this.lastSaved = path;
-    await pruneCheckpoints(runDir, this.o.keep, runId !== undefined ? { runId } : {});
+    await pruneCheckpoints(runDir, this.o.keep, { current: path, ...(runId !== undefined ? { runId } : {}) });
     await this.o.onSaved?.({ event: 'checkpoint', step: t.state.step, path });
   };
 }

@@ -4,7 +4,7 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readdirIfExists } from '../io/files.js';
-import { CheckpointError, inspectCheckpoint, type CheckpointManifest } from './archive.js';
+import { CheckpointError, inspectCheckpoint, manifestRunId, readCheckpointArchive, type CheckpointManifest } from './archive.js';
 import { removeStaleTempFiles } from './atomic.js';
 import { SafetensorsError } from './safetensors.js';
 
@@ -76,53 +76,49 @@ export async function latestCheckpoint(
 }
 
 /**
- * Deletes all but the newest `keep` checkpoints in `runDir` (plus temp files
- * left by writers that died). If none of the kept ones passes the quick check,
- * the newest older one that does is kept as well, so pruning never removes
- * the last loadable checkpoint. With `runId`, only checkpoints whose
- * manifest carries that `run_id` are considered. Returns the deleted paths.
+ * Deletes all but the newest `keep` intact checkpoints in `runDir` (plus
+ * temp files left by writers that died), so pruning never removes the last
+ * loadable one. With `runId`, only checkpoints whose manifest carries that
+ * `run_id` are candidates; another run's, a newer gptcuda's, or one whose
+ * manifest is unreadable stays. A damaged candidate is deleted: the resume
+ * skips it anyway. `current` is the checkpoint just written: it is always
+ * kept, and candidates of a later step (a resume fell back past them, or
+ * started from an older one) are fully verified, since the quick check alone
+ * would let a newer one with damaged data push the good ones out. Returns the
+ * deleted paths.
  */
-export async function pruneCheckpoints(runDir: string, keep: number, options: { runId?: string } = {}): Promise<string[]> {
+export async function pruneCheckpoints(runDir: string, keep: number, options: { runId?: string; current?: string } = {}): Promise<string[]> {
   if (!Number.isSafeInteger(keep) || keep < 1) throw new RangeError(`keep must be a positive integer, got ${keep}`);
   const removed = await removeStaleTempFiles(runDir, { targetFilter: (n) => CKPT_RE.test(n) });
-  let all = await listCheckpoints(runDir);
-  if (options.runId !== undefined) {
-    // Only this run's checkpoints are ever candidates: another run's (or an unreadable one) stays.
-    const mine: CheckpointFile[] = [];
-    for (const c of all) {
-      try {
-        if ((await inspectCheckpoint(c.path)).manifest.run_id === options.runId) mine.push(c);
-      } catch {
-        // Damaged or not ours to judge: leave it.
-      }
+  const all = await listCheckpoints(runDir);
+  const currentStep = all.find((c) => c.path === options.current)?.step;
+  const intact: CheckpointFile[] = [];
+  const damaged: CheckpointFile[] = [];
+  for (const c of all) {
+    if (c.path === options.current) {
+      intact.push(c);
+      continue;
     }
-    all = mine;
-  }
-  if (all.length <= keep) return removed;
-  const kept = all.slice(-keep);
-  const older = all.slice(0, -keep);
-  const usable = async (c: CheckpointFile): Promise<boolean> => {
+    let runId: unknown;
+    let ok = true;
     try {
-      await inspectCheckpoint(c.path);
-      return true;
+      runId = (await inspectCheckpoint(c.path)).manifest.run_id;
+      if (currentStep !== undefined && c.step > currentStep) await readCheckpointArchive(c.path);
     } catch (err) {
-      if (isDamage(err) || (err instanceof CheckpointError && err.code === 'NEWER_VERSION')) return false;
-      throw err;
-    }
-  };
-  let protectedPath: string | undefined;
-  let keptUsable = false;
-  for (let i = kept.length - 1; i >= 0 && !keptUsable; i--) keptUsable = await usable(kept[i]!);
-  if (!keptUsable) {
-    for (let i = older.length - 1; i >= 0; i--) {
-      if (await usable(older[i]!)) {
-        protectedPath = older[i]!.path;
-        break;
+      if (!isDamage(err)) {
+        if (err instanceof CheckpointError && err.code === 'NEWER_VERSION') continue;
+        throw err;
       }
+      ok = false;
+      runId ??= await manifestRunId(c.path);
     }
+    if (options.runId !== undefined && runId !== options.runId) continue;
+    (ok ? intact : damaged).push(c);
   }
-  for (const c of older) {
-    if (c.path === protectedPath) continue;
+  const kept = new Set(intact.slice(-keep).map((c) => c.path));
+  if (options.current !== undefined) kept.add(options.current);
+  for (const c of [...intact, ...damaged]) {
+    if (kept.has(c.path)) continue;
     await rm(c.path, { force: true });
     removed.push(c.path);
   }

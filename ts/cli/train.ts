@@ -2,7 +2,7 @@
 import { appendFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { atomicWriteFile } from '../checkpoint/atomic.js';
+import { DiskWriteError, atomicWriteFile } from '../checkpoint/atomic.js';
 import { RunCheckpointer, loadResumePoint, restoreTrainer } from '../checkpoint/run-checkpoints.js';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
@@ -216,9 +216,10 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       if (/\.bin$/i.test(p) && !isLlmcShard(p))
         throw new Error(`${p} is not an llm.c token shard (its first int32 is not ${LLMC_SHARD_MAGIC}); give llm.c's *.bin shards, gptcuda .tok files or text`);
     }
-    // Token files (from `gptcuda tokenize`) and llm.c shards are streamed; text is read whole.
-    const tokenData = openTokenData(dataPaths);
-    const text = tokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+    // Token files (from `gptcuda tokenize`) and llm.c shards are streamed (opened below, with the
+    // model's vocabulary, so a bad id in a token file fails before training); text is read whole.
+    const isTokenData = dataPaths.some((p) => isTokenFile(p) || isLlmcShard(p));
+    const text = isTokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
 
     // A new model is built only once the data is known to be usable: its
     // initialisation takes a while for the larger presets.
@@ -241,6 +242,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         init: args.init,
       });
     }
+    // Every id of a token file is checked against this model's vocabulary at open, so a bad one fails
+    // before training with the file and offset (shards are checked as their windows are read).
+    const tokenData = isTokenData ? openTokenData(dataPaths, { vocabSize: (loadedModel?.config ?? newConfig!).vocabSize }) : null;
     const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
     const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
     if (args.contextLength !== undefined && args.contextLength > modelContext)
@@ -255,7 +259,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       seed: (dataCfg?.seed as number | undefined) ?? args.seed,
     };
     const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
-      ...(tokenData ? { ids: tokenData } : { text }),
+      ...(tokenData ? { ids: tokenData } : { text, textSource: dataPaths.join(', ') }),
       trainRatio: loaderConfig.train_ratio,
       contextLength: loaderConfig.context_length,
       stride: loaderConfig.stride,
@@ -370,6 +374,31 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     });
     const checkpoint = checkpoints.save;
 
+    /**
+     * One line for an error during training: the cause, then where the work
+     * is. An error after the first step (a bad token) keeps the last
+     * completed step; a save the disk refused is not retried (the disk is
+     * still full or read-only), the last checkpoint written is named instead.
+     */
+    async function afterFailedStep(err: unknown): Promise<string> {
+      const cause = (err as Error).message;
+      const readOnly = err instanceof DiskWriteError && err.code === 'EROFS';
+      // A resumed run's checkpoint counts until this invocation writes one (it may lie outside the run directory).
+      const { lastSaved, savedStep, saveFailure } = checkpoints;
+      const lastPath = lastSaved ?? resumePath;
+      const from = lastSaved || (resumePath && dirname(resumePath) === runDir) ? runDir : (resumePath ?? runDir);
+      const resume = `resume with: ${hint(`train --resume ${from}${readOnly ? ' --out <a writable directory>' : ''}`)}`;
+      const last = () => (lastPath ? `; the last checkpoint is ${lastPath} (step ${lastSaved ? savedStep : startStep}); ${resume}` : '; no checkpoint of this run was written');
+      if (!stepsDone) return lastPath ? cause + last() : cause;
+      if (savedStep === trainer.state.step || saveFailure !== undefined) return cause + last();
+      try {
+        await checkpoint(trainer, 'stop');
+        return `${cause}; the checkpoint of step ${trainer.state.step} (the last completed) was written to ${checkpoints.lastSaved}; ${resume}`;
+      } catch (err2) {
+        return `${cause}; no checkpoint of step ${trainer.state.step} could be written (${(err2 as Error).message})${last()}`;
+      }
+    }
+
     const startStep = trainer.state.step;
     const startTokens = trainer.state.tokensSeen;
     let summary: TrainSummary;
@@ -385,17 +414,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         },
       });
     } catch (err) {
-      // An error after the first step (bad token, disk full) keeps the last completed step where the disk allows.
-      let msg = (err as Error).message;
-      if (stepsDone && checkpoints.savedStep !== trainer.state.step) {
-        try {
-          await checkpoint(trainer, 'stop');
-          msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${checkpoints.lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
-        } catch (err2) {
-          msg += `\nno checkpoint of step ${trainer.state.step} could be written: ${(err2 as Error).message}`;
-        }
-      } else if (checkpoints.lastSaved) msg += `\nthe last checkpoint is ${checkpoints.lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
-      throw Object.assign(new Error(msg), { cause: err });
+      throw new Error(await afterFailedStep(err), { cause: err });
     } finally {
       for (const [sig, h] of handlers) process.off(sig, h);
       // The summary lines still to come must not turn a dead reader into exit 0.

@@ -229,6 +229,8 @@ export class DataLoader implements Iterable<Batch> {
 export interface CreateLoadersOptions {
   /** Raw text: split by characters, then each part tokenized (the book's way). */
   text?: string;
+  /** The text's files, named with a token's offset when its id is refused. */
+  textSource?: string;
   /** Token ids or a token source (e.g. a TokenFile): split by tokens. */
   ids?: ArrayLike<number> | TokenSource;
   trainRatio?: number;
@@ -276,8 +278,9 @@ export function createLoaders(options: CreateLoadersOptions): Loaders {
   }
   if (options.text !== undefined) {
     const split = splitText(options.text, trainRatio);
-    trainSrc = new ArrayTokenSource(textToTokenIds(split.train));
-    valSrc = new ArrayTokenSource(textToTokenIds(split.val));
+    const of = (part: string) => (options.textSource ? `the ${part} split of ${options.textSource}` : undefined);
+    trainSrc = new ArrayTokenSource(textToTokenIds(split.train), of('training'));
+    valSrc = new ArrayTokenSource(textToTokenIds(split.val), of('validation'));
     splitIndex = split.splitIndex;
     splitUnit = 'chars';
   } else {

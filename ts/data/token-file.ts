@@ -295,7 +295,7 @@ export class TokenFile extends Uint16TokenReader {
         for (let i = 0; i < len; i++) {
           const id = dv.getUint16(i * 2, true);
           if (id >= vocabSize) {
-            throw new Error(`${file}: corrupt token file: token ${start + i} (byte offset ${TOKEN_FILE_HEADER_BYTES + (start + i) * 2}) is id ${id}, not below the vocabulary size ${vocabSize}`);
+            throw new Error(`${file}: ${options.vocabSize === undefined ? 'corrupt token file: ' : ''}token ${start + i} (byte offset ${TOKEN_FILE_HEADER_BYTES + (start + i) * 2}) is id ${id}, not below the vocabulary size ${vocabSize}`);
           }
         }
       }

@@ -30,8 +30,16 @@ export function checkRange(length: number, start: number, count: number): void {
 export class ArrayTokenSource implements TokenSource {
   private readonly ids: Int32Array;
 
-  constructor(ids: ArrayLike<number>) {
+  constructor(
+    ids: ArrayLike<number>,
+    /** Where the ids came from, for error messages: "the training split of notes.txt". */
+    private readonly label?: string,
+  ) {
     this.ids = ids instanceof Int32Array ? ids : Int32Array.from(ids);
+  }
+
+  where(offset: number): string {
+    return `token ${offset} of ${this.label ?? 'the token ids'}`;
   }
 
   get length(): number {

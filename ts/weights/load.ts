@@ -194,7 +194,7 @@ export async function loadHuggingFace(file: string, device?: Device, options: { 
       if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') continue;
       const v = floatData(t, { hf: name, shape: t.shape });
       for (let i = 0; i < v.length; i++)
-        if (!Number.isFinite(v[i]!)) throw new Error(`${file}: tensor ${name} has a non-finite value (${v[i]}) at flat index ${i}; pass --allow-nonfinite to import it anyway`);
+        if (!Number.isFinite(v[i]!)) throw new Error(`${file}: tensor ${name} has a non-finite value (${v[i]}) at flat index ${i}; use a good copy (\`train --init-from\` imports it anyway with --allow-nonfinite)`);
     }
   }
   if (tied && head) {
