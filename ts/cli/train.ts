@@ -12,7 +12,7 @@ import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
-import { joinLaunchedJob } from '../train/distributed.js';
+import { STOP_SIGNAL, joinLaunchedJob, optionsForWorld, worldIndependentOptions } from '../train/distributed.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -127,7 +127,7 @@ function isTokenFile(path: string): boolean {
 }
 
 /** 128 + the signal number, as a shell reports a process killed by it. */
-const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143, SIGUSR2: 140 };
 
 function timestamp(): string {
   const d = new Date();
@@ -267,7 +267,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }));
     const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
-    const options: TrainOptions = resumed?.trainOptions ?? {
+    const options: TrainOptions = resumed?.trainOptions ? optionsForWorld(resumed.trainOptions, world) : {
       epochs: args.epochs,
       maxSteps: args.maxSteps,
       optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
@@ -363,7 +363,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       stopping = true;
       stopSignal = sig;
       // With --json, stdout carries only JSON lines: notices go to stderr.
-      const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
+      const notice = `${sig === STOP_SIGNAL ? 'stop requested (SIGUSR2 from the launcher)' : sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
       if (json && isRoot) console.error(notice);
       else if (isRoot) progress.log(notice);
       trainer.requestStop();
@@ -371,7 +371,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     // SIGHUP (terminal closed) saves too. A closed stdout (`| head`, or the
     // reader of a pipeline killed by the same Ctrl-C) stops the run the same
     // way: the checkpoint is written either way, never skipped for an EPIPE.
-    const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, () => onSignal(sig)] as const);
+    const handlers = ([...(['SIGINT', 'SIGTERM', 'SIGHUP'] as const), ...(world ? [STOP_SIGNAL] : [])] as const).map((sig) => [sig, () => onSignal(sig)] as const);
     for (const [sig, h] of handlers) process.on(sig, h);
     setOutputClosedHandler((stream) => {
       if (stream === 'stdout' && !stopping) {
@@ -394,7 +394,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         await saveCheckpoint(path, {
           model,
           optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
-          train: { state: t.state, options, seed: args.seed, loaderConfig },
+          train: { state: t.state, options: worldIndependentOptions(options, world), seed: args.seed, loaderConfig },
           ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
         });
       } catch (err) {
@@ -442,13 +442,12 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       setOutputClosedHandler(() => undefined);
       progress.finish();
     }
-    // Every rank got here after the same step: the job ends normally.
-    world?.finish();
     if (stopSignal) process.exitCode = EXIT_CODES[stopSignal] ?? 1;
     if (summary.non_finite) {
       const nf = summary.non_finite;
       model.dispose();
       trainer.optimizer.dispose();
+      world?.finish();
       throw new Error(
         `training stopped at step ${nf.step}: ${nf.what} (the update was not applied); the last good step's weights (step ${summary.steps}) are saved in ${lastSaved}. ` +
           `Lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such updates; resume with: ${hint(`train --resume ${runDir}`)}`,
@@ -469,6 +468,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }
     model.dispose();
     trainer.optimizer.dispose();
+    // Every rank got here after the same step, rank 0's output written: the job ends normally.
+    world?.finish();
     return summary;
   }
 }

@@ -100,11 +100,36 @@ export function joinLaunchedJob(): Collective | null {
 }
 
 /**
+ * Ranks stop on this signal as on SIGTERM. mpirun forwards it to every rank at
+ * once, whereas its own SIGINT/SIGTERM handling sends SIGCONT, waits
+ * odls_base_sigkill_timeout (1 s), sends SIGTERM and kills as long after:
+ * too short to finish a step and write a checkpoint.
+ */
+export const STOP_SIGNAL = 'SIGUSR2' as const;
+
+/**
+ * A checkpoint records the micro-batches of a whole optimizer step (over all
+ * ranks) as its gradAccum, so it resumes on any number of ranks dividing it.
+ */
+export function worldIndependentOptions<T extends { gradAccum?: number }>(options: T, world: Collective | null): T {
+  return world ? { ...options, gradAccum: (options.gradAccum ?? 1) * world.size } : options;
+}
+
+/** The inverse of worldIndependentOptions for the ranks resuming. */
+export function optionsForWorld<T extends { gradAccum?: number }>(options: T, world: Collective | null): T {
+  if (!world) return options;
+  const total = options.gradAccum ?? 1;
+  if (total % world.size !== 0)
+    throw new Error(`--resume: the checkpoint's optimizer step spans ${total} micro-batch(es), which ${world.size} ranks cannot share; resume with a number of ranks dividing ${total}`);
+  return { ...options, gradAccum: total / world.size };
+}
+
+/**
  * `gptcuda train --nproc N`: the same command again under `mpirun -np N` on
  * this machine; resolves to its exit status. mpirun runs in its own process
- * group so that a Ctrl-C reaches it once, through us: it then sends SIGTERM to
- * every rank (they agree on a step, rank 0 writes the checkpoint), and we give
- * the ranks time for that before OpenMPI's SIGKILL (odls_base_sigkill_timeout).
+ * group so that a Ctrl-C reaches it once, through us: the first SIGINT,
+ * SIGTERM or SIGHUP becomes STOP_SIGNAL (the ranks agree on a step, rank 0
+ * writes the checkpoint); a second one is passed on as is, ending the job.
  */
 export async function runUnderMpirun(nproc: number, argv: string[] = process.argv): Promise<number> {
   if (!(Number.isInteger(nproc) && nproc >= 1)) throw new Error(`--nproc must be a positive integer (got ${nproc})`);
@@ -119,16 +144,21 @@ export async function runUnderMpirun(nproc: number, argv: string[] = process.arg
     else if (!a.startsWith('--nproc=')) rest.push(a);
   }
   const flags = openmpi ? [...(nproc > availableParallelism() ? ['--oversubscribe'] : []), ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
-  const env = { ...process.env, ...(openmpi && !process.env.OMPI_MCA_odls_base_sigkill_timeout ? { OMPI_MCA_odls_base_sigkill_timeout: '600' } : {}) };
-  const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true, env });
-  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true });
+  let received: NodeJS.Signals | undefined;
+  const forward = (sig: NodeJS.Signals) => () => {
+    child.kill(received ? sig : STOP_SIGNAL);
+    received ??= sig;
+  };
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
   for (const [sig, h] of handlers) process.on(sig, h);
   try {
-    return await new Promise<number>((resolve, reject) => {
+    const status = await new Promise<number>((resolve, reject) => {
       child.on('error', (e) => reject(new Error(`cannot start mpirun: ${e.message}`)));
       child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
     });
+    // Stopped by a signal: the status says which, as a single process's would.
+    return received && status !== 0 ? 128 + osConstants.signals[received] : status;
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
   }
