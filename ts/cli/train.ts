@@ -13,6 +13,7 @@ import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
 import { STOP_SIGNAL, joinLaunchedJob, optionsForWorld, worldIndependentOptions } from '../train/distributed.js';
+import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -103,6 +104,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' })
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .option('nproc', { type: 'number', describe: 'data parallel on this machine: run N ranks under mpirun (each --batch-size; an update spans N x --grad-accum micro-batches)' })
+    .option('zero', { type: 'number', choices: [0, 1], default: 0, describe: 'data parallel: 1 shards the AdamW moments across ranks (ZeRO-1), 0 keeps them whole on every rank' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
@@ -284,14 +286,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       if (args.epochs !== undefined && args.epochs > options.epochs) options.epochs = args.epochs;
       if (args.maxSteps !== undefined) options.maxSteps = args.maxSteps;
     }
-    const trainer = new Trainer(model, loaders.train, loaders.val, options);
+    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0));
     if (world) {
       trainer.collective = world;
       world.broadcast(model.params.flat);
     }
     if (resumed && resumed.trainState && resumed.optimizer) {
-      trainer.optimizer.m.write(resumed.optimizer.m);
-      trainer.optimizer.v.write(resumed.optimizer.v);
+      loadMoments(trainer.optimizer, resumed.optimizer.m, resumed.optimizer.v);
       trainer.restore(resumed.trainState, resumed.optimizer.step);
     }
 
@@ -385,6 +386,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     let lastSaved: string | undefined;
     const checkpoint = async (t: Trainer, why: 'interval' | 'end' | 'stop') => {
       if (why !== 'interval' && savedStep === t.state.step) return;
+      // ZeRO-1: gathering the moments takes every rank.
+      const moments = fullMoments(t.optimizer);
       if (!isRoot) {
         savedStep = t.state.step;
         return;
@@ -393,7 +396,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       try {
         await saveCheckpoint(path, {
           model,
-          optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
+          optimizer: { step: t.optimizer.step, ...moments, hyper: options.optimizer },
           train: { state: t.state, options: worldIndependentOptions(options, world), seed: args.seed, loaderConfig },
           ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
         });
@@ -427,7 +430,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     } catch (err) {
       // An error after the first step (bad token, disk full) keeps the last completed step where the disk allows.
       let msg = (err as Error).message;
-      if (stepsDone && savedStep !== trainer.state.step) {
+      // Not with ZeRO-1: the other ranks, not failing, would not join the gather of the moments.
+      if (stepsDone && savedStep !== trainer.state.step && !(world && args.zero === 1)) {
         try {
           await checkpoint(trainer, 'stop');
           msg += `\nthe checkpoint of step ${trainer.state.step} (the last completed) was written to ${lastSaved}; resume with: ${hint(`train --resume ${runDir}`)}`;
