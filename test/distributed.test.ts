@@ -7,7 +7,8 @@
 // (c) a run saved with 2 ranks resumes with 1 and with 2 ranks exactly as the
 //     uninterrupted runs on those world sizes continue;
 // (d) SIGINT to the launcher (`train --nproc 2`) or to mpirun itself: one
-//     checkpoint, every rank gone, a non-zero status.
+//     checkpoint, every rank gone, a non-zero status;
+// and a rank killed mid-run ends the job; the collectives check their arguments.
 // The references are independent runs of the single-process trainer, which
 // test/resume.test.ts pins against its own references.
 //
@@ -228,5 +229,78 @@ describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => 
     expect(r.code).not.toBe(0);
     expect(lastStep).toBeLessThan(499);
     await expectOneCheckpoint(out, lastStep, r);
+  });
+
+});
+
+describe.skipIf(skipReason !== '')('MPI job failure and collectives', () => {
+  it.skipIf(!OPENMPI || process.platform !== 'linux')('a rank killed mid-run: mpirun ends the others with a message naming it instead of hanging', async () => {
+    const args = [...ACCEPTANCE.slice(0, -3), '--max-steps', '500', '--json', '--out', tmp('killed')];
+    const { child, done } = mpirun(2, args);
+    const rankPids = new Promise<number[]>((res) => {
+      child.stdout!.on('data', (d: Buffer) => {
+        if (!d.toString().includes('"event":"step"')) return;
+        const kids = spawnSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).map(Number);
+        res(kids);
+      });
+    });
+    const pids = await rankPids;
+    const rankOf = (pid: number) => /(?:^|\0)OMPI_COMM_WORLD_RANK=(\d+)/.exec(fs.readFileSync(`/proc/${pid}/environ`, 'latin1'))?.[1];
+    const victim = pids.find((p) => rankOf(p) === '1');
+    expect(victim, `rank processes ${pids}`).toBeDefined();
+    process.kill(victim!, 'SIGKILL');
+    const r = await done;
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/rank 1 .*exited on signal 9/);
+    // A rank's exit may lag mpirun's by a moment (then a zombie until reaped).
+    const running = (pid: number) => {
+      try {
+        return !/State:\s+[ZX]/.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 50 && pids.some(running); i++) await new Promise((res) => setTimeout(res, 100));
+    expect(pids.filter(running), 'rank processes still running').toEqual([]);
+  });
+
+  it('the collectives validate their arguments with one-line errors', async () => {
+    const script = join(root, 'validate.mjs');
+    const dist = join(CLI_MAIN, '..', '..');
+    fs.writeFileSync(
+      script,
+      `import { native } from ${JSON.stringify(join(dist, 'tensor', 'native.js'))};
+import { Tensor } from ${JSON.stringify(join(dist, 'tensor', 'tensor.js'))};
+const mpi = native().mpi;
+const msgs = [];
+const t = (f) => { try { f(); msgs.push('no error'); } catch (e) { msgs.push(e.message); } };
+t(() => mpi.allreduceSum(Tensor.zeros([2]).handle));
+const world = mpi.init();
+const d = Tensor.zeros([2]); const h = d.handle; d.dispose();
+t(() => mpi.allreduceSum(h));
+t(() => mpi.allreduceSum(Tensor.zeros([2], { dtype: 'int32' }).handle));
+t(() => mpi.broadcast(Tensor.zeros([2]).handle, 1));
+t(() => mpi.allreduceScalars(new Float64Array(1), 'min'));
+t(() => mpi.reduceScatterSum(Tensor.zeros([4]).handle, Tensor.zeros([1]).handle));
+const x = Tensor.from([1, 2], [2]); mpi.allreduceSum(x.handle);
+mpi.finalize();
+t(() => mpi.init());
+console.log(JSON.stringify({ world, msgs, x: [...x.toFloat32Array()] }));
+`,
+    );
+    const child = spawn('mpirun', ['-np', '1', process.execPath, script], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const r = ok(await collect(child), 'validation script');
+    const out = JSON.parse(r.stdout.trim().split('\n').pop()!) as { world: { rank: number; size: number }; msgs: string[]; x: number[] };
+    expect(out.world).toMatchObject({ rank: 0, size: 1 });
+    expect(out.x).toEqual([1, 2]);
+    expect(out.msgs).toEqual([
+      'mpi.allreduceSum: MPI is not initialised; call mpi.init() first (under mpirun or srun)',
+      'mpi.allreduceSum: tensor is disposed',
+      'mpi.allreduceSum: tensor must be float32, got int32[2] on cpu',
+      'mpi.broadcast: root must be a rank in [0, 0], got 1',
+      "mpi.allreduceScalars: op must be 'sum' or 'max', got min",
+      'mpi.reduceScatterSum: shard has 1 elements; rank 0 needs 4',
+      'mpi.init: MPI was already finalised in this process; it cannot start twice',
+    ]);
   });
 });
