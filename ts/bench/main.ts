@@ -5,16 +5,19 @@
 //
 //   node dist/bench/main.js [--only gemm,attention,train,generate] [--device cpu|cuda]
 //                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N]
+//                           [--ddp [--ddp-steps N]]
 import { native } from '../tensor/native.js';
 import type { Device } from '../tensor/tensor.js';
 import { ATT, benchAttention, type AttentionResult } from './attention.js';
+import { benchDdp, ddpUnavailable, type DdpResult } from './ddp.js';
 import { benchGemm, GEMM_M, type GemmResult } from './gemm.js';
 import { benchGenerate, type GenerationResult } from './generate.js';
 import { benchTrain, type TrainResult } from './train.js';
 import { formatTable, MB, now, round, type TimeOptions } from './util.js';
 
 const SECTIONS = ['gemm', 'attention', 'train', 'generate'] as const;
-type Section = (typeof SECTIONS)[number];
+// Not run by default: it starts mpirun.
+type Section = (typeof SECTIONS)[number] | 'ddp';
 
 interface Args {
   only: Section[];
@@ -24,6 +27,7 @@ interface Args {
   trainSteps: number;
   genTokens: number;
   genTokensNoCache: number;
+  ddpSteps: number;
 }
 
 const USAGE = `usage: node dist/bench/main.js [options]
@@ -33,16 +37,18 @@ const USAGE = `usage: node dist/bench/main.js [options]
   --quick                  fewer repetitions and tokens (a smoke test, not a measurement)
   --train-steps N          timed training steps after one warmup step (default 3)
   --gen-tokens N           new tokens with the KV cache (default 200)
-  --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)`;
+  --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)
+  --ddp                    data-parallel training tokens/s with 1 and 2 CPU ranks (mpirun); alone, only this section
+  --ddp-steps N            timed steps per world size (default 20)`;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200 };
+  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200, ddpSteps: 20 };
   const int = (flag: string, v: string | undefined, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min} (got ${v ?? 'nothing'})`);
     return n;
   };
-  let sawTrainSteps = false, sawGen = false, sawGenNoCache = false;
+  let sawTrainSteps = false, sawGen = false, sawGenNoCache = false, sawOnly = false, ddp = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
@@ -53,6 +59,7 @@ function parseArgs(argv: string[]): Args {
         const bad = list.filter((s) => !(SECTIONS as readonly string[]).includes(s));
         if (bad.length || !list.length) throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(', ')} (got '${list.join(',')}')`);
         a.only = SECTIONS.filter((s) => list.includes(s));
+        sawOnly = true;
         break;
       }
       case '--device': {
@@ -66,10 +73,13 @@ function parseArgs(argv: string[]): Args {
       case '--train-steps': a.trainSteps = int(flag, value(), 1); sawTrainSteps = true; break;
       case '--gen-tokens': a.genTokens = int(flag, value(), 2); sawGen = true; break;
       case '--gen-tokens-nocache': a.genTokensNoCache = int(flag, value(), 2); sawGenNoCache = true; break;
+      case '--ddp': ddp = true; break;
+      case '--ddp-steps': a.ddpSteps = int(flag, value(), 1); break;
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: throw new Error(`unknown option '${arg}'\n${USAGE}`);
     }
   }
+  if (ddp) a.only = [...(sawOnly ? a.only : []), 'ddp'];
   if (a.quick) {
     if (!sawTrainSteps) a.trainSteps = 1;
     if (!sawGen) a.genTokens = 20;
@@ -123,6 +133,15 @@ function printGenerate(r: GenerationResult): void {
   ));
   console.log(`without the cache only ${r.uncached.newTokens} tokens are generated (each recomputes the whole sequence), ` +
     `so the rates compare per token at shorter sequences: decode speedup with the cache ${r.speedup.toFixed(1)}x`);
+}
+
+function printDdp(rows: DdpResult[]): void {
+  console.log('2 layers, 64 wide, context 64, batch 4 per rank (2 ranks: twice the tokens per step); `train --nproc N`, threads split between ranks; tokens/s over all ranks');
+  const base = rows[0]!.tokensPerSecond;
+  console.log(formatTable(
+    ['ranks', 'steps', 'tokens/step', 'ms/step', 'tokens/s', 'vs 1 rank'],
+    rows.map((r) => [r.ranks, r.steps, r.tokensPerStep, r.msPerStep, r.tokensPerSecond, r.tokensPerSecond / base]),
+  ));
 }
 
 async function main(): Promise<void> {
@@ -188,6 +207,19 @@ async function main(): Promise<void> {
           total_s: round(g.totalS), tokens_per_s: round(g.tokensPerSecond, 2), decode_tokens_per_s: round(g.decodeTokensPerSecond, 2),
         });
         summary.generate = { parameters: r.parameters, cached: run(r.cached), uncached: run(r.uncached), speedup: round(r.speedup, 2) };
+        break;
+      }
+      case 'ddp': {
+        section('data-parallel training (CPU ranks over MPI)');
+        const why = ddpUnavailable();
+        if (why) {
+          console.log(`skipped: ${why}`);
+          summary.ddp = { skipped: why };
+          break;
+        }
+        const rows = await benchDdp(args.quick ? 3 : args.ddpSteps);
+        printDdp(rows);
+        summary.ddp = rows.map((r) => ({ ranks: r.ranks, steps: r.steps, tokens_per_step: r.tokensPerStep, ms_per_step: round(r.msPerStep, 1), tokens_per_s: round(r.tokensPerSecond, 1) }));
         break;
       }
     }

@@ -143,8 +143,12 @@ export async function runUnderMpirun(nproc: number, argv: string[] = process.arg
     if (a === '--nproc') i++;
     else if (!a.startsWith('--nproc=')) rest.push(a);
   }
-  const flags = openmpi ? [...(nproc > availableParallelism() ? ['--oversubscribe'] : []), ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
-  const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true });
+  const cores = availableParallelism();
+  // Unbound ranks sharing the cores: OpenMPI would pin each to one core, where its threads would queue.
+  const flags = openmpi ? [...(nproc > cores ? ['--oversubscribe'] : []), '--bind-to', 'none', ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
+  const threads = String(Math.max(1, Math.floor(cores / nproc)));
+  const env = { ...process.env, GPTCUDA_NUM_THREADS: process.env.GPTCUDA_NUM_THREADS ?? threads, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? threads };
+  const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true, env });
   let received: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals) => () => {
     child.kill(received ? sig : STOP_SIGNAL);
