@@ -5,7 +5,7 @@ import type { Argv } from 'yargs';
 import { checkpointFileName, pruneCheckpoints } from '../checkpoint/archive.js';
 import { atomicWriteFile } from '../checkpoint/atomic.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint } from '../checkpoint/checkpoint.js';
-import { TOKEN_FILE_MAGIC, TokenFile, createLoaders, loadText } from '../data/dataset.js';
+import { TOKEN_FILE_MAGIC, createLoaders, loadText } from '../data/dataset.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -14,6 +14,7 @@ import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
 import { STOP_SIGNAL, joinLaunchedJob, optionsForWorld, worldIndependentOptions } from '../train/distributed.js';
 import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
+import { openTokenShards } from '../data/shards.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -218,7 +219,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
     const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
     // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
-    const tokenFile = dataPaths.length === 1 && isTokenFile(dataPaths[0]) ? TokenFile.open(dataPaths[0]) : null;
+    // Token files, llm.c shards and globs of them (ts/data/shards.ts) are streamed.
+    const tokenFile = openTokenShards(dataPaths, isTokenFile);
     for (const p of dataPaths)
       if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
         throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
