@@ -10,7 +10,8 @@ import type { Tensor } from '../tensor/tensor.js';
 /** The ranks of a job, as the launcher sets them (OpenMPI, MPICH/PMI, Slurm's srun). */
 export function launchedWorld(env: NodeJS.ProcessEnv = process.env): { size: number; localRank: number } | null {
   const first = (...names: string[]) => names.map((n) => env[n]).find((v) => v !== undefined && v !== '');
-  const size = Number(first('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_SIZE', 'SLURM_NTASKS') ?? NaN);
+  // SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: a batch script itself (no srun) is one task of its allocation.
+  const size = Number(first('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'SLURM_STEP_NUM_TASKS') ?? NaN);
   if (!(Number.isInteger(size) && size >= 1)) return null;
   const localRank = Number(first('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'PMI_LOCAL_RANK', 'SLURM_LOCALID') ?? 0);
   return { size, localRank: Number.isInteger(localRank) ? localRank : 0 };
@@ -96,7 +97,10 @@ export function joinLaunchedJob(): Collective | null {
   if (!world || world.size === 1) return null;
   const probe = native().mpi.probe();
   if (!probe.available) throw new Error(`started by an MPI launcher with ${world.size} ranks, but ${probe.reason}`);
-  return new Collective(world.localRank);
+  const c = new Collective(world.localRank);
+  if (c.size !== world.size)
+    throw new Error(`the launcher started ${world.size} ranks but MPI sees ${c.size}: the MPI library loaded (${probe.library}) is not the launcher's; set GPTCUDA_LIBMPI to the libmpi of your mpirun or srun`);
+  return c;
 }
 
 /**
