@@ -23,23 +23,15 @@ export class LlmcShard implements TokenSource {
   }
 
   static open(file: string): LlmcShard {
-    let fd: number;
+    const fd = (() => {
+      try {
+        return fs.openSync(file, 'r');
+      } catch {
+        throw new Error(`token shard not found or not readable: ${file}`);
+      }
+    })();
     try {
-      fd = fs.openSync(file, 'r');
-    } catch {
-      throw new Error(`token shard not found or not readable: ${file}`);
-    }
-    try {
-      const size = fs.fstatSync(fd).size;
-      if (size < LLMC_HEADER_BYTES) throw new Error(`${file}: not an llm.c token shard (${size} bytes; its header alone is ${LLMC_HEADER_BYTES})`);
-      const h = Buffer.alloc(12);
-      fs.readSync(fd, h, 0, 12, 0);
-      const magic = h.readInt32LE(0), version = h.readInt32LE(4), count = h.readInt32LE(8);
-      if (magic !== LLMC_MAGIC) throw new Error(`${file}: not an llm.c token shard (magic ${magic}, expected ${LLMC_MAGIC}); make shards with llm.c's dev/data scripts or \`gptcuda tokenize\``);
-      if (version !== LLMC_VERSION) throw new Error(`${file}: llm.c shard version ${version}; this build reads version ${LLMC_VERSION} (uint16 GPT-2 tokens)`);
-      const expected = LLMC_HEADER_BYTES + 2 * count;
-      if (count < 0 || expected !== size) throw new Error(`${file}: truncated or corrupt llm.c shard: the header says ${count} tokens (${expected} bytes) but the file has ${size} bytes`);
-      return new LlmcShard(file, fd, count);
+      return new LlmcShard(file, fd, llmcTokenCount(file, fd));
     } catch (err) {
       fs.closeSync(fd);
       throw err;
@@ -70,6 +62,20 @@ export class LlmcShard implements TokenSource {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
   }
+}
+
+/** The token count of an llm.c shard's header, checked against the file's size. */
+function llmcTokenCount(file: string, fd: number): number {
+  const size = fs.fstatSync(fd).size;
+  if (size < LLMC_HEADER_BYTES) throw new Error(`${file}: not an llm.c token shard (${size} bytes; its header alone is ${LLMC_HEADER_BYTES})`);
+  const h = Buffer.alloc(12);
+  fs.readSync(fd, h, 0, 12, 0);
+  const magic = h.readInt32LE(0), version = h.readInt32LE(4), count = h.readInt32LE(8);
+  if (magic !== LLMC_MAGIC) throw new Error(`${file}: not an llm.c token shard (magic ${magic}, expected ${LLMC_MAGIC}); make shards with llm.c's dev/data scripts or \`gptcuda tokenize\``);
+  if (version !== LLMC_VERSION) throw new Error(`${file}: llm.c shard version ${version}; this build reads version ${LLMC_VERSION} (uint16 GPT-2 tokens)`);
+  const expected = LLMC_HEADER_BYTES + 2 * count;
+  if (count < 0 || expected !== size) throw new Error(`${file}: truncated or corrupt llm.c shard: the header says ${count} tokens (${expected} bytes) but the file has ${size} bytes`);
+  return count;
 }
 
 /** Several sources read as one, back to back. */
