@@ -264,6 +264,14 @@ describe.skipIf(skipReason !== '')('MPI job failure and collectives', () => {
     expect(pids.filter(running), 'rank processes still running').toEqual([]);
   });
 
+  it('gptcuda info reports MPI (and that NCCL is not in this build)', async () => {
+    const [j, t] = await Promise.all([single(['info', '--json']), single(['info'])]);
+    const info = JSON.parse(ok(j, 'info --json').stdout) as { mpi: { available: boolean; impl: string; library: string }; nccl: { available: boolean; reason: string } };
+    expect(info.mpi).toEqual({ available: true, impl: OPENMPI ? 'OpenMPI' : 'MPICH', library: probe.library });
+    expect(info.nccl.available).toBe(false);
+    expect(ok(t, 'info').stdout).toContain(`\nmpi:  ${info.mpi.impl} (${info.mpi.library})\n`);
+  });
+
   it('the collectives validate their arguments with one-line errors', async () => {
     const script = join(root, 'validate.mjs');
     const dist = join(CLI_MAIN, '..', '..');
