@@ -218,8 +218,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     // Data settings come from the checkpoint on resume, so the order continues.
     const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
     const dataPaths = args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA];
-    // A token file (from `gptcuda tokenize`) is streamed; text is read whole.
-    // Token files, llm.c shards and globs of them (ts/data/shards.ts) are streamed.
+    // Token files (from `gptcuda tokenize`), llm.c shards and globs of them are streamed (ts/data/shards.ts); text is read whole.
     const tokenFile = openTokenShards(dataPaths, isTokenFile);
     for (const p of dataPaths)
       if (/\.tok$/i.test(p) && existsSync(p) && statSync(p).isFile() && !isTokenFile(p))
