@@ -171,6 +171,12 @@ NativeTensor* cpu_tensor(const Napi::CallbackInfo& info, size_t i, const char* o
   return t;
 }
 
+// The tensor argument of a collective: MPI started, then cpu_tensor's checks.
+NativeTensor* collective_tensor(const Napi::CallbackInfo& info, size_t i, const char* op, const char* name) {
+  require_started(info.Env(), op);
+  return cpu_tensor(info, i, op, name);
+}
+
 Napi::Value Probe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -214,12 +220,10 @@ Napi::Value Init(const Napi::CallbackInfo& info) {
 
 // allreduceSum(t): t = sum over ranks of t, in place.
 Napi::Value AllreduceSum(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  require_started(env, "allreduceSum");
-  NativeTensor* t = cpu_tensor(info, 0, "allreduceSum", "tensor");
+  NativeTensor* t = collective_tensor(info, 0, "allreduceSum", "tensor");
   Mpi& m = mpi();
-  check(env, "allreduceSum", m.allreduce(m.in_place, t->data(), int(t->numel()), m.f32, m.sum, m.comm));
-  return env.Undefined();
+  check(info.Env(), "allreduceSum", m.allreduce(m.in_place, t->data(), int(t->numel()), m.f32, m.sum, m.comm));
+  return info.Env().Undefined();
 }
 
 // allreduceScalars(values: Float64Array, op: 'sum' | 'max'), in place.
@@ -252,8 +256,7 @@ void partition(size_t n, int size, std::vector<int>* counts, std::vector<int>* d
 // reduceScatterSum(full, shard): shard = this rank's part of the sum over ranks of full.
 Napi::Value ReduceScatterSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  require_started(env, "reduceScatterSum");
-  NativeTensor* full = cpu_tensor(info, 0, "reduceScatterSum", "full");
+  NativeTensor* full = collective_tensor(info, 0, "reduceScatterSum", "full");
   NativeTensor* shard = cpu_tensor(info, 1, "reduceScatterSum", "shard");
   Mpi& m = mpi();
   std::vector<int> counts, displs;
@@ -267,21 +270,18 @@ Napi::Value ReduceScatterSum(const Napi::CallbackInfo& info) {
 
 // allgather(full): every rank's part (as reduceScatterSum splits it) sent to all, in place.
 Napi::Value Allgather(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  require_started(env, "allgather");
-  NativeTensor* full = cpu_tensor(info, 0, "allgather", "full");
+  NativeTensor* full = collective_tensor(info, 0, "allgather", "full");
   Mpi& m = mpi();
   std::vector<int> counts, displs;
   partition(full->numel(), m.size, &counts, &displs);
-  check(env, "allgather", m.allgatherv(m.in_place, 0, m.f32, full->data(), counts.data(), displs.data(), m.f32, m.comm));
-  return env.Undefined();
+  check(info.Env(), "allgather", m.allgatherv(m.in_place, 0, m.f32, full->data(), counts.data(), displs.data(), m.f32, m.comm));
+  return info.Env().Undefined();
 }
 
 // broadcast(t, root): every rank's t = root's t.
 Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  require_started(env, "broadcast");
-  NativeTensor* t = cpu_tensor(info, 0, "broadcast", "tensor");
+  NativeTensor* t = collective_tensor(info, 0, "broadcast", "tensor");
   Mpi& m = mpi();
   double root = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
   if (!(root >= 0 && root < m.size) || root != double(int(root)))

@@ -5,16 +5,19 @@
 //
 //   node dist/bench/main.js [--only gemm,attention,train,generate] [--device cpu|cuda]
 //                           [--json] [--quick] [--train-steps N] [--gen-tokens N] [--gen-tokens-nocache N] [--gen-batch N] [--gen-export DIR]
+//                           [--ddp [--ddp-steps N]]
 import { native } from '../tensor/native.js';
 import type { Device } from '../tensor/tensor.js';
 import { ATT, benchAttention, type AttentionResult } from './attention.js';
+import { benchDdp, ddpUnavailable, type DdpResult } from './ddp.js';
 import { benchGemm, GEMM_M, type GemmResult } from './gemm.js';
 import { benchGenerate, type GenerationResult } from './generate.js';
 import { benchTrain, profileTrainStep, type StepProfile, type TrainResult } from './train.js';
 import { fmt, formatTable, MB, now, round, type TimeOptions } from './util.js';
 
 const SECTIONS = ['gemm', 'attention', 'train', 'generate'] as const;
-type Section = (typeof SECTIONS)[number];
+// Not run by default: it starts mpirun.
+type Section = (typeof SECTIONS)[number] | 'ddp';
 
 interface Args {
   only: Section[];
@@ -26,6 +29,7 @@ interface Args {
   genTokensNoCache: number;
   genBatch: number;
   genExport?: string;
+  ddpSteps: number;
 }
 
 const USAGE = `usage: node dist/bench/main.js [options]
@@ -38,16 +42,18 @@ const USAGE = `usage: node dist/bench/main.js [options]
   --gen-tokens-nocache N   new tokens without the cache (default 200, as with the cache)
   --gen-batch N            prompts of the batched generation row (default 8)
   --gen-export DIR         also write the generation model for Hugging Face and our greedy ids to DIR
-                           (scripts/bench_torch.py --only generate --gen-dir DIR compares)`;
+                           (scripts/bench_torch.py --only generate --gen-dir DIR compares)
+  --ddp                    data-parallel training tokens/s with 1 and 2 CPU ranks (mpirun); alone, only this section
+  --ddp-steps N            timed steps per world size (default 20)`;
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200, genBatch: 8 };
+  const a: Args = { only: [...SECTIONS], device: 'cpu', json: false, quick: false, trainSteps: 3, genTokens: 200, genTokensNoCache: 200, genBatch: 8, ddpSteps: 20 };
   const int = (flag: string, v: string | undefined, min: number) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} needs an integer >= ${min} (got ${v ?? 'nothing'})`);
     return n;
   };
-  let sawTrainSteps = false, sawGen = false, sawGenNoCache = false;
+  let sawTrainSteps = false, sawGen = false, sawGenNoCache = false, sawOnly = false, ddp = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] = arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined];
@@ -58,6 +64,7 @@ function parseArgs(argv: string[]): Args {
         const bad = list.filter((s) => !(SECTIONS as readonly string[]).includes(s));
         if (bad.length || !list.length) throw new Error(`--only takes a comma-separated list of ${SECTIONS.join(', ')} (got '${list.join(',')}')`);
         a.only = SECTIONS.filter((s) => list.includes(s));
+        sawOnly = true;
         break;
       }
       case '--device': {
@@ -78,10 +85,13 @@ function parseArgs(argv: string[]): Args {
         a.genExport = dir;
         break;
       }
+      case '--ddp': ddp = true; break;
+      case '--ddp-steps': a.ddpSteps = int(flag, value(), 1); break;
       case '--help': case '-h': console.log(USAGE); process.exit(0); break;
       default: throw new Error(`unknown option '${arg}'\n${USAGE}`);
     }
   }
+  if (ddp) a.only = [...(sawOnly ? a.only : []), 'ddp'];
   if (a.quick) {
     if (!sawTrainSteps) a.trainSteps = 1;
     if (!sawGen) a.genTokens = 20;
@@ -168,6 +178,15 @@ function printGenerate(r: GenerationResult): void {
     `the same products through the packing GEMM: ${p.gemmPathMs.toFixed(2)} ms`);
 }
 
+function printDdp(rows: DdpResult[]): void {
+  console.log('2 layers, 64 wide, context 64, batch 4 per rank (2 ranks: twice the tokens per step); `train --nproc N`, threads split between ranks; tokens/s over all ranks');
+  const base = rows[0]!.tokensPerSecond;
+  console.log(formatTable(
+    ['ranks', 'steps', 'tokens/step', 'ms/step', 'tokens/s', 'vs 1 rank'],
+    rows.map((r) => [r.ranks, r.steps, r.tokensPerStep, r.msPerStep, r.tokensPerSecond, r.tokensPerSecond / base]),
+  ));
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const addon = native();
@@ -245,6 +264,19 @@ async function main(): Promise<void> {
             bytes_per_token: p.weightBytes + p.cacheBytes, parts: p.parts.map((x) => ({ name: x.name, ms: round(x.ms, 3) })),
           },
         };
+        break;
+      }
+      case 'ddp': {
+        section('data-parallel training (CPU ranks over MPI)');
+        const why = ddpUnavailable();
+        if (why) {
+          console.log(`skipped: ${why}`);
+          summary.ddp = { skipped: why };
+          break;
+        }
+        const rows = await benchDdp(args.quick ? 3 : args.ddpSteps);
+        printDdp(rows);
+        summary.ddp = rows.map((r) => ({ ranks: r.ranks, steps: r.steps, tokens_per_step: r.tokensPerStep, ms_per_step: round(r.msPerStep, 1), tokens_per_s: round(r.tokensPerSecond, 1) }));
         break;
       }
     }

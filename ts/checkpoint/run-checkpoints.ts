@@ -38,15 +38,6 @@ export async function loadResumePoint(resume: string, options: { device: Device;
   return { path: resumePath, checkpoint: resumed };
 }
 
-/** Puts the optimizer moments and the training position of `resumed` into `trainer`. */
-export function restoreTrainer(trainer: Trainer, resumed: LoadedCheckpoint): void {
-  if (resumed.trainState && resumed.optimizer) {
-    trainer.optimizer.m.write(resumed.optimizer.m);
-    trainer.optimizer.v.write(resumed.optimizer.v);
-    trainer.restore(resumed.trainState, resumed.optimizer.step);
-  }
-}
-
 export interface RunCheckpointerOptions {
   runDir: string;
   model: GPTModel;
@@ -56,6 +47,10 @@ export interface RunCheckpointerOptions {
   /** Stored in each manifest; pruning then touches only this run's checkpoints. */
   runId?: string;
   keep: number;
+  /** The full AdamW moments to save (default: the optimizer's own); called on every rank, so it may gather. */
+  moments?: (t: Trainer) => { m: Float32Array; v: Float32Array };
+  /** The training options to save (default `options`). */
+  trainOptions?: TrainOptions;
   /** false on the ranks of a data-parallel job other than rank 0: they record the step but write nothing. */
   writes?: boolean;
   /** After each checkpoint is written and older ones pruned. */
@@ -76,6 +71,7 @@ export class RunCheckpointer {
   readonly save = async (t: Trainer, why: 'interval' | 'end' | 'stop'): Promise<void> => {
     const { runDir, model, options, runId } = this.o;
     if (why !== 'interval' && this.savedStep === t.state.step) return;
+    const { m, v } = this.o.moments?.(t) ?? { m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array() };
     if (this.o.writes === false) {
       this.savedStep = t.state.step;
       return;
@@ -84,8 +80,8 @@ export class RunCheckpointer {
     try {
       await saveCheckpoint(path, {
         model,
-        optimizer: { step: t.optimizer.step, m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array(), hyper: options.optimizer },
-        train: { state: t.state, options, seed: this.o.seed, loaderConfig: this.o.loaderConfig },
+        optimizer: { step: t.optimizer.step, m, v, hyper: options.optimizer },
+        train: { state: t.state, options: this.o.trainOptions ?? options, seed: this.o.seed, loaderConfig: this.o.loaderConfig },
         ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
       });
     } catch (err) {

@@ -3,7 +3,7 @@ import { appendFileSync, existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { DiskWriteError, atomicWriteFile } from '../checkpoint/atomic.js';
-import { RunCheckpointer, loadResumePoint, restoreTrainer } from '../checkpoint/run-checkpoints.js';
+import { RunCheckpointer, loadResumePoint } from '../checkpoint/run-checkpoints.js';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
 import { TOKEN_FILE_MAGIC, isTokenFile } from '../data/token-file.js';
@@ -14,7 +14,8 @@ import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { lossPlotSvg } from '../train/plot.js';
-import { joinLaunchedJob } from '../train/distributed.js';
+import { STOP_SIGNAL, joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
+import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { setOutputClosedHandler } from './output.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -105,6 +106,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' }))
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .option('nproc', { type: 'number', describe: 'data parallel on this machine: run N ranks under mpirun (each --batch-size; an update spans N x --grad-accum micro-batches)' })
+    .option('zero', { type: 'number', choices: [0, 1], default: 0, describe: 'data parallel: 1 shards the AdamW moments across ranks (ZeRO-1), 0 keeps them whole on every rank' })
     .example('$0 train', "the book's run on the bundled text")
     .example('$0 train --data my-notes/ --epochs 3 --out runs/notes', 'train on every .txt in a folder')
     .example("$0 train --data 'fineweb10B/fineweb_train_*.bin' --model gpt2-small --max-steps 1000", "llm.c's token shards, streamed")
@@ -114,7 +116,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
 }
 
 /** 128 + the signal number, as a shell reports a process killed by it. */
-const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143, SIGUSR2: 140 };
 
 function timestamp(): string {
   const d = new Date();
@@ -137,8 +139,9 @@ function explainShortDefaultText<T>(isDefault: boolean, contextLength: number, f
 }
 
 /** The Trainer's settings: the flags', or on resume the checkpoint's. */
-function trainOptions(args: TrainArgs, resumed: { trainOptions: TrainOptions | null } | null): TrainOptions {
-  const options: TrainOptions = resumed?.trainOptions ?? {
+function trainOptions(args: TrainArgs, resumed: { trainOptions: TrainOptions | null } | null, world: Collective | null): TrainOptions {
+  // A run saved with N ranks continues with this job's: the micro-batches of a step stay the same.
+  const options: TrainOptions = resumed?.trainOptions ? optionsForWorld(resumed.trainOptions, world) : {
     epochs: args.epochs,
     maxSteps: args.maxSteps,
     optimizer: { ...BOOK_ADAMW, lr: args.lr, weightDecay: args.weightDecay },
@@ -269,13 +272,16 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }));
     const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
 
-    const options = trainOptions(args, resumed);
-    const trainer = new Trainer(model, loaders.train, loaders.val, options);
+    const options = trainOptions(args, resumed, world);
+    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0));
     if (world) {
       trainer.collective = world;
       world.broadcast(model.params.flat);
     }
-    if (resumed) restoreTrainer(trainer, resumed);
+    if (resumed?.trainState && resumed.optimizer) {
+      loadMoments(trainer.optimizer, resumed.optimizer.m, resumed.optimizer.v);
+      trainer.restore(resumed.trainState, resumed.optimizer.step);
+    }
 
     const logPath = join(runDir, 'log.jsonl');
     const log = (record: Record<string, unknown>) => {
@@ -345,7 +351,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       stopping = true;
       stopSignal = sig;
       // With --json, stdout carries only JSON lines: notices go to stderr.
-      const notice = `${sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
+      const notice = `${sig === STOP_SIGNAL ? 'stop requested (SIGUSR2 from the launcher)' : sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
       if (json && isRoot) console.error(notice);
       else if (isRoot) progress.log(notice);
       trainer.requestStop();
@@ -353,7 +359,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     // SIGHUP (terminal closed) saves too. A closed stdout (`| head`, or the
     // reader of a pipeline killed by the same Ctrl-C) stops the run the same
     // way: the checkpoint is written either way, never skipped for an EPIPE.
-    const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, () => onSignal(sig)] as const);
+    const handlers = ([...(['SIGINT', 'SIGTERM', 'SIGHUP'] as const), ...(world ? [STOP_SIGNAL] : [])] as const).map((sig) => [sig, () => onSignal(sig)] as const);
     for (const [sig, h] of handlers) process.on(sig, h);
     setOutputClosedHandler((stream) => {
       if (stream === 'stdout' && !stopping) {
@@ -366,6 +372,9 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       runDir, model, options, seed: args.seed, loaderConfig, runId, keep: args.keepCheckpoints,
       // Only rank 0 writes the run directory; the other ranks just follow the same steps.
       writes: isRoot,
+      // ZeRO-1: gathering the moments takes every rank; the saved options hold no world size.
+      moments: (t) => fullMoments(t.optimizer),
+      trainOptions: worldIndependentOptions(options, world),
       onSaved: async (record) => {
         log(record);
         if (json) json.write(record);
@@ -390,7 +399,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       const resume = `resume with: ${hint(`train --resume ${from}${readOnly ? ' --out <a writable directory>' : ''}`)}`;
       const last = () => (lastPath ? `; the last checkpoint is ${lastPath} (step ${lastSaved ? savedStep : startStep}); ${resume}` : '; no checkpoint of this run was written');
       if (!stepsDone) return lastPath ? cause + last() : cause;
-      if (savedStep === trainer.state.step || saveFailure !== undefined) return cause + last();
+      // Not with ZeRO-1: the other ranks, not failing, would not join the gather of the moments.
+      if (savedStep === trainer.state.step || saveFailure !== undefined || (world && args.zero === 1)) return cause + last();
       try {
         await checkpoint(trainer, 'stop');
         return `${cause}; the checkpoint of step ${trainer.state.step} (the last completed) was written to ${checkpoints.lastSaved}; ${resume}`;
@@ -421,13 +431,12 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       setOutputClosedHandler(() => undefined);
       progress.finish();
     }
-    // Every rank got here after the same step: the job ends normally.
-    world?.finish();
     if (stopSignal) process.exitCode = EXIT_CODES[stopSignal] ?? 1;
     if (summary.non_finite) {
       const nf = summary.non_finite;
       model.dispose();
       trainer.optimizer.dispose();
+      world?.finish();
       throw new Error(
         `training stopped at step ${nf.step}: ${nf.what} (the update was not applied); the last good step's weights (step ${summary.steps}) are saved in ${checkpoints.lastSaved}. ` +
           `Lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such updates; resume with: ${hint(`train --resume ${runDir}`)}`,
@@ -448,6 +457,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     }
     model.dispose();
     trainer.optimizer.dispose();
+    // Every rank got here after the same step, rank 0's output written: the job ends normally.
+    world?.finish();
     return summary;
   }
 }

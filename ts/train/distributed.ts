@@ -10,7 +10,8 @@ import type { Tensor } from '../tensor/tensor.js';
 /** The ranks of a job, as the launcher sets them (OpenMPI, MPICH/PMI, Slurm's srun). */
 export function launchedWorld(env: NodeJS.ProcessEnv = process.env): { size: number; localRank: number } | null {
   const first = (...names: string[]) => names.map((n) => env[n]).find((v) => v !== undefined && v !== '');
-  const size = Number(first('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'PMIX_SIZE', 'SLURM_NTASKS') ?? NaN);
+  // SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: a batch script itself (no srun) is one task of its allocation.
+  const size = Number(first('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'SLURM_STEP_NUM_TASKS') ?? NaN);
   if (!(Number.isInteger(size) && size >= 1)) return null;
   const localRank = Number(first('OMPI_COMM_WORLD_LOCAL_RANK', 'MPI_LOCALRANKID', 'PMI_LOCAL_RANK', 'SLURM_LOCALID') ?? 0);
   return { size, localRank: Number.isInteger(localRank) ? localRank : 0 };
@@ -96,15 +97,43 @@ export function joinLaunchedJob(): Collective | null {
   if (!world || world.size === 1) return null;
   const probe = native().mpi.probe();
   if (!probe.available) throw new Error(`started by an MPI launcher with ${world.size} ranks, but ${probe.reason}`);
-  return new Collective(world.localRank);
+  const c = new Collective(world.localRank);
+  if (c.size !== world.size)
+    throw new Error(`the launcher started ${world.size} ranks but MPI sees ${c.size}: the MPI library loaded (${probe.library}) is not the launcher's; set GPTCUDA_LIBMPI to the libmpi of your mpirun or srun`);
+  return c;
+}
+
+/**
+ * Ranks stop on this signal as on SIGTERM. mpirun forwards it to every rank at
+ * once, whereas its own SIGINT/SIGTERM handling sends SIGCONT, waits
+ * odls_base_sigkill_timeout (1 s), sends SIGTERM and kills as long after:
+ * too short to finish a step and write a checkpoint.
+ */
+export const STOP_SIGNAL = 'SIGUSR2' as const;
+
+/**
+ * A checkpoint records the micro-batches of a whole optimizer step (over all
+ * ranks) as its gradAccum, so it resumes on any number of ranks dividing it.
+ */
+export function worldIndependentOptions<T extends { gradAccum?: number }>(options: T, world: Collective | null): T {
+  return world ? { ...options, gradAccum: (options.gradAccum ?? 1) * world.size } : options;
+}
+
+/** The inverse of worldIndependentOptions for the ranks resuming. */
+export function optionsForWorld<T extends { gradAccum?: number }>(options: T, world: Collective | null): T {
+  if (!world) return options;
+  const total = options.gradAccum ?? 1;
+  if (total % world.size !== 0)
+    throw new Error(`--resume: the checkpoint's optimizer step spans ${total} micro-batch(es), which ${world.size} ranks cannot share; resume with a number of ranks dividing ${total}`);
+  return { ...options, gradAccum: total / world.size };
 }
 
 /**
  * `gptcuda train --nproc N`: the same command again under `mpirun -np N` on
  * this machine; resolves to its exit status. mpirun runs in its own process
- * group so that a Ctrl-C reaches it once, through us: it then sends SIGTERM to
- * every rank (they agree on a step, rank 0 writes the checkpoint), and we give
- * the ranks time for that before OpenMPI's SIGKILL (odls_base_sigkill_timeout).
+ * group so that a Ctrl-C reaches it once, through us: the first SIGINT,
+ * SIGTERM or SIGHUP becomes STOP_SIGNAL (the ranks agree on a step, rank 0
+ * writes the checkpoint); a second one is passed on as is, ending the job.
  */
 export async function runUnderMpirun(nproc: number, argv: string[] = process.argv): Promise<number> {
   if (!(Number.isInteger(nproc) && nproc >= 1)) throw new Error(`--nproc must be a positive integer (got ${nproc})`);
@@ -118,17 +147,26 @@ export async function runUnderMpirun(nproc: number, argv: string[] = process.arg
     if (a === '--nproc') i++;
     else if (!a.startsWith('--nproc=')) rest.push(a);
   }
-  const flags = openmpi ? [...(nproc > availableParallelism() ? ['--oversubscribe'] : []), ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
-  const env = { ...process.env, ...(openmpi && !process.env.OMPI_MCA_odls_base_sigkill_timeout ? { OMPI_MCA_odls_base_sigkill_timeout: '600' } : {}) };
+  const cores = availableParallelism();
+  // Unbound ranks sharing the cores: OpenMPI would pin each to one core, where its threads would queue.
+  const flags = openmpi ? [...(nproc > cores ? ['--oversubscribe'] : []), '--bind-to', 'none', ...(process.getuid?.() === 0 ? ['--allow-run-as-root'] : [])] : [];
+  const threads = String(Math.max(1, Math.floor(cores / nproc)));
+  const env = { ...process.env, GPTCUDA_NUM_THREADS: process.env.GPTCUDA_NUM_THREADS ?? threads, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? threads };
   const child = spawn('mpirun', ['-np', String(nproc), ...flags, process.execPath, ...process.execArgv, argv[1], ...rest], { stdio: 'inherit', detached: true, env });
-  const forward = (sig: NodeJS.Signals) => () => child.kill(sig);
+  let received: NodeJS.Signals | undefined;
+  const forward = (sig: NodeJS.Signals) => () => {
+    child.kill(received ? sig : STOP_SIGNAL);
+    received ??= sig;
+  };
   const handlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => [sig, forward(sig)] as const);
   for (const [sig, h] of handlers) process.on(sig, h);
   try {
-    return await new Promise<number>((resolve, reject) => {
+    const status = await new Promise<number>((resolve, reject) => {
       child.on('error', (e) => reject(new Error(`cannot start mpirun: ${e.message}`)));
       child.on('exit', (code, signal) => resolve(code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1)));
     });
+    // Stopped by a signal: the status says which, as a single process's would.
+    return received && status !== 0 ? 128 + osConstants.signals[received] : status;
   } finally {
     for (const [sig, h] of handlers) process.off(sig, h);
   }

@@ -10,6 +10,7 @@ import { generateGreedySync } from '../generate/generate.js';
 import { loaderLoss } from './loss.js';
 import { AdamW, type AdamWConfig } from './optimizer.js';
 import type { Collective } from './distributed.js';
+import type { Optimizer } from './zero.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -84,7 +85,7 @@ export interface TrainHooks {
 }
 
 export class Trainer {
-  readonly optimizer: AdamW;
+  readonly optimizer: Optimizer;
   state: TrainState;
   private stopRequested = false;
   /**
@@ -99,6 +100,7 @@ export class Trainer {
     readonly train: DataLoader,
     readonly val: DataLoader,
     readonly options: TrainOptions,
+    optimizer?: Optimizer,
   ) {
     if (train.numBatches === 0) throw new Error('training loader has no batches: lower --batch-size or --context-length, or give more text');
     const accum = options.gradAccum ?? 1;
@@ -106,7 +108,7 @@ export class Trainer {
     if (!(options.evalFreq >= 1)) throw new Error(`--eval-freq must be >= 1 (got ${options.evalFreq})`);
     // A bad id is reported as its place in the corpus, before it reaches the embedding.
     for (const l of [train, val]) l.vocabSize ??= model.config.vocabSize;
-    this.optimizer = new AdamW(model.params, options.optimizer);
+    this.optimizer = optimizer ?? new AdamW(model.params, options.optimizer);
     this.state = {
       step: 0,
       epoch: 0,
@@ -179,7 +181,8 @@ export class Trainer {
    * a stop requested on any rank (a signal) stops all after this step.
    */
   private reduceStep(world: Collective, lossSum: number): number {
-    world.sum(this.model.params.flatGrad);
+    if ('reduceGradients' in this.optimizer) this.optimizer.reduceGradients();
+    else world.sum(this.model.params.flatGrad);
     const [loss, stops] = world.sumScalars([lossSum, this.stopRequested ? 1 : 0]);
     if (stops > 0) this.stopRequested = true;
     return loss;
@@ -236,9 +239,9 @@ export class Trainer {
         if (micro < accum && seen < batches) continue;
         this.model.dropoutCounter = dropout0 + micro;
         dropout0 = this.model.dropoutCounter;
-        if (world) lossSum = this.reduceStep(world, lossSum);
         // An epoch ending mid-accumulation updates with what it has.
         if (micro < accum) ops.scale(this.model.params.flatGrad, accum / micro);
+        if (world) lossSum = this.reduceStep(world, lossSum);
         const lr = this.learningRate(s.step);
         // The norm is measured (and clipped) before the update, so a NaN/Inf never reaches the weights.
         const norm = this.optimizer.clipGradNorm(this.options.gradClip);

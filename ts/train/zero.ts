@@ -1,0 +1,96 @@
+// ZeRO stage 1 (`--zero 1`): each rank keeps the AdamW moments of its own
+// contiguous part of the flat parameter buffer only, so optimizer memory per
+// rank falls by the number of ranks. Per step: the gradients are summed and
+// scattered (each rank receives its part), the rank updates its part, and the
+// parameters are gathered back to every rank. Checkpoints hold the full
+// moments, gathered, so they do not depend on the world size.
+import type { ParameterStore } from '../nn/parameters.js';
+import * as ops from '../tensor/ops.js';
+import { Tensor } from '../tensor/tensor.js';
+import type { Collective } from './distributed.js';
+import { AdamW, type AdamWConfig } from './optimizer.js';
+
+export class ZeroAdamW {
+  /** This rank's part of the moments, [start, start + length) of the flat buffer. */
+  readonly m: Tensor;
+  readonly v: Tensor;
+  step = 0;
+  readonly start: number;
+  readonly length: number;
+  private readonly gradShard: Tensor;
+  private readonly paramShard: Tensor;
+  private readonly normSq: Tensor;
+
+  constructor(readonly params: ParameterStore, public config: AdamWConfig, readonly world: Collective) {
+    if (params.device !== 'cpu') throw new Error(`--zero 1 runs on CPU ranks (MPI); got parameters on ${params.device}`);
+    ({ start: this.start, length: this.length } = world.shard(params.numel));
+    if (this.length === 0) throw new Error(`--zero 1: ${params.numel} parameters cannot be split over ${world.size} ranks; use fewer ranks or --zero 0`);
+    this.m = Tensor.zeros([this.length]);
+    this.v = Tensor.zeros([this.length]);
+    this.gradShard = Tensor.zeros([this.length]);
+    this.paramShard = params.flat.view(this.start, [this.length]);
+    this.normSq = Tensor.zeros([1]);
+  }
+
+  /** Once per step, after the backward passes: this rank's part of the gradients summed over ranks. */
+  reduceGradients(): void {
+    this.world.reduceScatter(this.params.flatGrad, this.gradShard);
+  }
+
+  /** Global L2 norm (the parts' squares summed over ranks), and clipping of this rank's part to it. */
+  clipGradNorm(maxNorm?: number): number {
+    ops.sumSquares(this.normSq, this.gradShard);
+    const [total] = this.world.sumScalars([this.normSq.item()]);
+    if (maxNorm !== undefined && maxNorm > 0) {
+      this.normSq.write(Float32Array.of(total));
+      ops.clipByNorm(this.gradShard, this.normSq, maxNorm);
+    }
+    return Math.sqrt(total);
+  }
+
+  update(lr = this.config.lr): void {
+    this.step += 1;
+    const c = this.config;
+    ops.adamw(this.paramShard, this.gradShard, this.m, this.v, {
+      lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: c.weightDecay, step: this.step,
+    });
+    this.world.allgather(this.params.flat);
+  }
+
+  /** Every rank's part, on every rank (a collective: all ranks call it). */
+  gather(shard: Tensor): Float32Array {
+    const host = new Float32Array(this.params.numel);
+    host.set(shard.toFloat32Array(), this.start);
+    const full = Tensor.from(host, [host.length]);
+    try {
+      this.world.allgather(full);
+      return full.toFloat32Array();
+    } finally {
+      full.dispose();
+    }
+  }
+
+  dispose(): void {
+    for (const t of [this.m, this.v, this.gradShard, this.normSq]) t.dispose();
+  }
+}
+
+export type Optimizer = AdamW | ZeroAdamW;
+
+/** `--zero 1` with several ranks shards the moments; otherwise the plain AdamW. */
+export function createOptimizer(params: ParameterStore, config: AdamWConfig, world: Collective | null, zero: number): Optimizer {
+  if (zero !== 0 && zero !== 1) throw new Error(`--zero must be 0 (plain data parallel) or 1 (AdamW moments sharded across ranks), got ${zero}`);
+  return zero === 1 && world ? new ZeroAdamW(params, config, world) : new AdamW(params, config);
+}
+
+/** The full moments for a checkpoint; with ZeRO a collective that every rank must call. */
+export function fullMoments(o: Optimizer): { m: Float32Array; v: Float32Array } {
+  return o instanceof ZeroAdamW ? { m: o.gather(o.m), v: o.gather(o.v) } : { m: o.m.toFloat32Array(), v: o.v.toFloat32Array() };
+}
+
+/** Loads full moments from a checkpoint (with ZeRO, this rank's part). */
+export function loadMoments(o: Optimizer, m: Float32Array, v: Float32Array): void {
+  const part = (a: Float32Array) => (o instanceof ZeroAdamW ? a.subarray(o.start, o.start + o.length) : a);
+  o.m.write(part(m));
+  o.v.write(part(v));
+}
