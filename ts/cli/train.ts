@@ -1,8 +1,8 @@
 // `gptcuda train`: the book's chapter-5 pretraining run, from the command line.
-import { appendFileSync, existsSync, rmSync, statSync } from 'node:fs';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
-import { DiskWriteError, atomicWriteFile } from '../checkpoint/atomic.js';
+import { DiskWriteError } from '../checkpoint/atomic.js';
 import { RunCheckpointer, loadResumePoint } from '../checkpoint/run-checkpoints.js';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
@@ -11,17 +11,18 @@ import { LLMC_SHARD_MAGIC, expandDataGlobs, isLlmcShard, openTokenData } from '.
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
+import type { Device } from '../tensor/tensor.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
-import { lossPlotSvg } from '../train/plot.js';
-import { STOP_SIGNAL, joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
+import { joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
 import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
-import { setOutputClosedHandler } from './output.js';
+import { EXIT_CODES, StopOnSignals } from './stop-signals.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
 import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
-import { JsonLines, Progress, formatDuration, plainProgressInterval } from './progress.js';
+import { formatDuration } from './progress.js';
+import { TrainOutput } from './train-output.js';
 import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, deviceOption, hint } from './options.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
@@ -115,17 +116,10 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
 }
 
-/** 128 + the signal number, as a shell reports a process killed by it. */
-const EXIT_CODES: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143, SIGUSR2: 140 };
-
 function timestamp(): string {
   const d = new Date();
   const p = (n: number) => String(n).padStart(2, '0');
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
-}
-
-function formatEval(e: Extract<TrainEvent, { event: 'eval' }>): string {
-  return `Ep ${e.epoch} (Step ${String(e.step).padStart(6, '0')}): Train loss ${e.train_loss.toFixed(3)}, Val loss ${e.val_loss.toFixed(3)}`;
 }
 
 /** The bundled text is short: say so plainly, with a context length that fits. */
@@ -161,6 +155,51 @@ function trainOptions(args: TrainArgs, resumed: { trainOptions: TrainOptions | n
   return options;
 }
 
+/** The --data paths (globs expanded) and, for text, the text; token files and shards are opened later. */
+function resolveCorpus(paths: string[]): { dataPaths: string[]; isTokenData: boolean; text?: string } {
+  const dataPaths = expandDataGlobs(paths);
+  for (const p of dataPaths) {
+    if (!existsSync(p) || !statSync(p).isFile()) continue;
+    if (/\.tok$/i.test(p) && !isTokenFile(p))
+      throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
+    if (/\.bin$/i.test(p) && !isLlmcShard(p))
+      throw new Error(`${p} is not an llm.c token shard (its first int32 is not ${LLMC_SHARD_MAGIC}); give llm.c's *.bin shards, gptcuda .tok files or text`);
+  }
+  // Token files (from `gptcuda tokenize`) and llm.c shards are streamed (opened once the model's
+  // vocabulary is known, so a bad id in a token file fails before training); text is read whole.
+  const isTokenData = dataPaths.some((p) => isTokenFile(p) || isLlmcShard(p));
+  const text = isTokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
+  return { dataPaths, isTokenData, text };
+}
+
+/**
+ * The model to train: the resumed checkpoint's, the --init-from weights, or
+ * the config of a new one (built only once the data is known to be usable:
+ * initialisation takes a while for the larger presets).
+ */
+async function resolveModel(args: TrainArgs, resumedModel: GPTModel | null, device: Device): Promise<{ loadedModel: GPTModel | null; newConfig: GPTConfig | null }> {
+  let loadedModel: GPTModel | null = null;
+  let newConfig: GPTConfig | null = null;
+  const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
+  if (resumedModel) loadedModel = resumedModel;
+  else if (initFrom) {
+    loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
+    if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
+    loadedModel.dropoutSeed = args.seed;
+  } else {
+    newConfig = resolveConfig(args.model, {
+      contextLength: args.contextLength,
+      embDim: args.embDim,
+      nLayers: args.nLayers,
+      nHeads: args.nHeads,
+      dropRate: args.dropRate,
+      qkvBias: args.qkvBias,
+      init: args.init,
+    });
+  }
+  return { loadedModel, newConfig };
+}
+
 export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   checkTrainFlags(args);
   if (!args.initFrom && !args.resume && !(args.modelsDir && args.model)) {
@@ -174,12 +213,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   if (world && args.nproc !== undefined && args.nproc !== world.size) throw new Error(`--nproc ${args.nproc} but the launcher started ${world.size} ranks; drop --nproc under mpirun or srun`);
   if (world && device !== 'cpu') throw new Error(`data-parallel training on ${device} needs NCCL, which this build lacks; use --device cpu with several ranks`);
   // ----
-  const json = args.json && isRoot ? new JsonLines() : null;
-  const say = (line: string) => {
-    if (!json && isRoot) console.log(line);
-  };
-
-  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !json && isRoot)
+  if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !args.json && isRoot)
     console.log(`training ${args.model} from scratch (use --init-from models/${OPENAI_SIZE_OF_PRESET[args.model] ?? '124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
@@ -211,43 +245,12 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
 
     // Data settings come from the checkpoint on resume, so the order continues.
     const dataCfg = resumed ? (resumed.manifest.data as Record<string, unknown>) : null;
-    const dataPaths = expandDataGlobs(args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA]);
-    for (const p of dataPaths) {
-      if (!existsSync(p) || !statSync(p).isFile()) continue;
-      if (/\.tok$/i.test(p) && !isTokenFile(p))
-        throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
-      if (/\.bin$/i.test(p) && !isLlmcShard(p))
-        throw new Error(`${p} is not an llm.c token shard (its first int32 is not ${LLMC_SHARD_MAGIC}); give llm.c's *.bin shards, gptcuda .tok files or text`);
-    }
-    // Token files (from `gptcuda tokenize`) and llm.c shards are streamed (opened below, with the
-    // model's vocabulary, so a bad id in a token file fails before training); text is read whole.
-    const isTokenData = dataPaths.some((p) => isTokenFile(p) || isLlmcShard(p));
-    const text = isTokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
-
-    // A new model is built only once the data is known to be usable: its
-    // initialisation takes a while for the larger presets.
-    let loadedModel: GPTModel | null = null;
-    let newConfig: GPTConfig | null = null;
-    const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
-    if (resumed) loadedModel = resumed.model;
-    else if (initFrom) {
-      loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
-      if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
-      loadedModel.dropoutSeed = args.seed;
-    } else {
-      newConfig = resolveConfig(args.model, {
-        contextLength: args.contextLength,
-        embDim: args.embDim,
-        nLayers: args.nLayers,
-        nHeads: args.nHeads,
-        dropRate: args.dropRate,
-        qkvBias: args.qkvBias,
-        init: args.init,
-      });
-    }
+    const corpus = resolveCorpus(args.data ?? (dataCfg?.paths as string[] | undefined) ?? [DEFAULT_DATA]);
+    const { dataPaths } = corpus;
+    const { loadedModel, newConfig } = await resolveModel(args, resumed?.model ?? null, device);
     // Every id of a token file is checked against this model's vocabulary at open, so a bad one fails
     // before training with the file and offset (shards are checked as their windows are read).
-    const tokenData = isTokenData ? openTokenData(dataPaths, { vocabSize: (loadedModel?.config ?? newConfig!).vocabSize }) : null;
+    const tokenData = corpus.isTokenData ? openTokenData(dataPaths, { vocabSize: (loadedModel?.config ?? newConfig!).vocabSize }) : null;
     const modelContext = (loadedModel?.config ?? newConfig!).contextLength;
     const windowLength = (dataCfg?.context_length as number | undefined) ?? Math.min(args.contextLength ?? modelContext, modelContext);
     if (args.contextLength !== undefined && args.contextLength > modelContext)
@@ -262,7 +265,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       seed: (dataCfg?.seed as number | undefined) ?? args.seed,
     };
     const loaders = explainShortDefaultText(args.data === undefined && !dataCfg, windowLength, () => createLoaders({
-      ...(tokenData ? { ids: tokenData } : { text, textSource: dataPaths.join(', ') }),
+      ...(tokenData ? { ids: tokenData } : { text: corpus.text, textSource: dataPaths.join(', ') }),
       trainRatio: loaderConfig.train_ratio,
       contextLength: loaderConfig.context_length,
       stride: loaderConfig.stride,
@@ -283,10 +286,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       trainer.restore(resumed.trainState, resumed.optimizer.step);
     }
 
-    const logPath = join(runDir, 'log.jsonl');
-    const log = (record: Record<string, unknown>) => {
-      if (isRoot) appendFileSync(logPath, JSON.stringify(record) + '\n');
-    };
+    const out = new TrainOutput(runDir, { json: args.json, writes: isRoot });
     const header = {
       event: 'start',
       device,
@@ -303,8 +303,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       step: trainer.state.step,
       ...(world ? { ranks: world.size, mpi: world.version } : {}),
     };
-    log(header);
-    json?.write(header);
+    out.record(header);
+    const say = (line: string) => out.say(line);
     if (world) say(world.describe(device));
     say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
     say(deviceLine(device, args.device, native().backends().cuda.reason));
@@ -312,61 +312,12 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
     say(`run directory: ${runDir}`);
 
-    const progress = new Progress({ total: trainer.totalSteps, label: 'train', unit: 'step', start: trainer.state.step, enabled: !json && isRoot && process.stderr.isTTY === true, plainIntervalMs: json || !isRoot ? undefined : plainProgressInterval(), etaFromAverage: true });
-    const tokensPerStep = loaders.train.batchSize * windowLength * trainer.microBatchesPerStep;
-    let lastTick = performance.now();
-    let rate = 0;
-    // The plot is replaced atomically: a viewer never sees half an SVG.
-    const writePlot = async () => {
-      const h = trainer.state.history;
-      if (h.trainLosses.length === 0) return;
-      await atomicWriteFile(join(runDir, 'loss-plot.svg'), lossPlotSvg({ epochsSeen: h.epochsSeen, tokensSeen: h.tokensSeen, trainLosses: h.trainLosses, valLosses: h.valLosses }));
-    };
-
+    out.startProgress(trainer.totalSteps, trainer.state.step, loaders.train.batchSize * windowLength * trainer.microBatchesPerStep);
     const onEvent = (e: TrainEvent) => {
       if (e.event === 'step') stepsDone = true;
-      if (!isRoot) return;
-      log(e as unknown as Record<string, unknown>);
-      if (json) return json.write(e as unknown as Record<string, unknown>);
-      if (e.event === 'step') {
-        const now = performance.now();
-        const inst = tokensPerStep / Math.max((now - lastTick) / 1000, 1e-9);
-        rate = rate === 0 ? inst : 0.8 * rate + 0.2 * inst;
-        lastTick = now;
-        progress.update(e.step + 1, `loss ${e.loss.toFixed(3)} | ${Math.round(rate)} tok/s`);
-      } else if (e.event === 'eval') {
-        progress.log(formatEval(e));
-      } else {
-        progress.log(e.text);
-      }
+      out.event(e);
     };
-
-    let stopping = false;
-    let stopSignal: string | undefined;
-    const onSignal = (sig: string) => {
-      if (stopping) {
-        console.error(`\n${sig} again: exiting without a final checkpoint`);
-        process.exit(EXIT_CODES[sig] ?? 1);
-      }
-      stopping = true;
-      stopSignal = sig;
-      // With --json, stdout carries only JSON lines: notices go to stderr.
-      const notice = `${sig === STOP_SIGNAL ? 'stop requested (SIGUSR2 from the launcher)' : sig}: finishing this step and writing a checkpoint (press Ctrl-C again to abort)`;
-      if (json && isRoot) console.error(notice);
-      else if (isRoot) progress.log(notice);
-      trainer.requestStop();
-    };
-    // SIGHUP (terminal closed) saves too. A closed stdout (`| head`, or the
-    // reader of a pipeline killed by the same Ctrl-C) stops the run the same
-    // way: the checkpoint is written either way, never skipped for an EPIPE.
-    const handlers = ([...(['SIGINT', 'SIGTERM', 'SIGHUP'] as const), ...(world ? [STOP_SIGNAL] : [])] as const).map((sig) => [sig, () => onSignal(sig)] as const);
-    for (const [sig, h] of handlers) process.on(sig, h);
-    setOutputClosedHandler((stream) => {
-      if (stream === 'stdout' && !stopping) {
-        stopping = true;
-        trainer.requestStop();
-      }
-    });
+    const stop = new StopOnSignals(trainer, world !== null, (notice) => out.notice(notice));
 
     const checkpoints = new RunCheckpointer({
       runDir, model, options, seed: args.seed, loaderConfig, runId, keep: args.keepCheckpoints,
@@ -376,9 +327,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       moments: (t) => fullMoments(t.optimizer),
       trainOptions: worldIndependentOptions(options, world),
       onSaved: async (record) => {
-        log(record);
-        if (json) json.write(record);
-        await writePlot();
+        out.record(record);
+        await out.writePlot(trainer.state);
       },
     });
     const checkpoint = checkpoints.save;
@@ -419,19 +369,17 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
         saveEvery: args.saveEvery,
         nonFinite: args.skipNonfinite ? 'skip' : 'stop',
         onNonFinite: (e) => {
-          log(e as unknown as Record<string, unknown>);
+          out.logOnly(e as unknown as Record<string, unknown>);
           if (isRoot) console.error(`step ${e.step}: ${e.what}; ${e.action === 'skip' ? 'update skipped (--skip-nonfinite)' : 'stopping before the update'}`);
         },
       });
     } catch (err) {
       throw new Error(await afterFailedStep(err), { cause: err });
     } finally {
-      for (const [sig, h] of handlers) process.off(sig, h);
-      // The summary lines still to come must not turn a dead reader into exit 0.
-      setOutputClosedHandler(() => undefined);
-      progress.finish();
+      stop.dispose();
+      out.finishProgress();
     }
-    if (stopSignal) process.exitCode = EXIT_CODES[stopSignal] ?? 1;
+    if (stop.signal) process.exitCode = EXIT_CODES[stop.signal] ?? 1;
     if (summary.non_finite) {
       const nf = summary.non_finite;
       model.dispose();
@@ -442,17 +390,15 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
           `Lower --lr, add --grad-clip, or pass --skip-nonfinite to skip such updates; resume with: ${hint(`train --resume ${runDir}`)}`,
       );
     }
-    await writePlot();
-    const done = { event: 'done', ...summary, run_dir: runDir };
-    log(done);
-    if (json) {
-      json.write(done);
+    await out.writePlot(trainer.state);
+    out.record({ event: 'done', ...summary, run_dir: runDir });
+    if (out.isJson) {
       if (summary.stopped_early && isRoot) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
     } else {
       const runTotal = startStep > 0 ? `; run total: ${summary.steps} steps, ${summary.tokens_seen} tokens` : '';
       say(`done: this invocation: ${summary.steps - startStep} steps, ${summary.tokens_seen - startTokens} tokens in ${formatDuration(summary.seconds)} (${Math.round(summary.tokens_per_s)} tok/s)${runTotal}`);
       say(`final train loss ${summary.final_train_loss.toFixed(3)}, val loss ${summary.final_val_loss.toFixed(3)}`);
-      say(`loss plot: ${join(runDir, 'loss-plot.svg')}; log: ${logPath}`);
+      say(`loss plot: ${out.plotPath}; log: ${out.logPath}`);
       if (summary.stopped_early) say(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);
     }
     model.dispose();
