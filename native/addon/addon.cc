@@ -7,6 +7,7 @@
 #include <string>
 
 #include "backends.h"
+#include "js_errors.h"
 #include "mpi.h"
 #include "ops.h"
 #include "recording.h"
@@ -34,18 +35,6 @@ DType parse_dtype(Napi::Env env, const Napi::Value& v, const char* op) {
   if (s == "int32") return DType::I32;
   if (s == "bfloat16") return DType::BF16;
   throw Napi::TypeError::New(env, std::string(op) + ": dtype must be 'float32', 'int32' or 'bfloat16'");
-}
-
-// Runs fn; a C++ exception becomes a JS Error (message prefixed), JS errors pass through.
-template <class F>
-auto js_errors(Napi::Env env, const std::string& prefix, F&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, prefix + e.what());
-  }
 }
 
 // createTensor(shape, dtype, device): zero-filled.

@@ -7,6 +7,7 @@
 
 #include "args.h"
 #include "backends.h"
+#include "js_errors.h"
 
 // Evaluates the arguments now (pointers, sizes) and runs the backend method
 // now, or later on a worker thread when a recording is open (see recording.h).
@@ -428,14 +429,8 @@ struct OpEntry {
 Napi::Value call_op(const Napi::CallbackInfo& info) {
   auto* entry = static_cast<const OpEntry*>(info.Data());
   Args args(info, entry->name);
-  try {
-    entry->fn(args);
-    return info.Env().Undefined();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what());
-  }
+  js_errors(info.Env(), std::string(entry->name) + ": ", [&] { entry->fn(args); });
+  return info.Env().Undefined();
 }
 
 const OpEntry kOps[] = {

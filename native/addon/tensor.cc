@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "backends.h"
+#include "js_errors.h"
 
 namespace gptcuda {
 
@@ -185,7 +186,7 @@ Napi::Value NativeTensor::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   require_live(env, "read");
   size_t n = numel();
-  try {
+  return js_errors(env, "read: ", [&]() -> Napi::Value {
     if (dtype_ == DType::F32) {
       auto arr = Napi::Float32Array::New(env, n);
       if (n) backend()->download(arr.Data(), data(), n * 4);
@@ -199,11 +200,7 @@ Napi::Value NativeTensor::Read(const Napi::CallbackInfo& info) {
     auto arr = Napi::Uint16Array::New(env, n);
     if (n) backend()->download(arr.Data(), data(), n * 2);
     return arr;
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("read: ") + e.what());
-  }
+  });
 }
 
 // write(typedArray): copies exactly numel elements of matching dtype in.
@@ -225,11 +222,7 @@ Napi::Value NativeTensor::Write(const Napi::CallbackInfo& info) {
                                          std::to_string(numel()));
   if (numel()) {
     const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    try {
-      backend()->upload(data(), src, numel() * dtype_size(dtype_));
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, std::string("write: ") + e.what());
-    }
+    js_errors(env, "write: ", [&] { backend()->upload(data(), src, numel() * dtype_size(dtype_)); });
   }
   return env.Undefined();
 }

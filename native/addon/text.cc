@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../text/bpe.h"
+#include "js_errors.h"
 
 namespace gptcuda {
 namespace {
@@ -91,25 +92,21 @@ class BpeTokenizer : public Napi::ObjectWrap<BpeTokenizer> {
     if (total != bytes.ElementLength())
       throw Napi::RangeError::New(env, "new BpeTokenizer: the lengths add up to " + std::to_string(total) +
                                            " bytes but bytes holds " + std::to_string(bytes.ElementLength()));
-    try {
+    js_errors(env, "new BpeTokenizer: ", [&] {
       bpe_ = std::make_shared<const text::Bpe>(bytes.As<Napi::Uint8Array>().Data(), lens.Data(),
                                                ranks.As<Napi::Uint32Array>().Data(), lens.ElementLength(),
                                                info[3].As<Napi::String>().Utf8Value(),
                                                info[4].As<Napi::Number>().Uint32Value());
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(env, std::string("new BpeTokenizer: ") + e.what());
-    }
+    });
   }
 
  private:
   Napi::Value Encode(const Napi::CallbackInfo& info) {
     EncodeArgs a = parse_encode_args(info, "encode");
-    try {
+    return js_errors(info.Env(), "BpeTokenizer.encode: ", [&] {
       return to_uint32_array(info.Env(), bpe_->encode(reinterpret_cast<const uint8_t*>(a.text.data()),
                                                       a.text.size(), a.chunks, a.threads));
-    } catch (const std::exception& e) {
-      throw Napi::Error::New(info.Env(), std::string("BpeTokenizer.encode: ") + e.what());
-    }
+    });
   }
   Napi::Value EncodeAsync(const Napi::CallbackInfo& info) {
     auto* w = new EncodeWorker(info.Env(), bpe_, parse_encode_args(info, "encodeAsync"));
