@@ -13,9 +13,12 @@ import { OP_TABLE, OpContext, PENDING, coverageGaps, type Precision } from './he
 const cuda = native().backends().cuda;
 if (!cuda.available) console.warn(`op table on CUDA skipped: ${cuda.reason ?? 'CUDA is not available'}`);
 
-/** TF32 tensor cores: on from compute capability 8.0 unless GPTCUDA_TF32=0 (native/cuda/backend_cuda.cu). */
+/**
+ * TF32 tensor cores: on from compute capability 8.0 unless GPTCUDA_TF32=0 (native/cuda/backend_cuda.cu).
+ * The emulator can run them on unrounded float32 inputs (GPTCUDA_EMU_TF32_EXACT, native/cuda/emu/simt.h).
+ */
 function precisionOf(device: Device): Precision {
-  if (device === 'cpu' || process.env.GPTCUDA_TF32 === '0') return 'fp32';
+  if (device === 'cpu' || process.env.GPTCUDA_TF32 === '0' || process.env.GPTCUDA_EMU_TF32_EXACT === '1') return 'fp32';
   return Number(native().deviceInfo('cuda').computeCapability.split('.')[0]) >= 8 ? 'tf32' : 'fp32';
 }
 
