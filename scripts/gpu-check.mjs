@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `npm run gpu-check` on a machine with an NVIDIA GPU: builds the addon with
-// the CUDA backend, runs the CUDA parity tests (every op, the whole model),
+// the CUDA backend, runs the CUDA tests (the op table, the whole model),
 // then the GPU benchmark, then the book's run on the GPU (timed, its loss
 // curve against the CPU's), and prints a short summary last.
 //
@@ -25,7 +25,7 @@ const built = run('build with CUDA', process.execPath, ['scripts/build-native.mj
 if (!built) process.exit(1);
 run('info', process.execPath, ['dist/cli/main.js', 'info']);
 const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
-const parity = run('CUDA parity tests', process.execPath, [vitest, 'run', '--project', 'main', 'test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts']);
+const parity = run('CUDA parity tests', process.execPath, [vitest, 'run', '--project', 'main', 'test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts']);
 const bench = run('GPU benchmark', process.execPath, ['dist/bench/gpu.js']);
 const book = bookRun();
 console.log(`\ngpu-check: parity ${parity ? 'passed' : 'FAILED'}, benchmark ${bench ? 'done' : 'FAILED'}, book run ${book}`);
