@@ -14,13 +14,15 @@ const shared = {
 // native/cuda sources on a CPU SIMT emulator, see native/cuda/emu/), so the
 // CUDA code is exercised on every machine, GPU or not: as on an H100 (TF32
 // tensor cores), with TF32 off (the float32 attention kernels), and as on an
-// A100 (sm_80's smaller shared memory per block).
-const cudaSuites = ['test/op-table.test.ts', 'test/cuda-parity.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
-const emulated = (name: string, include: string[], env: Record<string, string>) => ({
+// A100 (sm_80's smaller shared memory per block); and the op table's
+// tensor-core ops once more with the emulator's TF32 rounding off.
+const cudaSuites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+const emulated = (name: string, include: string[], env: Record<string, string>, testNamePattern?: RegExp) => ({
   test: {
     ...shared,
     name,
     include,
+    testNamePattern,
     globalSetup: ['test/helpers/build-emulated-cuda.ts'],
     env: { GPTCUDA_CUDA_LIBRARY: emulatedLibrary, ...env },
   },
@@ -31,8 +33,10 @@ export default defineConfig({
     projects: [
       { test: { ...shared, name: 'main', include: ['test/**/*.test.ts'] } },
       emulated('cuda-emulated', cudaSuites, {}),
-      emulated('cuda-emulated-fp32', ['test/op-table.test.ts', 'test/cuda-parity.test.ts'], { GPTCUDA_TF32: '0' }),
-      emulated('cuda-emulated-sm80', ['test/op-table.test.ts', 'test/cuda-parity.test.ts'], { GPTCUDA_EMU_CC: '8.0' }),
+      emulated('cuda-emulated-fp32', ['test/op-table.test.ts'], { GPTCUDA_TF32: '0' }),
+      emulated('cuda-emulated-sm80', ['test/op-table.test.ts'], { GPTCUDA_EMU_CC: '8.0' }),
+      // the ops that run on tensor cores (attention with hs <= 64, cuBLAS), on unrounded inputs: float32 tolerances
+      emulated('cuda-emulated-tc-exact', ['test/op-table.test.ts'], { GPTCUDA_EMU_TF32_EXACT: '1' }, /^op table on cuda (attention|gemm|matmul)/),
     ],
   },
 });

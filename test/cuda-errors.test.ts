@@ -35,6 +35,11 @@ describe.skipIf(!cuda.available)('CUDA errors', () => {
     expect(Array.from(out.toFloat32Array())).toEqual(new Array(8).fill(0));
   });
 
+  it('tensors on different devices are refused, naming the devices', () => {
+    const a = t(Tensor.from(Float32Array.of(1, 2), [2])), b = t(Tensor.from(Float32Array.of(1, 2), [2], dev));
+    expect(() => ops.add(a, a, b)).toThrow(/add:.*same device/);
+  });
+
   it('a target out of range in the classifier is reported, and ignore_index rows are not', () => {
     const logits = t(Tensor.from(new Float32Array(3 * 5).fill(0.5), [3, 5], dev));
     const losses = t(Tensor.zeros([3], dev));

@@ -7,7 +7,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kBlock = 256;
 constexpr int kMaxReduceBlocks = 1024;
@@ -86,7 +85,6 @@ __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, fl
   cudak::grid_stride(n, [&](size_t i) { x[i] *= s; });
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,

@@ -5,7 +5,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 // D[(b*NH + h)*T + t] = sum_d dout[b, t, h, d] * out[b, t, h, d]; one warp per (b, t, h).
 __global__ void attention_backward_d_kernel(float* D, const float* dout, const float* out, int B,
@@ -27,7 +26,6 @@ __global__ void attention_backward_d_kernel(float* D, const float* dout, const f
   }
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::attention_forward(float* out, float* lse, const float* qkv, int B, int T, int C,

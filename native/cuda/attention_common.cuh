@@ -49,7 +49,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kThreads = 256;
 constexpr int kMaxHead = 256;  // the largest head size (the CPU backend's limit too)
@@ -384,7 +383,6 @@ struct BackwardRole {
   }
 };
 
-// emu:kernels-end
 }  // namespace
 
 // ---- host side: the families' launchers and the one head-size dispatch ------------------

@@ -5,7 +5,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 // acc[i][j] = sum_d A[ty*4+i][d] * Bm[tx+16j][d]: a score-type tile (dot products
 // over the head dim) from two shared tiles of row stride HSP+4.
@@ -173,7 +172,6 @@ constexpr auto attention_backward_dkv_kernel = attention_backward_kernel<HSP, BN
 template <int HSP, int BN>
 constexpr auto attention_backward_dq_kernel = attention_backward_kernel<HSP, BN, false>;
 
-// emu:kernels-end
 }  // namespace
 
 namespace attn {

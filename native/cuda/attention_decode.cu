@@ -8,7 +8,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 // kcache/vcache[b, h, pos0 + i, d] = K/V of qkv[b, i, h, d] for the Tn new positions.
 __global__ void kv_cache_write_kernel(float* kcache, float* vcache, const float* qkv, int B,
@@ -113,7 +112,6 @@ __global__ void __launch_bounds__(kDecodeWarps * 32)
   }
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::attention_decode(float* out, float* kcache, float* vcache, const float* qkv,

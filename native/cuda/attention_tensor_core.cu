@@ -19,7 +19,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define GPTCUDA_ATTN_TC 1
@@ -211,7 +210,6 @@ __global__ void __launch_bounds__(kThreads, 2)
 constexpr auto attention_backward_dkv_tc_kernel = attention_backward_tc_kernel<true>;
 constexpr auto attention_backward_dq_tc_kernel = attention_backward_tc_kernel<false>;
 
-// emu:kernels-end
 }  // namespace
 
 namespace attn {

@@ -14,7 +14,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 using cudak::DeviceError;
 
@@ -123,7 +122,6 @@ __global__ void __launch_bounds__(kBlock)
   }
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,

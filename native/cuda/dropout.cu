@@ -7,7 +7,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 // out[i] = keep(i) ? inp[i] * scale : 0. out may alias inp.
 __global__ void dropout_forward_kernel(float* out, const float* inp, size_t n, float p,
@@ -26,7 +25,6 @@ __global__ void dropout_backward_kernel(float* dinp, const float* dout, size_t n
   });
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::dropout_forward(float* out, const float* inp, size_t n, float p,

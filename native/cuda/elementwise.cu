@@ -5,7 +5,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 __global__ void fill_kernel(float* x, size_t n, float value, bool vec) {
   cudak::grid_stride(
@@ -49,7 +48,6 @@ __global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool v
       [&](size_t i) { dst[i] += src[i]; });
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::fill(float* x, size_t n, float value) {

@@ -25,7 +25,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 using cudak::DeviceError;
 
@@ -96,7 +95,6 @@ __global__ void embedding_backward_wte_kernel(float* dwte, const float* dout,
   *row = acc;
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::embedding_forward(float* out, const int32_t* ids, const float* wte,

@@ -4,7 +4,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr float kGeluScale = 0.7978845608028654f;  // sqrt(2 / pi)
 
@@ -54,7 +53,6 @@ __global__ void gelu_backward_kernel(float* dinp, const float* inp, const float*
       [&](size_t i) { dinp[i] += dout[i] * gelu_grad(inp[i]); });
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {

@@ -13,7 +13,6 @@
 
 namespace gptcuda {
 namespace {
-// emu:kernels-begin (native/cuda/emu/run.sh tests the code up to emu:kernels-end)
 
 constexpr int kWarpsPerBlock = 8;
 constexpr float kEps = 1e-5f;
@@ -109,7 +108,6 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, c
   }
 }
 
-// emu:kernels-end
 }  // namespace
 
 void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,

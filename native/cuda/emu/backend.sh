@@ -3,7 +3,7 @@
 # C++ (translate.py) and compiled against the SIMT emulator (simt.h) and a fake
 # CUDA toolkit (shim/ + runtime.cc), as a gptcuda_cuda.so the addon can load
 # instead of the real one:
-#   GPTCUDA_CUDA_LIBRARY=build/emu/gptcuda_cuda.so npx vitest run test/cuda-parity.test.ts
+#   GPTCUDA_CUDA_LIBRARY=build/emu/gptcuda_cuda.so npx vitest run test/op-table.test.ts
 # Usage: native/cuda/emu/backend.sh [out-dir]     (default build/emu; needs g++, python3)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)

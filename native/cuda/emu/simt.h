@@ -308,8 +308,10 @@ inline float atomicAdd(float* p, float v) { float o = *p; *p += v; return o; }
 // Fragments hold the whole tile in every lane (the kernels only use them through
 // load/store/mma and element-wise conversions, which is what makes that
 // faithful); loads and stores check the 256-bit pointer and ldm rules, and
-// __float_to_tf32 rounds like cvt.rna.tf32 unless g_emu_tf32 is false.
-inline bool g_emu_tf32 = true;
+// __float_to_tf32 rounds like cvt.rna.tf32 unless g_emu_tf32 is false
+// (GPTCUDA_EMU_TF32_EXACT=1: the cuda-emulated-tc-exact tests check the
+// tensor-core kernels' arithmetic at float32 tolerances that way).
+inline bool g_emu_tf32 = std::getenv("GPTCUDA_EMU_TF32_EXACT") == nullptr;
 namespace nvcuda {
 namespace wmma {
 struct matrix_a {};

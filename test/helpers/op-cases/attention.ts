@@ -6,6 +6,8 @@
 // head sizes that are not a multiple of 4 (the scalar loads); unaligned qkv.
 // Decoding covers the tiled prefill (pos0 = 0 and >= 32 new positions), the
 // one-query-per-block decode kernel, multi-token chunks and a full cache.
+import { expect } from 'vitest';
+
 import * as ops from '../../../ts/tensor/ops.js';
 import * as R from '../reference.js';
 import { type OpContext, type OpEntry, type TolClass } from './context.js';
@@ -26,7 +28,8 @@ const CASES: AttentionCase[] = [
   { B: 1, T: 9, C: 8, NH: 1, scale: 4 },
   { B: 2, T: 9, C: 32, NH: 2, offset: 1 }, // hs 16, unaligned
   { B: 2, T: 64, C: 48, NH: 4 }, // hs 12, one full tile
-  { B: 1, T: 65, C: 64, NH: 2, ps: [0.2] }, // hs 32, past a tile boundary
+  { B: 1, T: 129, C: 64, NH: 2, ps: [0.2] }, // hs 32, past two tile boundaries
+  { B: 2, T: 37, C: 192, NH: 3, ps: [0.2] }, // hs 64, several batches and heads
   { B: 1, T: 65, C: 33, NH: 1, ps: [0] }, // hs 33: HSP 64 (or tensor cores), scalar loads
   { B: 1, T: 130, C: 128, NH: 2, ps: [0, 0.1] }, // hs 64, three tiles
   { B: 1, T: 40, C: 130, NH: 2, ps: [0] }, // hs 65: HSP 128
@@ -105,6 +108,8 @@ const attentionBackward: OpEntry = {
         k.tensor(Float32Array.from(ref.out), [B, T, C]), k.tensor(Float32Array.from(ref.lse), [B, NH, T]), NH, p, drng);
       if (refusedForSharedMemory(k, c, run)) return;
       const analytic = R.attentionBackwardRef(q64, d64, B, T, C, NH, drop);
+      // the tolerance can tell: the gradient without the dropout mask would be rejected
+      if (drop && T > 1) expect(R.closeness(R.attentionBackwardRef(q64, d64, B, T, C, NH), analytic, k.rtol(tolOf(c))).ok).toBe(false);
       // each central difference costs two forwards of ~B NH T^2 hs multiply-adds
       const coords = Math.min(400, Math.floor(3e7 / (B * NH * T * T * hs)));
       k.gradient('attention dqkv', dqkv.read('dqkv'), analytic, tolOf(c),

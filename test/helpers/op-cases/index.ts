@@ -3,10 +3,6 @@
 // whatever device the driver (test/op-table.test.ts) hands it. Tolerances are
 // looked up per (tolerance class, device, precision) so that a dtype axis
 // (bf16) adds a column here, not new cases.
-//
-// Migration in progress: ops listed in PENDING are still covered by the older
-// harnesses (test/ops.test.ts, test/cuda-parity.test.ts); moving one here means
-// adding its cases and deleting it from PENDING.
 import { ATTENTION } from './attention.js';
 import { type OpEntry } from './context.js';
 import { CROSSENTROPY } from './crossentropy.js';
@@ -20,15 +16,12 @@ import { dropoutBackward, dropoutForward, fillNormal, fillUniform } from './rand
 
 export { OpContext, type OpCase, type OpEntry, type Precision, type TolClass } from './context.js';
 
-/** Ops whose cases still live in test/ops.test.ts and test/cuda-parity.test.ts. */
-export const PENDING: string[] = [];
-
 export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward,
   ...EMBEDDING, ...LAYERNORM, ...MATMUL, ...ATTENTION, ...CROSSENTROPY, ...OPTIMIZER];
 
-/** Native ops with neither a case nor a PENDING entry, and names that are not native ops. */
-export function coverageGaps(nativeOps: string[], table: OpEntry[], pending: string[]) {
-  const covered = new Set([...table.filter((e) => e.cases.length > 0).map((e) => e.op), ...pending]);
+/** Native ops without a case, and table entries whose names are not native ops. */
+export function coverageGaps(nativeOps: string[], table: OpEntry[]) {
+  const covered = new Set(table.filter((e) => e.cases.length > 0).map((e) => e.op));
   const known = new Set(nativeOps);
   return {
     missing: nativeOps.filter((op) => !covered.has(op)),

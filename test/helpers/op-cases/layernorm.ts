@@ -45,7 +45,9 @@ const layernormForward: OpEntry = {
       const { N, C } = sizes(c), off = c.offset ?? 0, rows = c.shape.slice(0, -1);
       const { rng, inp, w, b } = inputs(c);
       const out = k.placed(rng.floats(N * C), off, c.shape), mean = k.placed(rng.floats(N), off, rows), rstd = k.placed(rng.floats(N), off, rows);
-      ops.layernormForward(out.view, mean.view, rstd.view, k.placed(inp, off, c.shape).view, k.placed(w, off, [C]).view, k.placed(b, off, [C]).view);
+      const x = k.placed(inp, off, c.shape);
+      ops.layernormForward(out.view, mean.view, rstd.view, x.view, k.placed(w, off, [C]).view, k.placed(b, off, [C]).view);
+      k.exact('layernorm inp (read only)', x.read('inp'), inp);
       const ref = R.layernormRef(R.f64(inp), R.f64(w), R.f64(b), N, C);
       k.close('layernorm out', out.read('out'), ref.out, tolOf(c));
       // the mean's float32 error is relative to the inputs, not to the (possibly ~0) mean

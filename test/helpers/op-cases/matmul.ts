@@ -6,7 +6,7 @@ import * as R from '../reference.js';
 import { type OpContext, type OpEntry } from './context.js';
 
 // ---- gemm ------------------------------------------------------------------------------------------
-const GEMM_SHAPES: [M: number, N: number, K: number][] = [[5, 7, 3], [1, 9, 13], [6, 1, 1], [33, 17, 65], [128, 144, 48], [67, 785, 401]];
+const GEMM_SHAPES: [M: number, N: number, K: number][] = [[5, 7, 3], [1, 9, 13], [6, 1, 1], [33, 17, 65], [128, 144, 48], [67, 785, 401], [257, 129, 511]];
 
 const gemm: OpEntry = {
   op: 'gemm',
