@@ -33,8 +33,10 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 interface CliResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }
 
+// npm_command=exec, as under `npx gptcuda`: the resume hints then read `npx gptcuda ...` whether the
+// suite runs under npx, `npm test` or a CI script (the prefix follows how the CLI was started).
 function start(args: string[], detached = false, env: Record<string, string> = {}): ChildProcess {
-  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawn(process.execPath, [MAIN, ...args], { cwd: root, detached, env: { ...process.env, GPTCUDA_DEBUG: '', npm_command: 'exec', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
 function finish(child: ChildProcess): Promise<CliResult> {
