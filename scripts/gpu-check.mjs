@@ -163,7 +163,7 @@ function finish(code) {
   const rows = [];
   const peerRow = (mode, B) => peerJson?.train?.find((t) => t.mode === mode && t.B === B);
   for (const r of oursJson?.train ?? []) {
-    const torch = r.T === 1024 ? peerRow('fp32', r.B) : smoke ? peerRow('fp32', r.B) : undefined;
+    const torch = r.T === 1024 || smoke ? peerRow('fp32', r.B) : undefined;
     rows.push([`${r.name} ${r.B}x${r.T} fp32/TF32`, fmt(r.tokensPerS), torch ? `${fmt(torch.tokens_per_s)} (eager)` : 'n/a', ratio(r.tokensPerS, torch?.tokens_per_s), `${r.tflops.toFixed(1)} TFLOP/s`, `${gib(r.peakGiB)} / ${gib(torch?.peak_gib) || 'n/a'}`]);
   }
   const peak = bf16Peak(oursJson?.gpu);

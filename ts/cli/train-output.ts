@@ -18,6 +18,7 @@ export class TrainOutput {
   readonly logPath: string;
   readonly plotPath: string;
   private readonly json: JsonLines | null;
+  private readonly writes: boolean;
   private progress: Progress | null = null;
   private tokensPerStep = 0;
   private lastTick = 0;
@@ -33,8 +34,6 @@ export class TrainOutput {
     this.json = options.json && options.writes ? new JsonLines() : null;
   }
 
-  private readonly writes: boolean;
-
   get isJson(): boolean {
     return this.json !== null;
   }
@@ -47,8 +46,7 @@ export class TrainOutput {
   /** A notice that must not mix with JSON lines on stdout: stderr with --json, above the bar otherwise. */
   notice(line: string): void {
     if (!this.writes) return;
-    if (this.json) console.error(line);
-    else if (this.progress) this.progress.log(line);
+    if (this.progress && !this.json) this.progress.log(line);
     else console.error(line);
   }
 

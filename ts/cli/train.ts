@@ -6,8 +6,8 @@ import { DiskWriteError } from '../checkpoint/atomic.js';
 import { RunCheckpointer, loadResumePoint } from '../checkpoint/run-checkpoints.js';
 import { createLoaders } from '../data/loader.js';
 import { loadText } from '../data/text.js';
-import { TOKEN_FILE_MAGIC, isTokenFile } from '../data/token-file.js';
-import { LLMC_SHARD_MAGIC, expandDataGlobs, isLlmcShard, openTokenData } from '../data/shards.js';
+import { TOKEN_FILE_MAGIC } from '../data/token-file.js';
+import { LLMC_SHARD_MAGIC, dataKind, expandDataGlobs, openTokenData } from '../data/shards.js';
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
@@ -158,16 +158,17 @@ function trainOptions(args: TrainArgs, resumed: { trainOptions: TrainOptions | n
 /** The --data paths (globs expanded) and, for text, the text; token files and shards are opened later. */
 function resolveCorpus(paths: string[]): { dataPaths: string[]; isTokenData: boolean; text?: string } {
   const dataPaths = expandDataGlobs(paths);
-  for (const p of dataPaths) {
+  const kinds = dataPaths.map(dataKind);
+  for (const [i, p] of dataPaths.entries()) {
     if (!existsSync(p) || !statSync(p).isFile()) continue;
-    if (/\.tok$/i.test(p) && !isTokenFile(p))
+    if (/\.tok$/i.test(p) && kinds[i] !== 'tok')
       throw new Error(`${p} is not a gptcuda token file (no ${TOKEN_FILE_MAGIC} header); make one with \`${hint(`tokenize <text files> --out ${p}`)}\`, or rename it if it is plain text`);
-    if (/\.bin$/i.test(p) && !isLlmcShard(p))
+    if (/\.bin$/i.test(p) && kinds[i] !== 'shard')
       throw new Error(`${p} is not an llm.c token shard (its first int32 is not ${LLMC_SHARD_MAGIC}); give llm.c's *.bin shards, gptcuda .tok files or text`);
   }
   // Token files (from `gptcuda tokenize`) and llm.c shards are streamed (opened once the model's
   // vocabulary is known, so a bad id in a token file fails before training); text is read whole.
-  const isTokenData = dataPaths.some((p) => isTokenFile(p) || isLlmcShard(p));
+  const isTokenData = kinds.some((k) => k !== 'text');
   const text = isTokenData ? undefined : loadText(dataPaths.length === 1 ? dataPaths[0] : dataPaths);
   return { dataPaths, isTokenData, text };
 }

@@ -162,6 +162,11 @@ export function expandDataGlobs(inputs: readonly string[]): string[] {
   return out;
 }
 
+/** What a --data path holds, by its first bytes: a token file, an llm.c shard, or (anything else) text. */
+export function dataKind(file: string): 'tok' | 'shard' | 'text' {
+  return isTokenFile(file) ? 'tok' : isLlmcShard(file) ? 'shard' : 'text';
+}
+
 /**
  * The token source for `--data` when every path is a token file (`gptcuda
  * tokenize`) or an llm.c shard, streamed end to end; null when the paths are
@@ -169,7 +174,7 @@ export function expandDataGlobs(inputs: readonly string[]): string[] {
  * into the same stream). `vocabSize` is checked in token files at open.
  */
 export function openTokenData(paths: readonly string[], options: { vocabSize?: number } = {}): TokenSource | null {
-  const kinds = paths.map((p) => (isTokenFile(p) ? 'tok' : isLlmcShard(p) ? 'shard' : 'text'));
+  const kinds = paths.map(dataKind);
   if (kinds.every((k) => k === 'text')) return null;
   const text = kinds.indexOf('text');
   if (text >= 0)
