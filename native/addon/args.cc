@@ -32,6 +32,13 @@ NativeTensor* Args::tensor(size_t i, const char* name, DType dtype) {
   return t;
 }
 
+NativeTensor* Args::storage_tensor(size_t i, const char* name) {
+  NativeTensor* t = any_tensor(i, name);
+  if (t->dtype() != DType::F32 && t->dtype() != DType::BF16)
+    fail(std::string(name) + " must be float32 or bfloat16 but is " + dtype_name(t->dtype()));
+  return t;
+}
+
 NativeTensor* Args::any_tensor(size_t i, const char* name) {
   if (i >= info_.Length() || !NativeTensor::IsTensor(info_.Env(), info_[i]))
     fail(std::string("argument ") + std::to_string(i) + " (" + name + ") must be a Tensor");

@@ -18,6 +18,8 @@ class Args {
 
   NativeTensor* tensor(size_t i, const char* name, DType dtype = DType::F32);
   NativeTensor* any_tensor(size_t i, const char* name);  // any dtype
+  // A tensor in a storage dtype of the typed ops: float32 or bfloat16.
+  NativeTensor* storage_tensor(size_t i, const char* name);
   NativeTensor* optional_tensor(size_t i, const char* name, DType dtype = DType::F32);
   double number(size_t i, const char* name);
   double number_in(size_t i, const char* name, double lo, double hi);

@@ -43,15 +43,28 @@ int64_t add(Args& a, int64_t x, int64_t y, const char* what) {
   return r;
 }
 
-// Argument i, a float32 tensor of ref's shape (elementwise ops).
+// Argument i, a tensor of ref's dtype and shape (elementwise ops).
 NativeTensor* tensor_like(Args& a, size_t i, const char* name, NativeTensor* ref) {
-  NativeTensor* t = a.tensor(i, name);
+  NativeTensor* t = a.tensor(i, name, ref->dtype());
   a.expect_shape(t, name, ref->shape());
   return t;
 }
 
-float* f32(NativeTensor* t) { return t ? static_cast<float*>(t->data()) : nullptr; }
+template <class T>
+T* ptr(NativeTensor* t) {
+  return t ? static_cast<T*>(t->data()) : nullptr;
+}
+float* f32(NativeTensor* t) { return ptr<float>(t); }
 const int32_t* i32(NativeTensor* t) { return static_cast<const int32_t*>(t->data()); }
+
+// Runs body(S{}) with S the C++ storage type (float or bf16) of `principal`,
+// the tensor whose dtype decides which typed op runs (backend_ops_typed.def).
+// The other storage arguments are fetched with a.tensor(i, name, dt).
+template <class Body>
+void typed(NativeTensor* principal, Body&& body) {
+  if (principal->dtype() == DType::BF16) body(bf16{});
+  else body(float{});  // storage_tensor admitted only float32 and bfloat16
+}
 
 DropoutRng rng_arg(Args& a, size_t seed_index) {
   return DropoutRng{a.uint53(seed_index, "seed"), a.uint53(seed_index + 1, "stream")};
@@ -69,27 +82,52 @@ DropoutArgs dropout_args(Args& a, size_t i) {
 
 // ---- helpers ------------------------------------------------------------------------
 void Fill(Args& a) {
-  auto x = a.tensor(0, "x");
+  auto x = a.storage_tensor(0, "x");
   float v = static_cast<float>(a.number(1, "value"));
-  LAUNCH(a, fill, f32(x), x->numel(), v);
+  typed(x, [&](auto s) { LAUNCH(a, fill, ptr<decltype(s)>(x), x->numel(), v); });
 }
 
 void Scale(Args& a) {
-  auto x = a.tensor(0, "x");
-  float s = static_cast<float>(a.number(1, "factor"));
-  LAUNCH(a, scale, f32(x), x->numel(), s);
+  auto x = a.storage_tensor(0, "x");
+  float f = static_cast<float>(a.number(1, "factor"));
+  typed(x, [&](auto s) { LAUNCH(a, scale, ptr<decltype(s)>(x), x->numel(), f); });
 }
 
 void Add(Args& a) {
-  auto out = a.tensor(0, "out");
+  auto out = a.storage_tensor(0, "out");
   auto x = tensor_like(a, 1, "a", out), y = tensor_like(a, 2, "b", out);
-  LAUNCH(a, add, f32(out), f32(x), f32(y), out->numel());
+  typed(out, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, add, ptr<S>(out), ptr<S>(x), ptr<S>(y), out->numel());
+  });
 }
 
 void Accumulate(Args& a) {
-  auto dst = a.tensor(0, "dst"), src = a.tensor(1, "src");
+  auto dst = a.storage_tensor(0, "dst");
+  auto src = a.tensor(1, "src", dst->dtype());
   a.expect_numel(src, "src", dst->numel());
-  LAUNCH(a, accumulate, f32(dst), f32(src), dst->numel());
+  typed(dst, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, accumulate, ptr<S>(dst), ptr<S>(src), dst->numel());
+  });
+}
+
+// convert(dst, src): float32 <-> bfloat16 (round to nearest even), or a copy
+// when both have the same dtype.
+void Convert(Args& a) {
+  auto dst = a.storage_tensor(0, "dst"), src = a.storage_tensor(1, "src");
+  a.expect_numel(src, "src", dst->numel());
+  if (dst->dtype() == DType::BF16 && src->dtype() == DType::F32) {
+    LAUNCH(a, to_storage, ptr<bf16>(dst), f32(src), dst->numel());
+  } else if (dst->dtype() == DType::F32 && src->dtype() == DType::BF16) {
+    LAUNCH(a, from_storage, f32(dst), ptr<bf16>(src), dst->numel());
+  } else {
+    typed(dst, [&](auto s) {
+      using S = decltype(s);
+      LAUNCH(a, copy, static_cast<void*>(ptr<S>(dst)), static_cast<const void*>(ptr<S>(src)),
+             dst->numel() * sizeof(S));
+    });
+  }
 }
 
 // copy(dst, src): same dtype and element count, across devices too.
@@ -115,7 +153,8 @@ void Copy(Args& a) {
 }
 
 // fillNormal(x, mean, std, seed, stream) and fillUniform(x, lo, hi, seed, stream):
-// seeded initialisation, two parameters of the distribution, named u and v here.
+// seeded initialisation (float32: master weights), two parameters of the
+// distribution, named u and v here.
 using SeededFill = void (Backend::*)(float*, size_t, float, float, DropoutRng);
 void seeded_fill(Args& a, SeededFill method, const char* u_name, const char* v_name) {
   auto x = a.tensor(0, "x");
@@ -130,8 +169,10 @@ void FillUniform(Args& a) { seeded_fill(a, &Backend::fill_uniform, "lo", "hi"); 
 
 // ---- embedding -------------------------------------------------------------------------
 void EmbeddingForward(Args& a) {
-  auto out = a.tensor(0, "out"), ids = a.tensor(1, "ids", DType::I32);
-  auto wte = a.tensor(2, "wte"), wpe = a.tensor(3, "wpe");
+  auto out = a.storage_tensor(0, "out");
+  DType dt = out->dtype();
+  auto ids = a.tensor(1, "ids", DType::I32);
+  auto wte = a.tensor(2, "wte", dt), wpe = a.tensor(3, "wpe", dt);
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
   a.expect_rank(ids, "ids", 2);
   a.expect_rank(wte, "wte", 2);
@@ -143,13 +184,18 @@ void EmbeddingForward(Args& a) {
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + T - 1) +
            " exceed the " + std::to_string(wpe->shape()[0]) +
            " rows of wpe (the model's context length); use a shorter sequence");
-  LAUNCH(a, embedding_forward, f32(out), i32(ids), f32(wte), f32(wpe), as_int(a, B, "B"),
-         as_int(a, T, "T"), as_int(a, C, "C"), as_int(a, V, "V"), pos0);
+  int b = as_int(a, B, "B"), t = as_int(a, T, "T"), c = as_int(a, C, "C"), v = as_int(a, V, "V");
+  typed(out, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, embedding_forward, ptr<S>(out), i32(ids), ptr<S>(wte), ptr<S>(wpe), b, t, c, v, pos0);
+  });
 }
 
 void EmbeddingBackward(Args& a) {
-  auto dwte = a.optional_tensor(0, "dwte"), dwpe = a.optional_tensor(1, "dwpe");
-  auto dout = a.tensor(2, "dout"), ids = a.tensor(3, "ids", DType::I32);
+  auto dout = a.storage_tensor(2, "dout");
+  DType dt = dout->dtype();
+  auto dwte = a.optional_tensor(0, "dwte", dt), dwpe = a.optional_tensor(1, "dwpe", dt);
+  auto ids = a.tensor(3, "ids", DType::I32);
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
   a.expect_rank(ids, "ids", 2);
   a.expect_rank(dout, "dout", 3);
@@ -170,8 +216,11 @@ void EmbeddingBackward(Args& a) {
                  " is out of range [0, " + std::to_string(V) + ")");
     }
   }
-  LAUNCH(a, embedding_backward, f32(dwte), f32(dwpe), f32(dout), i32(ids), as_int(a, B, "B"),
-         as_int(a, T, "T"), as_int(a, C, "C"), pos0);
+  int b = as_int(a, B, "B"), t = as_int(a, T, "T"), c = as_int(a, C, "C");
+  typed(dout, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, embedding_backward, ptr<S>(dwte), ptr<S>(dwpe), ptr<S>(dout), i32(ids), b, t, c, pos0);
+  });
 }
 
 // ---- layernorm ----------------------------------------------------------------------------
@@ -188,32 +237,45 @@ Rows layernorm_rows(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* m
 }
 
 void LayernormForward(Args& a) {
-  auto out = a.tensor(0, "out"), mean = a.tensor(1, "mean"), rstd = a.tensor(2, "rstd");
-  auto inp = a.tensor(3, "inp"), w = a.tensor(4, "weight"), bias = a.tensor(5, "bias");
+  auto inp = a.storage_tensor(3, "inp");
+  DType dt = inp->dtype();
+  auto out = a.tensor(0, "out", dt), mean = a.tensor(1, "mean"), rstd = a.tensor(2, "rstd");
+  auto w = a.tensor(4, "weight", dt), bias = a.tensor(5, "bias", dt);
   Rows r = layernorm_rows(a, inp, w, mean, rstd);
   a.expect_shape(out, "out", inp->shape());
   a.expect_shape(bias, "bias", {r.width});
-  LAUNCH(a, layernorm_forward, f32(out), f32(mean), f32(rstd), f32(inp), f32(w), f32(bias), r.N, r.width);
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, layernorm_forward, ptr<S>(out), f32(mean), f32(rstd), ptr<S>(inp), ptr<S>(w), ptr<S>(bias),
+           r.N, r.width);
+  });
 }
 
 void LayernormBackward(Args& a) {
-  auto dinp = a.optional_tensor(0, "dinp"), dw = a.optional_tensor(1, "dweight"),
-       db = a.optional_tensor(2, "dbias");
-  auto dout = a.tensor(3, "dout"), inp = a.tensor(4, "inp"), w = a.tensor(5, "weight");
+  auto inp = a.storage_tensor(4, "inp");
+  DType dt = inp->dtype();
+  auto dinp = a.optional_tensor(0, "dinp", dt), dw = a.optional_tensor(1, "dweight", dt),
+       db = a.optional_tensor(2, "dbias", dt);
+  auto dout = a.tensor(3, "dout", dt), w = a.tensor(5, "weight", dt);
   auto mean = a.tensor(6, "mean"), rstd = a.tensor(7, "rstd");
   Rows r = layernorm_rows(a, inp, w, mean, rstd);
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dout, "dout", inp->shape());
   a.expect_shape(dw, "dweight", {r.width});
   a.expect_shape(db, "dbias", {r.width});
-  LAUNCH(a, layernorm_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w),
-                                  f32(mean), f32(rstd), r.N, r.width);
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, layernorm_backward, ptr<S>(dinp), ptr<S>(dw), ptr<S>(db), ptr<S>(dout), ptr<S>(inp), ptr<S>(w),
+           f32(mean), f32(rstd), r.N, r.width);
+  });
 }
 
 // ---- GEMM / linear ---------------------------------------------------------------------------
 // gemm(C, A, B, transA, transB, alpha, beta): C = alpha op(A) op(B) + beta C.
 void Gemm(Args& a) {
-  auto Cm = a.tensor(0, "C"), Am = a.tensor(1, "A"), Bm = a.tensor(2, "B");
+  auto Cm = a.storage_tensor(0, "C");
+  DType dt = Cm->dtype();
+  auto Am = a.tensor(1, "A", dt), Bm = a.tensor(2, "B", dt);
   bool ta = a.boolean(3, "transA"), tb = a.boolean(4, "transB");
   float alpha = static_cast<float>(a.number(5, "alpha")), beta = static_cast<float>(a.number(6, "beta"));
   a.expect_rank(Cm, "C", 2);
@@ -223,9 +285,13 @@ void Gemm(Args& a) {
   int64_t K = ta ? Am->shape()[0] : Am->shape()[1];
   a.expect_shape(Am, "A", ta ? std::vector<int64_t>{K, M} : std::vector<int64_t>{M, K});
   a.expect_shape(Bm, "B", tb ? std::vector<int64_t>{N, K} : std::vector<int64_t>{K, N});
-  LAUNCH(a, gemm, ta, tb, as_int(a, M, "M"), as_int(a, N, "N"), as_int(a, K, "K"), alpha, f32(Am),
-                    as_int(a, Am->shape()[1], "lda"), f32(Bm), as_int(a, Bm->shape()[1], "ldb"), beta,
-                    f32(Cm), as_int(a, N, "ldc"));
+  int m = as_int(a, M, "M"), n = as_int(a, N, "N"), k = as_int(a, K, "K");
+  int lda = as_int(a, Am->shape()[1], "lda"), ldb = as_int(a, Bm->shape()[1], "ldb");
+  typed(Cm, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, gemm, ta, tb, m, n, k, alpha, static_cast<const S*>(ptr<S>(Am)), lda,
+           static_cast<const S*>(ptr<S>(Bm)), ldb, beta, ptr<S>(Cm), n);
+  });
 }
 
 // A linear layer's sizes: inp [..., K] (M rows), weight [N, K], and its output
@@ -247,49 +313,74 @@ Linear linear_dims(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* y,
 }
 
 void MatmulForward(Args& a) {
-  auto out = a.tensor(0, "out"), inp = a.tensor(1, "inp"), w = a.tensor(2, "weight");
-  auto bias = a.optional_tensor(3, "bias");
+  auto inp = a.storage_tensor(1, "inp");
+  DType dt = inp->dtype();
+  auto out = a.tensor(0, "out", dt), w = a.tensor(2, "weight", dt);
+  auto bias = a.optional_tensor(3, "bias", dt);
   Linear d = linear_dims(a, inp, w, out, "out");
   a.expect_shape(bias, "bias", {d.N});
-  LAUNCH(a, matmul_forward, f32(out), f32(inp), f32(w), f32(bias), d.M, d.K, d.N);
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, matmul_forward, ptr<S>(out), static_cast<const S*>(ptr<S>(inp)), static_cast<const S*>(ptr<S>(w)),
+           static_cast<const S*>(ptr<S>(bias)), d.M, d.K, d.N);
+  });
 }
 
 void MatmulBackward(Args& a) {
-  auto dinp = a.optional_tensor(0, "dinp"), dw = a.optional_tensor(1, "dweight"),
-       db = a.optional_tensor(2, "dbias");
-  auto dout = a.tensor(3, "dout"), inp = a.tensor(4, "inp"), w = a.tensor(5, "weight");
+  auto inp = a.storage_tensor(4, "inp");
+  DType dt = inp->dtype();
+  auto dinp = a.optional_tensor(0, "dinp", dt), dw = a.optional_tensor(1, "dweight", dt),
+       db = a.optional_tensor(2, "dbias", dt);
+  auto dout = a.tensor(3, "dout", dt), w = a.tensor(5, "weight", dt);
   Linear d = linear_dims(a, inp, w, dout, "dout");
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dw, "dweight", {d.N, d.K});
   a.expect_shape(db, "dbias", {d.N});
-  LAUNCH(a, matmul_backward, f32(dinp), f32(dw), f32(db), f32(dout), f32(inp), f32(w), d.M, d.K, d.N);
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, matmul_backward, ptr<S>(dinp), ptr<S>(dw), ptr<S>(db), static_cast<const S*>(ptr<S>(dout)),
+           static_cast<const S*>(ptr<S>(inp)), static_cast<const S*>(ptr<S>(w)), d.M, d.K, d.N);
+  });
 }
 
 // ---- GELU, dropout -------------------------------------------------------------------------
 void GeluForward(Args& a) {
-  auto inp = a.tensor(1, "inp");
+  auto inp = a.storage_tensor(1, "inp");
   auto out = tensor_like(a, 0, "out", inp);
-  LAUNCH(a, gelu_forward, f32(out), f32(inp), inp->numel());
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, gelu_forward, ptr<S>(out), static_cast<const S*>(ptr<S>(inp)), inp->numel());
+  });
 }
 
 void GeluBackward(Args& a) {
-  auto inp = a.tensor(1, "inp");
+  auto inp = a.storage_tensor(1, "inp");
   auto dinp = tensor_like(a, 0, "dinp", inp), dout = tensor_like(a, 2, "dout", inp);
-  LAUNCH(a, gelu_backward, f32(dinp), f32(inp), f32(dout), inp->numel());
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, gelu_backward, ptr<S>(dinp), static_cast<const S*>(ptr<S>(inp)),
+           static_cast<const S*>(ptr<S>(dout)), inp->numel());
+  });
 }
 
 void DropoutForward(Args& a) {
-  auto inp = a.tensor(1, "inp");
+  auto inp = a.storage_tensor(1, "inp");
   auto out = tensor_like(a, 0, "out", inp);
   DropoutArgs dr = dropout_args(a, 2);
-  LAUNCH(a, dropout_forward, f32(out), f32(inp), inp->numel(), dr.p, dr.rng);
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, dropout_forward, ptr<S>(out), static_cast<const S*>(ptr<S>(inp)), inp->numel(), dr.p, dr.rng);
+  });
 }
 
 void DropoutBackward(Args& a) {
-  auto dout = a.tensor(1, "dout");
+  auto dout = a.storage_tensor(1, "dout");
   auto dinp = tensor_like(a, 0, "dinp", dout);
   DropoutArgs dr = dropout_args(a, 2);
-  LAUNCH(a, dropout_backward, f32(dinp), f32(dout), dout->numel(), dr.p, dr.rng);
+  typed(dout, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, dropout_backward, ptr<S>(dinp), static_cast<const S*>(ptr<S>(dout)), dout->numel(), dr.p, dr.rng);
+  });
 }
 
 // ---- attention ------------------------------------------------------------------------------
@@ -310,31 +401,43 @@ AttnDims attention_dims(Args& a, NativeTensor* qkv, int nh_index) {
 }
 
 void AttentionForward(Args& a) {
-  auto out = a.tensor(0, "out"), lse = a.tensor(1, "lse"), qkv = a.tensor(2, "qkv");
+  auto qkv = a.storage_tensor(2, "qkv");
+  auto out = a.tensor(0, "out", qkv->dtype()), lse = a.tensor(1, "lse");
   AttnDims d = attention_dims(a, qkv, 3);
   DropoutArgs dr = dropout_args(a, 4);
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
-  LAUNCH(a, attention_forward, f32(out), f32(lse), f32(qkv), d.B, d.T, d.C, d.NH, dr.p, dr.rng);
+  typed(qkv, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, attention_forward, ptr<S>(out), f32(lse), static_cast<const S*>(ptr<S>(qkv)), d.B, d.T, d.C, d.NH,
+           dr.p, dr.rng);
+  });
 }
 
 void AttentionBackward(Args& a) {
-  auto dqkv = a.tensor(0, "dqkv"), dout = a.tensor(1, "dout"), qkv = a.tensor(2, "qkv");
-  auto out = a.tensor(3, "out"), lse = a.tensor(4, "lse");
+  auto qkv = a.storage_tensor(2, "qkv");
+  DType dt = qkv->dtype();
+  auto dqkv = a.tensor(0, "dqkv", dt), dout = a.tensor(1, "dout", dt);
+  auto out = a.tensor(3, "out", dt), lse = a.tensor(4, "lse");
   AttnDims d = attention_dims(a, qkv, 5);
   DropoutArgs dr = dropout_args(a, 6);
   a.expect_shape(dqkv, "dqkv", qkv->shape());
   a.expect_shape(dout, "dout", {d.B, d.T, d.C});
   a.expect_shape(out, "out", {d.B, d.T, d.C});
   a.expect_shape(lse, "lse", {d.B, d.NH, d.T});
-  LAUNCH(a, attention_backward, f32(dqkv), f32(dout), f32(qkv), f32(out), f32(lse), d.B, d.T, d.C,
-                                  d.NH, dr.p, dr.rng);
+  typed(qkv, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, attention_backward, ptr<S>(dqkv), static_cast<const S*>(ptr<S>(dout)),
+           static_cast<const S*>(ptr<S>(qkv)), static_cast<const S*>(ptr<S>(out)),
+           static_cast<const float*>(f32(lse)), d.B, d.T, d.C, d.NH, dr.p, dr.rng);
+  });
 }
 
 // attentionDecode(out, kcache, vcache, qkv, pos0)
 void AttentionDecode(Args& a) {
-  auto out = a.tensor(0, "out"), kc = a.tensor(1, "kcache"), vc = a.tensor(2, "vcache");
-  auto qkv = a.tensor(3, "qkv");
+  auto qkv = a.storage_tensor(3, "qkv");
+  DType dt = qkv->dtype();
+  auto out = a.tensor(0, "out", dt), kc = a.tensor(1, "kcache", dt), vc = a.tensor(2, "vcache", dt);
   int pos0 = a.integer(4, "pos0", 0, kMaxInt);
   a.expect_rank(kc, "kcache", 4);
   a.expect_rank(qkv, "qkv", 3);
@@ -346,9 +449,13 @@ void AttentionDecode(Args& a) {
   if (add(a, pos0, Tn, "pos0 + Tn") > Tmax)
     a.fail("positions " + std::to_string(pos0) + ".." + std::to_string(pos0 + Tn - 1) +
            " do not fit in a cache of " + std::to_string(Tmax) + " positions");
-  LAUNCH(a, attention_decode, f32(out), f32(kc), f32(vc), f32(qkv), as_int(a, B, "B"),
-                                as_int(a, Tn, "Tn"), as_int(a, C, "C"), as_int(a, NH, "NH"),
-                                as_int(a, Tmax, "Tmax"), pos0);
+  int b = as_int(a, B, "B"), tn = as_int(a, Tn, "Tn"), c = as_int(a, C, "C"), nh = as_int(a, NH, "NH");
+  int tmax = as_int(a, Tmax, "Tmax");
+  typed(qkv, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, attention_decode, ptr<S>(out), ptr<S>(kc), ptr<S>(vc), static_cast<const S*>(ptr<S>(qkv)), b, tn,
+           c, nh, tmax, pos0);
+  });
 }
 
 // ---- classifier ------------------------------------------------------------------------------
@@ -371,51 +478,80 @@ Rows classifier_rows(Args& a, NativeTensor* logits, NativeTensor* targets, Nativ
 }
 
 void CrossentropyForward(Args& a) {
-  auto losses = a.tensor(0, "losses"), logits = a.tensor(1, "logits");
+  auto losses = a.tensor(0, "losses"), logits = a.storage_tensor(1, "logits");
   auto targets = a.tensor(2, "targets", DType::I32);
   int ignore = a.integer(3, "ignoreIndex", -kMaxInt, kMaxInt);
   Rows r = classifier_rows(a, logits, targets, losses, ignore);
-  LAUNCH(a, crossentropy_forward, f32(losses), f32(logits), i32(targets), r.N, r.width, ignore);
+  typed(logits, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, crossentropy_forward, f32(losses), static_cast<const S*>(ptr<S>(logits)), i32(targets), r.N,
+           r.width, ignore);
+  });
 }
 
 void CrossentropyForwardBackward(Args& a) {
-  auto losses = a.tensor(0, "losses"), dlogits = a.tensor(1, "dlogits"), logits = a.tensor(2, "logits");
+  auto losses = a.tensor(0, "losses"), logits = a.storage_tensor(2, "logits");
+  auto dlogits = a.tensor(1, "dlogits", logits->dtype());
   auto targets = a.tensor(3, "targets", DType::I32);
   float dloss = static_cast<float>(a.number(4, "dloss"));
   int ignore = a.integer(5, "ignoreIndex", -kMaxInt, kMaxInt);
   a.expect_shape(dlogits, "dlogits", logits->shape());
   Rows r = classifier_rows(a, logits, targets, losses, ignore);
-  LAUNCH(a, crossentropy_forward_backward, f32(losses), f32(dlogits), f32(logits), i32(targets),
-                                             r.N, r.width, dloss, ignore);
+  typed(logits, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, crossentropy_forward_backward, f32(losses), ptr<S>(dlogits), static_cast<const S*>(ptr<S>(logits)),
+           i32(targets), r.N, r.width, dloss, ignore);
+  });
 }
 
 // ---- optimizer --------------------------------------------------------------------------------
-// adamw(params, grads, m, v, lr, beta1, beta2, eps, weightDecay, t)
+// adamw(master, grads, m, v, lr, beta1, beta2, eps, weightDecay, t[, params, seed, stream]):
+// master, m and v are float32; grads float32 or bfloat16. With bfloat16 grads,
+// params (the model's bfloat16 copy) and the rounding RNG are required.
 void Adamw(Args& a) {
-  auto p = a.tensor(0, "params"), g = a.tensor(1, "grads"), m = a.tensor(2, "m"), v = a.tensor(3, "v");
+  auto grads = a.storage_tensor(1, "grads");
+  auto master = a.tensor(0, "master"), m = a.tensor(2, "m"), v = a.tensor(3, "v");
   float lr = static_cast<float>(a.number_in(4, "lr", 0, 1e6));
   float b1 = static_cast<float>(a.number_in(5, "beta1", 0, 0.999999999));
   float b2 = static_cast<float>(a.number_in(6, "beta2", 0, 0.999999999));
   float eps = static_cast<float>(a.number_in(7, "eps", 0, 1));
   float wd = static_cast<float>(a.number_in(8, "weightDecay", 0, 1e6));
   int t = a.integer(9, "step", 1, kMaxInt);
-  a.expect_numel(g, "grads", p->numel());
-  a.expect_numel(m, "m", p->numel());
-  a.expect_numel(v, "v", p->numel());
-  LAUNCH(a, adamw, f32(p), f32(g), f32(m), f32(v), p->numel(), lr, b1, b2, eps, wd, t);
+  size_t n = master->numel();
+  a.expect_numel(grads, "grads", n);
+  a.expect_numel(m, "m", n);
+  a.expect_numel(v, "v", n);
+  NativeTensor* params = nullptr;
+  DropoutRng rounding{};
+  if (grads->dtype() == DType::BF16) {
+    params = a.tensor(10, "params", DType::BF16);
+    a.expect_numel(params, "params", n);
+    rounding = rng_arg(a, 11);
+  }
+  typed(grads, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, adamw, f32(master), static_cast<const S*>(ptr<S>(grads)), f32(m), f32(v), ptr<S>(params), n, lr,
+           b1, b2, eps, wd, t, rounding);
+  });
 }
 
 void SumSquares(Args& a) {
-  auto out = a.tensor(0, "out"), x = a.tensor(1, "x");
+  auto out = a.tensor(0, "out"), x = a.storage_tensor(1, "x");
   a.expect_numel(out, "out", 1);
-  LAUNCH(a, sum_squares, f32(out), f32(x), x->numel());
+  typed(x, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, sum_squares, f32(out), static_cast<const S*>(ptr<S>(x)), x->numel());
+  });
 }
 
 void ClipByNorm(Args& a) {
-  auto x = a.tensor(0, "x"), norm_sq = a.tensor(1, "normSq");
+  auto x = a.storage_tensor(0, "x"), norm_sq = a.tensor(1, "normSq");
   float max_norm = static_cast<float>(a.number_in(2, "maxNorm", 0, 1e30));
   a.expect_numel(norm_sq, "normSq", 1);
-  LAUNCH(a, clip_by_norm, f32(x), x->numel(), f32(norm_sq), max_norm);
+  typed(x, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, clip_by_norm, ptr<S>(x), x->numel(), static_cast<const float*>(f32(norm_sq)), max_norm);
+  });
 }
 
 // ---- registration -------------------------------------------------------------------------------
@@ -439,6 +575,7 @@ const OpEntry kOps[] = {
     {"add", Add},
     {"accumulate", Accumulate},
     {"copy", Copy},
+    {"convert", Convert},
     {"fillNormal", FillNormal},
     {"fillUniform", FillUniform},
     {"embeddingForward", EmbeddingForward},

@@ -8,8 +8,9 @@ namespace gptcuda {
 
 constexpr size_t kChunk = 1 << 15;
 
-void CpuBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr, float beta1,
-           float beta2, float eps, float weight_decay, int t) {
+void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+                       DropoutRng /*rounding: float needs none*/) {
   // Bias corrections in double: beta^t for large t loses precision in float.
   // PyTorch's formulation: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), which
   // needs one sqrt and one division per element.
@@ -27,9 +28,10 @@ void CpuBackend::adamw(float* params, const float* grads, float* m, float* v, si
       m[i] = mi;
       v[i] = vi;
       // Decoupled weight decay (Loshchilov & Hutter), applied first as PyTorch does.
-      params[i] = params[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+      master[i] = master[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
     }
   });
+  if (params && params != master) copy(params, master, n * sizeof(float));
 }
 
 // Per-chunk double partial sums combined in chunk order: deterministic and

@@ -31,4 +31,18 @@ void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
   });
 }
 
+void CpuBackend::to_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }
+void CpuBackend::from_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }
+
+void CpuBackend::to_storage(bf16* dst, const float* src, size_t n) {
+  parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) dst[i] = float_to_bf16(src[i]);
+  });
+}
+void CpuBackend::from_storage(float* dst, const bf16* src, size_t n) {
+  parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
+    for (size_t i = lo; i < hi; ++i) dst[i] = bf16_to_float(src[i]);
+  });
+}
+
 }  // namespace gptcuda

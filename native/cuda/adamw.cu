@@ -87,8 +87,9 @@ __global__ void clip_by_norm_kernel(float* x, size_t n, const float* norm_sq, fl
 
 }  // namespace
 
-void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, size_t n, float lr,
-                        float beta1, float beta2, float eps, float weight_decay, int t) {
+void CudaBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n,
+                        float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+                        DropoutRng /*rounding: float needs none*/) {
   AdamParams a;
   a.lr = lr;
   a.beta1 = beta1;
@@ -97,9 +98,10 @@ void CudaBackend::adamw(float* params, const float* grads, float* m, float* v, s
   a.weight_decay = weight_decay;
   a.inv_bc1 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta1), t)));
   a.inv_bc2 = static_cast<float>(1.0 / (1.0 - std::pow(static_cast<double>(beta2), t)));
-  const bool vec = cudak::aligned16(params) && cudak::aligned16(grads) && cudak::aligned16(m) &&
+  const bool vec = cudak::aligned16(master) && cudak::aligned16(grads) && cudak::aligned16(m) &&
                    cudak::aligned16(v);
-  launch_grid_stride("adamw", n, vec, adamw_kernel, params, grads, m, v, n, a, vec);
+  launch_grid_stride("adamw", n, vec, adamw_kernel, master, grads, m, v, n, a, vec);
+  if (params && params != master) copy(params, master, n * sizeof(float));
 }
 
 void CudaBackend::sum_squares(float* out, const float* x, size_t n) {

@@ -48,6 +48,14 @@ __global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool v
       [&](size_t i) { dst[i] += src[i]; });
 }
 
+__global__ void to_bf16_kernel(bf16* dst, const float* src, size_t n) {
+  cudak::grid_stride(n, [&](size_t i) { dst[i] = float_to_bf16(src[i]); });
+}
+
+__global__ void from_bf16_kernel(float* dst, const bf16* src, size_t n) {
+  cudak::grid_stride(n, [&](size_t i) { dst[i] = bf16_to_float(src[i]); });
+}
+
 }  // namespace
 
 void CudaBackend::fill(float* x, size_t n, float value) {
@@ -68,6 +76,16 @@ void CudaBackend::add(float* out, const float* a, const float* b, size_t n) {
 void CudaBackend::accumulate(float* dst, const float* src, size_t n) {
   const bool vec = cudak::aligned16(dst) && cudak::aligned16(src);
   launch_grid_stride("accumulate", n, vec, accumulate_kernel, dst, src, n, vec);
+}
+
+void CudaBackend::to_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }
+void CudaBackend::from_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }
+
+void CudaBackend::to_storage(bf16* dst, const float* src, size_t n) {
+  launch_grid_stride("to_storage", n, false, to_bf16_kernel, dst, src, n);
+}
+void CudaBackend::from_storage(float* dst, const bf16* src, size_t n) {
+  launch_grid_stride("from_storage", n, false, from_bf16_kernel, dst, src, n);
 }
 
 }  // namespace gptcuda

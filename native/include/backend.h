@@ -3,7 +3,9 @@
 // Every op takes raw device pointers plus sizes; the addon glue has already
 // checked shapes, dtypes, devices and lifetimes, so implementations only do
 // arithmetic. Conventions (the same on every backend):
-//   * float32 everywhere, row-major, innermost dimension last.
+//   * Typed ops (backend_ops_typed.def) exist for float32 and bf16 storage;
+//     arithmetic and reductions are float32 in both. Row-major, innermost
+//     dimension last.
 //   * Backward ops ACCUMULATE (+=) into every gradient they produce, like
 //     llm.c and PyTorch's .grad. The caller zeroes gradient buffers once per
 //     step. The one exception is the fused classifier, which writes (=) the
@@ -17,7 +19,10 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+
+#include "bf16.h"
 
 namespace gptcuda {
 
@@ -69,8 +74,18 @@ class Backend {
   virtual void reset_peak_memory() = 0;
 
   // ---- compute ops: one list for every backend (backend_ops.def) -------------
+  // TRANSITIONAL: a backend that does not override an op's bf16 version
+  // refuses it with a one-line error, until both backends have all of them.
 #define GPTCUDA_OP(name, params) virtual void name params = 0;
+#define GPTCUDA_OP_BF16(op, params) \
+  virtual void op params { no_bf16_yet(#op); }
 #include "backend_ops.def"
+
+ private:
+  [[noreturn]] void no_bf16_yet(const char* op) const {
+    throw std::runtime_error(std::string(op) + " has no bfloat16 version on the " + name() +
+                             " backend yet; use --dtype fp32");
+  }
 };
 
 // The CPU backend always exists.

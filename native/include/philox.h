@@ -69,4 +69,10 @@ GPTCUDA_HD bool dropout_keep(uint64_t seed, uint64_t stream, uint64_t index, flo
   return philox_uniform(seed, stream, index) >= p;
 }
 
+// The 16 random bits stochastic rounding uses for element `index` (AdamW's
+// bf16 parameter copy, backend_ops_typed.def): word index % 4 of block index / 4.
+GPTCUDA_HD uint32_t philox_rounding_bits(uint64_t seed, uint64_t stream, uint64_t index) {
+  return philox4(seed, stream, index >> 2).w[index & 3] & 0xffffu;
+}
+
 }  // namespace gptcuda

@@ -48,6 +48,7 @@ export interface NativeOps {
   add(out: T, a: T, b: T): void;
   accumulate(dst: T, src: T): void;
   copy(dst: T, src: T): void;
+  convert(dst: T, src: T): void;
   fillNormal(x: T, mean: number, std: number, seed: number, stream: number): void;
   fillUniform(x: T, lo: number, hi: number, seed: number, stream: number): void;
   embeddingForward(out: T, ids: T, wte: T, wpe: T, pos0: number): void;
@@ -66,7 +67,10 @@ export interface NativeOps {
   attentionDecode(out: T, kcache: T, vcache: T, qkv: T, pos0: number): void;
   crossentropyForward(losses: T, logits: T, targets: T, ignoreIndex: number): void;
   crossentropyForwardBackward(losses: T, dlogits: T, logits: T, targets: T, dloss: number, ignoreIndex: number): void;
-  adamw(params: T, grads: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  adamw(
+    master: T, grads: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
+    step: number, params?: T, seed?: number, stream?: number,
+  ): void;
   sumSquares(out: T, x: T): void;
   clipByNorm(x: T, normSq: T, maxNorm: number): void;
 }

@@ -19,6 +19,8 @@ export const scale = (x: Tensor, factor: number) => o().scale(h(x), factor);
 export const add = (out: Tensor, a: Tensor, b: Tensor) => o().add(h(out), h(a), h(b));
 export const accumulate = (dst: Tensor, src: Tensor) => o().accumulate(h(dst), h(src));
 export const copy = (dst: Tensor, src: Tensor) => o().copy(h(dst), h(src));
+/** dst = src converted between float32 and bfloat16 (round to nearest even), on one device. */
+export const convert = (dst: Tensor, src: Tensor) => o().convert(h(dst), h(src));
 /** x = mean + std * N(0, 1) from the counter-based RNG: reproducible on every backend. */
 export const fillNormal = (x: Tensor, mean: number, std: number, rng: DropoutRng) =>
   o().fillNormal(h(x), mean, std, rng.seed, rng.stream);
@@ -84,8 +86,19 @@ export interface AdamWParams {
   /** 1-based step count, for bias correction. */
   step: number;
 }
-export const adamw = (params: Tensor, grads: Tensor, m: Tensor, v: Tensor, a: AdamWParams) =>
-  o().adamw(h(params), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step);
+/**
+ * AdamW on the float32 master weights. With bfloat16 grads, `lowPrecision`
+ * names the model's bfloat16 parameters, written from the new master by
+ * stochastic rounding drawn from `rounding` (the same on every backend).
+ */
+export const adamw = (
+  master: Tensor, grads: Tensor, m: Tensor, v: Tensor, a: AdamWParams,
+  lowPrecision?: { params: Tensor; rounding: DropoutRng },
+) =>
+  lowPrecision
+    ? o().adamw(h(master), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step,
+      h(lowPrecision.params), lowPrecision.rounding.seed, lowPrecision.rounding.stream)
+    : o().adamw(h(master), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step);
 /** out[0] = sum(x^2), written on the device. */
 export const sumSquares = (out: Tensor, x: Tensor) => o().sumSquares(h(out), h(x));
 /** x *= min(1, maxNorm / (sqrt(normSq[0]) + 1e-6)), reading normSq on the device. */

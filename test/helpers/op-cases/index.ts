@@ -5,6 +5,7 @@
 // (bf16) adds a column here, not new cases.
 import { ATTENTION } from './attention.js';
 import { type OpEntry } from './context.js';
+import { convert } from './convert.js';
 import { CROSSENTROPY } from './crossentropy.js';
 import { COPIES, ELEMENTWISE } from './elementwise.js';
 import { EMBEDDING } from './embedding.js';
@@ -16,7 +17,7 @@ import { dropoutBackward, dropoutForward, fillNormal, fillUniform } from './rand
 
 export { OpContext, type OpCase, type OpEntry, type Precision, type TolClass } from './context.js';
 
-export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward,
+export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, convert, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward,
   ...EMBEDDING, ...LAYERNORM, ...MATMUL, ...ATTENTION, ...CROSSENTROPY, ...OPTIMIZER];
 
 /** Native ops without a case, and table entries whose names are not native ops. */
