@@ -70,7 +70,7 @@ describe('the addon', () => {
         'fill', 'scale', 'add', 'accumulate', 'copy', 'fillNormal', 'fillUniform', 'embeddingForward', 'embeddingBackward', 'layernormForward',
         'layernormBackward', 'gemm', 'matmulForward', 'matmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
         'dropoutBackward', 'attentionForward', 'attentionBackward', 'attentionDecode', 'crossentropyForward',
-        'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm',
+        'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm', 'convert',
       ].sort(),
     );
   });
@@ -190,8 +190,8 @@ describe('wrong dtypes', () => {
     expectThrows(() => ops.embeddingForward(z([1, 2, 3]), z([1, 2]), z([5, 3]), z([4, 3])), /^embeddingForward:/, /ids must be int32 but is float32/);
     expectThrows(() => ops.embeddingBackward(z([5, 3]), null, z([1, 2, 3]), z([1, 2])), /^embeddingBackward:/, /ids must be int32 but is float32/);
     expectThrows(() => ops.crossentropyForward(z([2]), z([2, 5]), z([2])), /^crossentropyForward:/, /targets must be int32 but is float32/);
-    expectThrows(() => ops.fill(z([2], 'int32'), 1), /^fill:/, /x must be float32 but is int32/);
-    expectThrows(() => ops.matmulForward(z([2, 4]), z([2, 6], 'bfloat16'), z([4, 6])), /^matmulForward:/, /inp must be float32 but is bfloat16/);
+    expectThrows(() => ops.fill(z([2], 'int32'), 1), /^fill:/, /x must be float32 or bfloat16 but is int32/);
+    expectThrows(() => ops.matmulForward(z([2, 4]), z([2, 6], 'bfloat16'), z([4, 6])), /^matmulForward:/, /out must be bfloat16 but is float32/, /inp bfloat16\[2, 6\]/);
     expectThrows(() => ops.copy(z([2]), z([2], 'int32')), /^copy:/, /same dtype/);
     stillWorks();
   });
