@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GPTModel } from '../model/gpt.js';
 import { validateConfig, type GPTConfig } from '../model/config.js';
-import type { Device } from '../tensor/tensor.js';
+import { Tensor, bfloat16BitsToFloat32, type Device, type Precision } from '../tensor/tensor.js';
+import * as ops from '../tensor/ops.js';
 import { PACKAGE_ROOT } from '../tensor/native.js';
 import type { TrainOptions, TrainState } from '../train/trainer.js';
 import { CheckpointError, readCheckpointArchive, writeCheckpointArchive, type CheckpointManifest } from './archive.js';
@@ -65,31 +66,56 @@ export interface OptimizerSnapshot {
 
 export interface SaveCheckpointInput {
   model: GPTModel;
+  /**
+   * Precision of the saved weights: fp32 (default; at bf16 the master weights,
+   * so a run resumes exactly and exports as usual) or bf16 (rounded to nearest
+   * even: a half-size file for inference; refused with optimizer state).
+   */
+  saveDtype?: Precision;
   optimizer?: { step: number; m: Float32Array; v: Float32Array; hyper: TrainOptions['optimizer'] };
   train?: { state: TrainState; options: TrainOptions; seed: number; loaderConfig: Record<string, unknown> };
   extra?: Record<string, unknown>;
 }
 
-function modelTensors(model: GPTModel, flat: Float32Array): NamedTensor[] {
+function modelTensors(model: GPTModel, flat: Float32Array | Uint16Array): NamedTensor[] {
   return model.params.params.map((p) => ({
     name: p.name,
-    dtype: 'F32',
+    dtype: flat instanceof Float32Array ? 'F32' : 'BF16',
     shape: p.shape,
     data: flat.subarray(p.offset, p.offset + p.numel),
   }));
 }
 
+/** All parameters rounded to bf16 (nearest even, on the model's device): their bit patterns. */
+function bf16Weights(model: GPTModel): Uint16Array {
+  const { params } = model;
+  if (params.precision === 'bf16' && !params.master) return params.readStorageBits()!;
+  const rounded = Tensor.zeros([params.numel], { device: model.device, dtype: 'bfloat16' });
+  try {
+    ops.convert(rounded, params.master ?? params.flat);
+    return rounded.handle.read() as Uint16Array;
+  } finally {
+    rounded.dispose();
+  }
+}
+
 /** Writes model (+ optimizer + trainer state) atomically to `path`. */
 export async function saveCheckpoint(path: string, input: SaveCheckpointInput): Promise<CheckpointManifest> {
   const { model } = input;
-  const flat = model.params.readAll();
+  const saveDtype = input.saveDtype ?? 'fp32';
+  if (saveDtype === 'bf16' && input.optimizer)
+    throw new Error('saveCheckpoint: bf16 weights are for inference only; a training checkpoint keeps float32 weights to resume exactly');
+  const flat = saveDtype === 'bf16' ? bf16Weights(model) : model.params.readAll();
   const files = [{ name: 'model.safetensors', tensors: modelTensors(model, flat) }];
   if (input.optimizer) {
+    const storage = model.params.readStorageBits();
     files.push({
       name: 'optimizer.safetensors',
       tensors: [
         { name: 'exp_avg', dtype: 'F32', shape: [input.optimizer.m.length], data: input.optimizer.m },
         { name: 'exp_avg_sq', dtype: 'F32', shape: [input.optimizer.v.length], data: input.optimizer.v },
+        // The bf16 copy came from the master by stochastic rounding; kept so that a resume continues bit for bit.
+        ...(storage ? [{ name: 'params_bf16', dtype: 'BF16' as const, shape: [storage.length], data: storage }] : []),
       ],
     });
   }
@@ -99,6 +125,8 @@ export async function saveCheckpoint(path: string, input: SaveCheckpointInput): 
     created: new Date().toISOString(),
     tokenizer: 'gpt2',
     config: toStoredConfig(model.config),
+    dtype: model.dtype,
+    weights_dtype: saveDtype,
     dropout: { seed: model.dropoutSeed, counter: model.dropoutCounter },
     ...(input.optimizer ? { optimizer: { name: 'AdamW', step: input.optimizer.step, ...input.optimizer.hyper } } : {}),
     ...(input.train
@@ -120,12 +148,12 @@ export async function saveCheckpoint(path: string, input: SaveCheckpointInput): 
 // model.save(): model/ sits below this layer and cannot import it, so the method is attached here.
 declare module '../model/gpt.js' {
   interface GPTModel {
-    /** Saves the weights (and config) as a gptcuda checkpoint archive. */
-    save(path: string): Promise<void>;
+    /** Saves the weights (and config) as a gptcuda checkpoint archive; `dtype: 'bf16'` for a half-size file. */
+    save(path: string, options?: { dtype?: Precision }): Promise<void>;
   }
 }
-GPTModel.prototype.save = async function (this: GPTModel, path: string): Promise<void> {
-  await saveCheckpoint(path, { model: this });
+GPTModel.prototype.save = async function (this: GPTModel, path: string, options: { dtype?: Precision } = {}): Promise<void> {
+  await saveCheckpoint(path, { model: this, saveDtype: options.dtype });
 };
 
 export interface LoadedCheckpoint {
@@ -141,7 +169,16 @@ export interface LoadedCheckpoint {
  * Reads and fully verifies a checkpoint before building anything: a damaged
  * file never yields a half-loaded model.
  */
-export async function loadCheckpoint(path: string, options: { device?: Device; nonFinite?: 'error' | 'warn' } = {}): Promise<LoadedCheckpoint> {
+export interface LoadCheckpointOptions {
+  device?: Device;
+  nonFinite?: 'error' | 'warn';
+  /** Storage precision of the model (default: the precision it was trained in, from the manifest). */
+  dtype?: Precision;
+  /** At bf16: keep float32 master weights (default true; false for inference only). */
+  masterWeights?: boolean;
+}
+
+export async function loadCheckpoint(path: string, options: LoadCheckpointOptions = {}): Promise<LoadedCheckpoint> {
   const archive = await readCheckpointArchive(path, { nonFinite: options.nonFinite ?? 'error' });
   const manifest = archive.manifest;
   let config: GPTConfig;
@@ -165,7 +202,7 @@ export async function loadCheckpoint(path: string, options: { device?: Device; n
   for (const s of specs) {
     const t = weights.get(s.name);
     if (!t) throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' is missing from model.safetensors`);
-    if (t.dtype !== 'F32') throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' is ${t.dtype}, expected F32`);
+    if (t.dtype !== 'F32' && t.dtype !== 'BF16') throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' is ${t.dtype}, expected F32 or BF16`);
     if (t.shape.join(',') !== s.shape.join(','))
       throw new CheckpointError('MISMATCH', `${path}: tensor '${s.name}' has shape [${t.shape}] but the config needs [${s.shape}]`);
     total += t.data.length;
@@ -173,7 +210,8 @@ export async function loadCheckpoint(path: string, options: { device?: Device; n
   const flat = new Float32Array(total);
   let offset = 0;
   for (const s of specs) {
-    const data = weights.get(s.name)!.data as Float32Array;
+    const t = weights.get(s.name)!;
+    const data = t.dtype === 'BF16' ? bfloat16BitsToFloat32(t.data as Uint16Array) : (t.data as Float32Array);
     flat.set(data, offset);
     offset += data.length;
   }
@@ -186,9 +224,16 @@ export async function loadCheckpoint(path: string, options: { device?: Device; n
     const info = manifest.optimizer as { step: number } & TrainOptions['optimizer'];
     optimizer = { step: info.step, m, v, hyper: { lr: info.lr, beta1: info.beta1, beta2: info.beta2, eps: info.eps, weightDecay: info.weightDecay } };
   }
+  const trainedIn = manifest.dtype === 'bf16' ? 'bf16' : 'fp32';
+  const dtype = options.dtype ?? trainedIn;
+  const storage = opt?.get('params_bf16');
+  if (storage && (storage.dtype !== 'BF16' || storage.data.length !== total))
+    throw new CheckpointError('MISMATCH', `${path}: params_bf16 in optimizer.safetensors does not match the model (${total} parameters)`);
   const dropout = manifest.dropout as { seed: number; counter: number } | undefined;
-  const model = new GPTModel(config, { device: options.device, skipInit: true, seed: dropout?.seed });
+  const model = new GPTModel(config, { device: options.device, skipInit: true, seed: dropout?.seed, dtype, masterWeights: options.masterWeights });
   model.params.writeAll(flat);
+  // A bf16 run continues from the exact bf16 parameters it had (stochastically rounded, not nearest).
+  if (dtype === 'bf16' && trainedIn === 'bf16' && storage) model.params.writeStorageBits(storage.data as Uint16Array);
   model.dropoutCounter = dropout?.counter ?? 0;
   return {
     model,
@@ -220,7 +265,7 @@ function isDamage(err: unknown): boolean {
  */
 export async function loadLatestCheckpoint(
   runDir: string,
-  options: { device?: Device; onWarning?: (message: string) => void } = {},
+  options: Omit<LoadCheckpointOptions, 'nonFinite'> & { onWarning?: (message: string) => void } = {},
 ): Promise<LoadedLatestCheckpoint | null> {
   const onWarning = options.onWarning ?? ((m: string) => process.emitWarning(m, { code: 'GPTCUDA_CHECKPOINT_SKIPPED' }));
   const all = await listCheckpoints(runDir);
@@ -229,7 +274,7 @@ export async function loadLatestCheckpoint(
   for (let i = all.length - 1; i >= 0; i--) {
     const c = all[i]!;
     try {
-      const loaded = await loadCheckpoint(c.path, { device: options.device });
+      const loaded = await loadCheckpoint(c.path, { device: options.device, dtype: options.dtype, masterWeights: options.masterWeights });
       return { ...loaded, path: c.path, warnings: [...skipped, ...loaded.warnings] };
     } catch (err) {
       if (!isDamage(err)) throw err;

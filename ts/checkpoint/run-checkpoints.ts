@@ -4,7 +4,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { GPTModel } from '../model/gpt.js';
-import type { Device } from '../tensor/tensor.js';
+import type { Device, Precision } from '../tensor/tensor.js';
 import type { Trainer, TrainOptions } from '../train/trainer.js';
 import { DiskWriteError } from './atomic.js';
 import { loadCheckpoint, loadLatestCheckpoint, saveCheckpoint, type LoadedCheckpoint } from './checkpoint.js';
@@ -19,20 +19,23 @@ export interface ResumePoint {
  * The checkpoint `resume` names (a .tar, or a run directory's latest complete
  * one), loaded; refuses a weights-only checkpoint. `flag` names the option in errors.
  */
-export async function loadResumePoint(resume: string, options: { device: Device; onWarning?: (m: string) => void; flag?: string }): Promise<ResumePoint> {
+export async function loadResumePoint(
+  resume: string,
+  options: { device: Device; dtype?: Precision; onWarning?: (m: string) => void; flag?: string },
+): Promise<ResumePoint> {
   const flag = options.flag ?? '--resume';
   let resumePath: string;
   let resumed: LoadedCheckpoint;
   const target = resolve(resume);
   if (!existsSync(target)) throw new Error(`${flag} ${resume}: no such file or directory`);
   if (statSync(target).isDirectory()) {
-    const latest = await loadLatestCheckpoint(target, { device: options.device, onWarning: options.onWarning });
+    const latest = await loadLatestCheckpoint(target, { device: options.device, dtype: options.dtype, onWarning: options.onWarning });
     if (!latest) throw new Error(`${flag} ${resume}: the run directory has no checkpoints yet`);
     resumePath = latest.path;
     resumed = latest;
   } else {
     resumePath = target;
-    resumed = await loadCheckpoint(resumePath, { device: options.device });
+    resumed = await loadCheckpoint(resumePath, { device: options.device, dtype: options.dtype });
   }
   if (!resumed.trainState) throw new Error(`${flag}: ${resumePath} holds weights only (no training state); use --init-from to start a new run from it`);
   return { path: resumePath, checkpoint: resumed };

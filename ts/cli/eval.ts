@@ -36,7 +36,7 @@ export async function runEval(args: EvalArgs): Promise<Record<string, number>> {
   const { device } = resolveDevice(args.device);
   const weights = modelSourcePath(args);
   if (!weights) throw new Error('eval needs --weights <checkpoint-or-dir>, or --model gpt2-small|... with downloaded weights');
-  const { model } = await loadModel(weights, { device });
+  const { model } = await loadModel(weights, { device, dtype: args.dtype ?? 'fp32', masterWeights: false });
   try {
     const T = args.contextLength ?? model.config.contextLength;
     if (T > model.config.contextLength)

@@ -44,7 +44,7 @@ export async function runGenerate(args: GenerateArgs): Promise<void> {
   if (!weights)
     throw new Error(`generate needs --weights: train a model first (\`${hint('train')}\`, then --weights runs/<run>) or download GPT-2 (\`${hint('download --model 124M')}\`, then --weights models/124M)`);
   const { device } = resolveDevice(args.device);
-  const { model } = await loadModel(weights, { device });
+  const { model } = await loadModel(weights, { device, dtype: args.dtype ?? 'fp32', masterWeights: false });
   const controller = new AbortController();
   const onSigint = () => controller.abort();
   process.once('SIGINT', onSigint);

@@ -4,6 +4,7 @@ import { basename, delimiter, join, relative, resolve } from 'node:path';
 import { existsSync, realpathSync } from 'node:fs';
 import type { Argv } from 'yargs';
 import type { DeviceRequest } from '../tensor/device.js';
+import { PRECISIONS, type Precision } from '../tensor/tensor.js';
 import { resolvePresetWeights } from '../weights/load.js';
 import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
 
@@ -54,12 +55,18 @@ export function deviceOption<T>(y: Argv<T>): Argv<T> {
   return y.option('device', { type: 'string', choices: ['auto', 'cpu', 'cuda'], default: 'auto', describe: 'where to compute (auto: CUDA if usable)' }) as unknown as Argv<T>;
 }
 
-/** The flags eval and generate share: the model they read, where it runs, and --json. */
+/** --dtype, as train, eval and generate take it. */
+export function dtypeOption<T>(y: Argv<T>, describe: string): Argv<T> {
+  return y.option('dtype', { type: 'string', choices: [...PRECISIONS], describe }) as unknown as Argv<T>;
+}
+
+/** The flags eval and generate share: the model they read, where it runs, its precision, and --json. */
 export interface ModelCommandArgs {
   weights?: string;
   model?: string;
   modelsDir: string;
   device: DeviceRequest;
+  dtype?: Precision;
   json: boolean;
 }
 
@@ -73,7 +80,8 @@ export function modelCommandOptions<T>(y: Argv, usage: string, weightsDescribe: 
     .option('weights', { type: 'string', describe: weightsDescribe })
     .option('model', { type: 'string', choices: Object.keys(OPENAI_SIZE_OF_PRESET), describe: 'downloaded GPT-2 weights in --models-dir (instead of --weights)' })
     .option('models-dir', { type: 'string', default: 'models', describe: 'where `gptcuda download` put the weights' });
-  return deviceOption(own(withSource as unknown as Argv)) as unknown as Argv<T>;
+  const precision = 'weights, activations and KV cache in float32 or bfloat16 (bf16: half the bytes per token; float32 arithmetic either way) (default: fp32)';
+  return dtypeOption(deviceOption(own(withSource as unknown as Argv)), precision) as unknown as Argv<T>;
 }
 
 /** The path modelCommandOptions' source flags name, if any. */

@@ -11,7 +11,8 @@ import { LLMC_SHARD_MAGIC, dataKind, expandDataGlobs, openTokenData } from '../d
 import { PRESETS, resolveConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
 import { resolveDevice, type DeviceRequest } from '../tensor/device.js';
-import type { Device } from '../tensor/tensor.js';
+import type { Device, Precision } from '../tensor/tensor.js';
+import { saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
@@ -23,7 +24,7 @@ import { loadModel, resolvePresetWeights } from '../weights/load.js';
 import { OPENAI_SIZE_OF_PRESET } from '../weights/openai-models.js';
 import { formatDuration } from './progress.js';
 import { TrainOutput } from './train-output.js';
-import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, deviceOption, hint } from './options.js';
+import { FLAG_ALIASES, checkModelShape, checkTrainFlags, deviceLine, deviceOption, dtypeOption, hint } from './options.js';
 
 export const DEFAULT_DATA = join(PACKAGE_ROOT, 'data', 'the-verdict.txt');
 
@@ -66,10 +67,12 @@ export interface TrainArgs {
   skipNonfinite?: boolean;
   nproc?: number;
   zero?: number;
+  dtype?: Precision;
+  saveDtype?: Precision;
 }
 
 export function trainCommand(yargs: Argv): Argv<TrainArgs> {
-  return deviceOption(yargs
+  return dtypeOption(deviceOption(yargs
     .usage('$0 train [options]\n\nPretrain a GPT on your text, as chapter 5 of "Build a Large Language Model (From Scratch)".\nWith no options: the book\'s 124M-shaped model (context 256) on the bundled the-verdict.txt, 10 epochs, batch 2.')
     .option('data', { type: 'string', array: true, describe: "text file(s), a directory of .txt files, token files (gptcuda tokenize) or llm.c's *.bin shards; * and ? globs allowed (default: bundled the-verdict.txt)" })
     .option('model', { type: 'string', describe: 'preset: book, gpt2-small, gpt2-medium, gpt2-large, gpt2-xl (default: book)' })
@@ -104,7 +107,9 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (default: only at the end)' })
     .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })
     .option('overwrite', { type: 'boolean', default: false, describe: "replace another run's checkpoints in the --out directory (default: refuse)" })
-    .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' }))
+    .option('skip-nonfinite', { type: 'boolean', default: false, describe: 'skip updates with a NaN/Inf loss or gradient norm instead of stopping (default: stop)' })
+    .option('save-dtype', { type: 'string', choices: ['fp32', 'bf16'], default: 'fp32', describe: 'bf16: also write model-bf16.tar at the end, the weights alone at half the size, for eval and generate (checkpoints stay float32)' })),
+    'parameters, activations and gradients in float32 or bfloat16; bf16 keeps float32 master weights, moments and statistics (llm.c\'s recipe) (default: fp32; on --resume the run\'s own)')
     .option('json', { type: 'boolean', default: false, describe: 'JSON lines on stdout instead of text' })
     .option('nproc', { type: 'number', describe: 'data parallel on this machine: run N ranks under mpirun (each --batch-size; an update spans N x --grad-accum micro-batches)' })
     .option('zero', { type: 'number', choices: [0, 1], default: 0, describe: 'data parallel: 1 shards the AdamW moments across ranks (ZeRO-1), 0 keeps them whole on every rank' })
@@ -113,6 +118,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .example("$0 train --data 'fineweb10B/fineweb_train_*.bin' --model gpt2-small --max-steps 1000", "llm.c's token shards, streamed")
     .example('$0 train --n-layers 2 --emb-dim 64 --n-heads 4 --context-length 64 --max-steps 50', 'a tiny model, quickly')
     .example('$0 train --resume runs/notes', 'continue an interrupted run')
+    .example('$0 train --dtype bf16 --save-dtype bf16 --out runs/bf16', 'mixed precision, plus a half-size model file')
     .example('$0 train --init-from models/124M --lr 5e-5 --epochs 1', "continue pretraining OpenAI's GPT-2") as unknown as Argv<TrainArgs>;
 }
 
@@ -184,7 +190,7 @@ async function resolveModel(args: TrainArgs, resumedModel: GPTModel | null, devi
   const initFrom = args.initFrom ?? (args.modelsDir && args.model ? resolvePresetWeights(args.model, args.modelsDir) : undefined);
   if (resumedModel) loadedModel = resumedModel;
   else if (initFrom) {
-    loadedModel = (await loadModel(initFrom, { device, allowNonFinite: args.allowNonfinite })).model;
+    loadedModel = (await loadModel(initFrom, { device, dtype: args.dtype ?? 'fp32', allowNonFinite: args.allowNonfinite })).model;
     if (args.dropRate !== undefined) (loadedModel.config as GPTConfig).dropRate = args.dropRate;
     loadedModel.dropoutSeed = args.seed;
   } else {
@@ -213,12 +219,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const isRoot = world?.isRoot ?? true;
   if (world && args.nproc !== undefined && args.nproc !== world.size) throw new Error(`--nproc ${args.nproc} but the launcher started ${world.size} ranks; drop --nproc under mpirun or srun`);
   if (world && device !== 'cpu') throw new Error(`data-parallel training on ${device} needs NCCL, which this build lacks; use --device cpu with several ranks`);
+  if (world && args.dtype === 'bf16') throw new Error('data-parallel training in bf16 is not supported yet (the gradients are reduced in float32 only); use --dtype fp32 with several ranks');
   // ----
   if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !args.json && isRoot)
     console.log(`training ${args.model} from scratch (use --init-from models/${OPENAI_SIZE_OF_PRESET[args.model] ?? '124M'} for OpenAI's weights)`);
 
   // Resuming restores model, optimizer, data position and settings from the checkpoint.
-  const resumePoint = args.resume ? await loadResumePoint(args.resume, { device, onWarning: (m) => console.error(`warning: ${m}`) }) : null;
+  const resumePoint = args.resume ? await loadResumePoint(args.resume, { device, dtype: args.dtype, onWarning: (m) => console.error(`warning: ${m}`) }) : null;
   const resumePath = resumePoint?.path;
   const resumed = resumePoint?.checkpoint ?? null;
   const runDir = resolve(args.out ?? (args.resume && statSync(resolve(args.resume)).isDirectory() ? args.resume : join('runs', timestamp())));
@@ -274,10 +281,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       shuffle: loaderConfig.shuffle,
       seed: loaderConfig.seed,
     }));
-    const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device });
+    const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device, dtype: args.dtype ?? 'fp32' });
+    if (world && model.dtype === 'bf16') throw new Error(`${resumePath} was trained in bf16, which data-parallel training does not support yet; resume it with --dtype fp32, or on one rank`);
 
     const options = trainOptions(args, resumed, world);
-    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0));
+    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0, model.dropoutSeed));
     if (world) {
       trainer.collective = world;
       world.broadcast(model.params.flat);
@@ -292,6 +300,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       event: 'start',
       device,
       device_reason: reason,
+      dtype: model.dtype,
       parameters: model.numParameters,
       config: model.config,
       train_tokens: loaders.trainTokens,
@@ -308,7 +317,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const say = (line: string) => out.say(line);
     if (world) say(world.describe(device));
     say(`gptcuda train: ${(model.numParameters / 1e6).toFixed(1)}M parameters`);
-    say(deviceLine(device, args.device, native().backends().cuda.reason));
+    say(deviceLine(device, args.device, native().backends().cuda.reason) + (model.dtype === 'bf16' ? ', bf16 (float32 master weights)' : ''));
     say(`data: ${loaders.trainTokens} training tokens (${loaders.train.numBatches} batches), ${loaders.valTokens} validation tokens (${loaders.val.numBatches} batches)`);
     if (resumePath) say(`resuming from ${resumePath} at step ${trainer.state.step}`);
     say(`run directory: ${runDir}`);
@@ -392,6 +401,12 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       );
     }
     await out.writePlot(trainer.state);
+    if (args.saveDtype === 'bf16' && isRoot) {
+      const path = join(runDir, 'model-bf16.tar');
+      await saveCheckpoint(path, { model, saveDtype: 'bf16', ...(runId !== undefined ? { extra: { run_id: runId } } : {}) });
+      out.record({ event: 'export', dtype: 'bf16', path });
+      say(`bf16 weights: ${path}`);
+    }
     out.record({ event: 'done', ...summary, run_dir: runDir });
     if (out.isJson) {
       if (summary.stopped_early && isRoot) console.error(`stopped early; resume with: ${hint(`train --resume ${runDir}`)}`);

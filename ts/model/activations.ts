@@ -1,8 +1,10 @@
 // Activation memory for one (batch, context) shape: every buffer the forward
 // saves for the backward, and the gradient scratch the backward reuses layer
-// after layer, as views into ONE preallocated buffer. A training step
-// allocates nothing; a smaller batch lays out inside the same buffer.
-import { Tensor, type Device } from '../tensor/tensor.js';
+// after layer, as views into ONE preallocated buffer (two at bf16: the
+// statistics that stay float32, LayerNorm's mean and rstd, attention's lse and
+// the losses, live in a float32 one). A training step allocates nothing; a
+// smaller batch lays out inside the same buffers.
+import { Tensor, storageDType, type Device, type Precision } from '../tensor/tensor.js';
 import type { GPTConfig } from './config.js';
 
 export interface LayerActivations {
@@ -34,7 +36,8 @@ export interface Activations {
   targets: Tensor;
 }
 
-type Take = (shape: number[]) => Tensor;
+/** A view of `shape` from the storage-dtype buffer, or with `stat` from the float32 one. */
+type Take = (shape: number[], stat?: 'stat') => Tensor;
 
 function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activations, 'ids' | 'targets'> {
   const C = cfg.embDim, NH = cfg.nHeads, V = cfg.vocabSize;
@@ -46,20 +49,20 @@ function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activati
     const proj = take([B, T, C]);
     const fc2 = take([B, T, C]);
     layers.push({
-      ln1: take([B, T, C]), ln1Mean: take([B * T]), ln1Rstd: take([B * T]),
+      ln1: take([B, T, C]), ln1Mean: take([B * T], 'stat'), ln1Rstd: take([B * T], 'stat'),
       qkv: take([B, T, 3 * C]),
-      att: take([B, T, C]), lse: take([B, NH, T]),
+      att: take([B, T, C]), lse: take([B, NH, T], 'stat'),
       proj, projDrop: dropout ? take([B, T, C]) : proj,
       res2: take([B, T, C]),
-      ln2: take([B, T, C]), ln2Mean: take([B * T]), ln2Rstd: take([B * T]),
+      ln2: take([B, T, C]), ln2Mean: take([B * T], 'stat'), ln2Rstd: take([B * T], 'stat'),
       fc: take([B, T, 4 * C]), gelu: take([B, T, 4 * C]),
       fc2, fc2Drop: dropout ? take([B, T, C]) : fc2,
       res3: take([B, T, C]),
     });
   }
-  const lnf = take([B, T, C]), lnfMean = take([B * T]), lnfRstd = take([B * T]);
+  const lnf = take([B, T, C]), lnfMean = take([B * T], 'stat'), lnfRstd = take([B * T], 'stat');
   const logits = take([B, T, V]);
-  const losses = take([B * T]);
+  const losses = take([B * T], 'stat');
   // The gradient scratch is contiguous so one fill zeroes it per layer.
   const scratchNumel = B * T * (C + C + 4 * C + 4 * C + 3 * C);
   const region = take([scratchNumel]);
@@ -74,11 +77,12 @@ function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activati
   return { B, T, emb, embDrop, layers, lnf, lnfMean, lnfRstd, logits, losses, grads };
 }
 
-function countNumel(cfg: GPTConfig, B: number, T: number): number {
-  let n = 0;
+/** Elements of the storage buffer and of the float32 statistics buffer a layout needs. */
+function countNumel(cfg: GPTConfig, B: number, T: number): { storage: number; stats: number } {
+  const n = { storage: 0, stats: 0 };
   const fake = { view: () => fake } as unknown as Tensor;
-  layout(cfg, B, T, (shape) => {
-    n += shape.reduce((a, b) => a * b, 1);
+  layout(cfg, B, T, (shape, stat) => {
+    n[stat ? 'stats' : 'storage'] += shape.reduce((a, b) => a * b, 1);
     return fake;
   });
   return n;
@@ -87,16 +91,17 @@ function countNumel(cfg: GPTConfig, B: number, T: number): number {
 /** Owns the activation buffer; hands out layouts for any (B, T) within the plan. */
 export class ActivationPool {
   private buffer: Tensor | null = null;
+  private statsBuffer: Tensor | null = null;
   private idsBuffer: Tensor | null = null;
   private targetsBuffer: Tensor | null = null;
-  private capacity = 0;
+  private capacity = { storage: 0, stats: 0 };
   private tokenCapacity = 0;
   private cache = new Map<string, Activations>();
 
-  constructor(private readonly cfg: GPTConfig, private readonly device: Device) {}
+  constructor(private readonly cfg: GPTConfig, private readonly device: Device, private readonly precision: Precision = 'fp32') {}
 
   get bytes(): number {
-    return this.capacity * 4;
+    return this.capacity.storage * (this.precision === 'bf16' ? 2 : 4) + this.capacity.stats * 4;
   }
 
   get(B: number, T: number): Activations {
@@ -104,19 +109,21 @@ export class ActivationPool {
     const hit = this.cache.get(key);
     if (hit) return hit;
     const need = countNumel(this.cfg, B, T);
-    if (need > this.capacity || B * T > this.tokenCapacity) {
+    if (need.storage > this.capacity.storage || need.stats > this.capacity.stats || B * T > this.tokenCapacity) {
       this.dispose();
-      this.buffer = Tensor.zeros([need], { device: this.device });
+      this.buffer = Tensor.zeros([need.storage], { device: this.device, dtype: storageDType(this.precision) });
+      this.statsBuffer = Tensor.zeros([need.stats], { device: this.device });
       this.idsBuffer = Tensor.zeros([B * T], { dtype: 'int32', device: this.device });
       this.targetsBuffer = Tensor.zeros([B * T], { dtype: 'int32', device: this.device });
       this.capacity = need;
       this.tokenCapacity = B * T;
     }
-    let off = 0;
-    const buffer = this.buffer!;
-    const acts = layout(this.cfg, B, T, (shape) => {
-      const t = buffer.view(off, shape);
-      off += shape.reduce((a, b) => a * b, 1);
+    const off = { storage: 0, stats: 0 };
+    const buffers = { storage: this.buffer!, stats: this.statsBuffer! };
+    const acts = layout(this.cfg, B, T, (shape, stat) => {
+      const k = stat ? 'stats' : 'storage';
+      const t = buffers[k].view(off[k], shape);
+      off[k] += shape.reduce((a, b) => a * b, 1);
       return t;
     }) as Activations;
     acts.ids = this.idsBuffer!.view(0, [B, T]);
@@ -127,10 +134,12 @@ export class ActivationPool {
 
   dispose(): void {
     this.buffer?.dispose();
+    this.statsBuffer?.dispose();
     this.idsBuffer?.dispose();
     this.targetsBuffer?.dispose();
-    this.buffer = this.idsBuffer = this.targetsBuffer = null;
-    this.capacity = this.tokenCapacity = 0;
+    this.buffer = this.statsBuffer = this.idsBuffer = this.targetsBuffer = null;
+    this.capacity = { storage: 0, stats: 0 };
+    this.tokenCapacity = 0;
     this.cache.clear();
   }
 }

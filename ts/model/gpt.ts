@@ -11,7 +11,7 @@
 import { ParameterStore, type ParameterSpec } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { native, type NativeRecording } from '../tensor/native.js';
-import { Tensor, type Device } from '../tensor/tensor.js';
+import { Tensor, storageDType, type Device, type Precision } from '../tensor/tensor.js';
 import { ActivationPool, type Activations, type LayerActivations } from './activations.js';
 import { validateConfig, type GPTConfig } from './config.js';
 
@@ -44,6 +44,14 @@ export interface ModelInit {
   device?: Device;
   /** Leave parameters zero (they are about to be loaded). */
   skipInit?: boolean;
+  /**
+   * Storage precision of parameters, activations and gradients (default fp32).
+   * bf16 keeps float32 master weights for training; arithmetic, statistics
+   * and reductions are float32 either way.
+   */
+  dtype?: Precision;
+  /** At bf16: keep the float32 master weights (default true; false for inference only, half the memory). */
+  masterWeights?: boolean;
 }
 
 // Dropout sites draw from disjoint RNG streams: stream = dropoutCounter * SITES + site.
@@ -52,6 +60,7 @@ const SITES = 4096;
 export class GPTModel {
   readonly config: GPTConfig;
   readonly device: Device;
+  readonly dtype: Precision;
   readonly params: ParameterStore;
   /** Seeds dropout masks; with `dropoutCounter` it fully determines them. */
   dropoutSeed: number;
@@ -70,8 +79,9 @@ export class GPTModel {
     validateConfig(config);
     this.config = { ...config };
     this.device = init.device ?? 'cpu';
+    this.dtype = init.dtype ?? 'fp32';
     this.dropoutSeed = init.seed ?? 123;
-    this.params = new ParameterStore(GPTModel.parameterSpecs(config), this.device);
+    this.params = new ParameterStore(GPTModel.parameterSpecs(config), this.device, this.dtype, { masterWeights: init.masterWeights });
     const p = (name: string): Param => this.params.get(name);
     const C = config.embDim;
     this.tokEmb = p('tok_emb.weight');
@@ -90,7 +100,7 @@ export class GPTModel {
     }
     this.finalNorm = { scale: p('final_norm.scale'), shift: p('final_norm.shift') };
     this.outHead = config.tieWeights ? this.tokEmb : p('out_head.weight');
-    this.pool = new ActivationPool(config, this.device);
+    this.pool = new ActivationPool(config, this.device, this.dtype);
     if (!init.skipInit) this.initialize(init.seed ?? 123);
   }
 
@@ -150,15 +160,23 @@ export class GPTModel {
   /**
    * Seeded initialisation (config.init), on the device: parameter k draws
    * from RNG stream k, so values depend only on (seed, layout), not on
-   * thread counts.
+   * thread counts. At bf16 the float32 draws are rounded into the model's copy.
    */
   initialize(seed: number): void {
-    this.params.params.forEach((p, k) => {
-      const rng = { seed, stream: k };
-      if (p.init.kind === 'normal') ops.fillNormal(p.value, 0, p.init.std, rng);
-      else if (p.init.kind === 'uniform') ops.fillUniform(p.value, -p.init.bound, p.init.bound, rng);
-      else ops.fill(p.value, p.init.kind === 'ones' ? 1 : 0);
-    });
+    const store = this.params;
+    const target = store.master ?? Tensor.zeros([store.numel], { device: this.device });
+    try {
+      store.params.forEach((p, k) => {
+        const value = target.view(p.offset, p.shape);
+        const rng = { seed, stream: k };
+        if (p.init.kind === 'normal') ops.fillNormal(value, 0, p.init.std, rng);
+        else if (p.init.kind === 'uniform') ops.fillUniform(value, -p.init.bound, p.init.bound, rng);
+        else ops.fill(value, p.init.kind === 'ones' ? 1 : 0);
+      });
+      if (target !== store.flat) ops.convert(store.flat, target);
+    } finally {
+      if (target !== store.master) target.dispose();
+    }
   }
 
   get numParameters(): number {
@@ -385,7 +403,7 @@ export class GPTModel {
   }
 
   createKVCache(batch: number): KVCache {
-    return new KVCache(this.config, batch, this.device);
+    return new KVCache(this.config, batch, this.device, this.dtype);
   }
 
   /**
@@ -395,7 +413,7 @@ export class GPTModel {
    * (model.generate, model.stream and model.save are attached the same way
    * by ts/generate/generate.ts and ts/checkpoint/checkpoint.ts.)
    */
-  static load: (path: string, options?: { device?: Device }) => Promise<GPTModel> = () =>
+  static load: (path: string, options?: { device?: Device; dtype?: Precision; masterWeights?: boolean }) => Promise<GPTModel> = () =>
     Promise.reject(new Error('GPTModel.load: no weight formats are loaded; import gptcuda (ts/index.ts) or ts/weights/load.js first'));
 
   /** Frees parameters and activations now. */
@@ -412,12 +430,13 @@ export type CachePositions = number | readonly number[];
 export class KVCache {
   readonly keys: Tensor[] = [];
   readonly values: Tensor[] = [];
-  constructor(readonly config: GPTConfig, readonly batch: number, device: Device) {
+  constructor(readonly config: GPTConfig, readonly batch: number, device: Device, precision: Precision = 'fp32') {
     const hs = config.embDim / config.nHeads;
     const shape = [batch, config.nHeads, config.contextLength, hs];
+    const dtype = storageDType(precision);
     for (let l = 0; l < config.nLayers; l++) {
-      this.keys.push(Tensor.zeros(shape, { device }));
-      this.values.push(Tensor.zeros(shape, { device }));
+      this.keys.push(Tensor.zeros(shape, { device, dtype }));
+      this.values.push(Tensor.zeros(shape, { device, dtype }));
     }
   }
   dispose(): void {

@@ -1,7 +1,12 @@
-// All parameters of a model in ONE flat float32 buffer, with named views; the
+// All parameters of a model in ONE flat buffer, with named views; the
 // gradients mirror it. AdamW is then a call over the flat buffers, the
 // gradient norm one reduction, and a checkpoint a few large writes.
-import { Tensor, type Device } from '../tensor/tensor.js';
+//
+// At bf16 precision the flat buffer and its gradients are bfloat16 and a
+// float32 master copy holds the authoritative values (llm.c's recipe): the
+// optimizer updates the master and rounds it into the model's copy, and
+// checkpoints save the master. An inference-only store has no master.
+import { Tensor, storageDType, type Device, type Precision } from '../tensor/tensor.js';
 import * as ops from '../tensor/ops.js';
 
 export type InitKind =
@@ -31,9 +36,13 @@ export class ParameterStore {
   readonly flatGrad: Tensor;
   readonly numel: number;
   readonly device: Device;
+  readonly precision: Precision;
+  /** The float32 values AdamW updates: `flat` itself at fp32; at bf16 a separate copy, or null without one. */
+  readonly master: Tensor | null;
 
-  constructor(specs: ParameterSpec[], device: Device) {
+  constructor(specs: ParameterSpec[], device: Device, precision: Precision = 'fp32', options: { masterWeights?: boolean } = {}) {
     this.device = device;
+    this.precision = precision;
     let offset = 0;
     const laid: Omit<Parameter, 'value' | 'grad'>[] = [];
     const seen = new Set<string>();
@@ -45,8 +54,10 @@ export class ParameterStore {
       offset += numel;
     }
     this.numel = offset;
-    this.flat = Tensor.zeros([offset], { device });
-    this.flatGrad = Tensor.zeros([offset], { device });
+    const dtype = storageDType(precision);
+    this.flat = Tensor.zeros([offset], { device, dtype });
+    this.flatGrad = Tensor.zeros([offset], { device, dtype });
+    this.master = precision === 'fp32' ? this.flat : options.masterWeights === false ? null : Tensor.zeros([offset], { device });
     for (const p of laid) {
       const param: Parameter = {
         ...p,
@@ -76,17 +87,65 @@ export class ParameterStore {
     ops.fill(this.flatGrad, 0);
   }
 
-  /** Host copy of all parameter values (one transfer). */
-  readAll(): Float32Array {
-    return this.flat.toFloat32Array();
+  /** The master weights, for what updates them (the optimizer); an inference-only bf16 store has none. */
+  requireMaster(what: string): Tensor {
+    if (!this.master)
+      throw new Error(`${what}: this bf16 model was loaded for inference, without float32 master weights; load it with masterWeights: true (or --dtype fp32) to train`);
+    return this.master;
   }
 
+  /** Host copy of all parameter values as float32: the master weights where there are any (one transfer). */
+  readAll(): Float32Array {
+    return (this.master ?? this.flat).toFloat32Array();
+  }
+
+  /** Sets every parameter from float32 values (the model's bf16 copy rounded to nearest even). */
   writeAll(data: Float32Array): void {
     if (data.length !== this.numel) throw new Error(`expected ${this.numel} parameter values, got ${data.length}`);
-    this.flat.write(data);
+    if (this.precision === 'fp32') return this.flat.write(data);
+    const staging = this.master ?? Tensor.zeros([this.numel], { device: this.device });
+    try {
+      staging.write(data);
+      ops.convert(this.flat, staging);
+    } finally {
+      if (staging !== this.master) staging.dispose();
+    }
+  }
+
+  /** Sets one parameter from float32 values (as writeAll, for loaders that go tensor by tensor). */
+  writeParameter(name: string, data: Float32Array, offset = 0): void {
+    const p = this.get(name);
+    if (offset < 0 || offset + data.length > p.numel) throw new Error(`${name}: ${data.length} values at ${offset} do not fit its ${p.numel}`);
+    const at = p.offset + offset;
+    if (this.precision === 'fp32') return this.flat.view(at, [data.length]).write(data);
+    const staging = this.master ? this.master.view(at, [data.length]) : Tensor.zeros([data.length], { device: this.device });
+    try {
+      staging.write(data);
+      ops.convert(this.flat.view(at, [data.length]), staging);
+    } finally {
+      if (!this.master) staging.dispose();
+    }
+  }
+
+  /** Rounds the master weights into the model's bf16 copy (to nearest even), after they were set in place. */
+  syncFromMaster(): void {
+    if (this.precision !== 'fp32') ops.convert(this.flat, this.requireMaster('syncFromMaster'));
+  }
+
+  /** The bf16 copy's bit patterns (for checkpoints that resume exactly); null at fp32. */
+  readStorageBits(): Uint16Array | null {
+    return this.precision === 'fp32' ? null : (this.flat.handle.read() as Uint16Array);
+  }
+
+  /** Restores the bf16 copy's exact bits (what readStorageBits gave). */
+  writeStorageBits(bits: Uint16Array): void {
+    if (this.precision === 'fp32') throw new Error('writeStorageBits: the parameters are float32');
+    if (bits.length !== this.numel) throw new Error(`expected ${this.numel} bf16 parameter values, got ${bits.length}`);
+    this.flat.write(bits);
   }
 
   dispose(): void {
+    if (this.master && this.master !== this.flat) this.master.dispose();
     this.flat.dispose();
     this.flatGrad.dispose();
   }

@@ -6,6 +6,19 @@ import { native, type DType, type Device, type NativeTensor } from './native.js'
 export type { DType, Device } from './native.js';
 export type TypedData = Float32Array | Int32Array | Uint16Array;
 
+/** A model's storage precision as users name it (`--dtype fp32|bf16`). */
+export type Precision = 'fp32' | 'bf16';
+export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16'];
+/** The tensor dtype that parameters, activations and gradients are stored in at a precision. */
+export const storageDType = (p: Precision): DType => (p === 'bf16' ? 'bfloat16' : 'float32');
+
+/** bfloat16 bit patterns widened to float32 (exact: bf16 is the top half of a float32). */
+export function bfloat16BitsToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bits[i]! << 16;
+  return new Float32Array(out.buffer);
+}
+
 export interface TensorOptions {
   dtype?: DType;
   device?: Device;
@@ -72,7 +85,9 @@ export class Tensor {
     return new Tensor(this.handle.view(offset, [...shape]), this.base ?? this);
   }
 
+  /** The values as float32 (a bfloat16 tensor is widened, exactly). */
   toFloat32Array(): Float32Array {
+    if (this.dtype === 'bfloat16') return bfloat16BitsToFloat32(this.handle.read() as Uint16Array);
     if (this.dtype !== 'float32') throw new Error(`toFloat32Array: tensor is ${this.dtype}`);
     return this.handle.read() as Float32Array;
   }
@@ -83,7 +98,7 @@ export class Tensor {
   /** The value of a one-element tensor. */
   item(): number {
     if (this.numel !== 1) throw new Error(`item: tensor has shape [${this.shape.join(', ')}], not one element`);
-    return this.handle.read()[0];
+    return this.dtype === 'bfloat16' ? this.toFloat32Array()[0]! : this.handle.read()[0];
   }
 
   /** Overwrites the contents from a typed array of the same dtype and length. */

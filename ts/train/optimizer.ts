@@ -1,5 +1,8 @@
 // AdamW over the flat parameter buffer: one native call for every parameter
-// (the book decays all of them, biases and LayerNorm included).
+// (the book decays all of them, biases and LayerNorm included). At bf16 it
+// updates the float32 master weights and writes the model's bf16 copy by
+// stochastic rounding whose bits depend only on (seed, step): a resumed run
+// rounds exactly as an uninterrupted one.
 import type { ParameterStore } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -15,6 +18,12 @@ export interface AdamWConfig {
 /** torch.optim.AdamW(lr=4e-4, weight_decay=0.1) as the book uses it. */
 export const BOOK_ADAMW: AdamWConfig = { lr: 4e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1 };
 
+/**
+ * The RNG stream of step t's stochastic rounding: above every dropout stream
+ * (dropout counter * 4096 + site, ts/model/gpt.ts) so the two never share bits.
+ */
+export const roundingStream = (step: number) => 2 ** 52 + step;
+
 export class AdamW {
   readonly m: Tensor;
   readonly v: Tensor;
@@ -22,7 +31,11 @@ export class AdamW {
   step = 0;
   private readonly normSq: Tensor;
 
-  constructor(readonly params: ParameterStore, public config: AdamWConfig = BOOK_ADAMW) {
+  private readonly master: Tensor;
+
+  /** `roundingSeed` seeds the bf16 stochastic rounding (the trainer passes the run's seed). */
+  constructor(readonly params: ParameterStore, public config: AdamWConfig = BOOK_ADAMW, readonly roundingSeed = 0) {
+    this.master = params.requireMaster('AdamW');
     this.m = Tensor.zeros([params.numel], { device: params.device });
     this.v = Tensor.zeros([params.numel], { device: params.device });
     this.normSq = Tensor.zeros([1], { device: params.device });
@@ -42,9 +55,10 @@ export class AdamW {
   update(lr = this.config.lr): void {
     this.step += 1;
     const c = this.config;
-    ops.adamw(this.params.flat, this.params.flatGrad, this.m, this.v, {
+    const p = this.params;
+    ops.adamw(this.master, p.flatGrad, this.m, this.v, {
       lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weightDecay: c.weightDecay, step: this.step,
-    });
+    }, p.master === p.flat ? undefined : { params: p.flat, rounding: { seed: this.roundingSeed, stream: roundingStream(this.step) } });
   }
 
   dispose(): void {

@@ -108,7 +108,7 @@ export class Trainer {
     if (!(options.evalFreq >= 1)) throw new Error(`--eval-freq must be >= 1 (got ${options.evalFreq})`);
     // A bad id is reported as its place in the corpus, before it reaches the embedding.
     for (const l of [train, val]) l.vocabSize ??= model.config.vocabSize;
-    this.optimizer = optimizer ?? new AdamW(model.params, options.optimizer);
+    this.optimizer = optimizer ?? new AdamW(model.params, options.optimizer, model.dropoutSeed);
     this.state = {
       step: 0,
       epoch: 0,

@@ -23,6 +23,7 @@ export class ZeroAdamW {
 
   constructor(readonly params: ParameterStore, public config: AdamWConfig, readonly world: Collective) {
     if (params.device !== 'cpu') throw new Error(`--zero 1 runs on CPU ranks (MPI); got parameters on ${params.device}`);
+    if (params.precision !== 'fp32') throw new Error('--zero 1 needs --dtype fp32 for now (the bf16 master weights are not sharded yet)');
     ({ start: this.start, length: this.length } = world.shard(params.numel));
     if (this.length === 0) throw new Error(`--zero 1: ${params.numel} parameters cannot be split over ${world.size} ranks; use fewer ranks or --zero 0`);
     this.m = Tensor.zeros([this.length]);
@@ -78,9 +79,9 @@ export class ZeroAdamW {
 export type Optimizer = AdamW | ZeroAdamW;
 
 /** `--zero 1` with several ranks shards the moments; otherwise the plain AdamW. */
-export function createOptimizer(params: ParameterStore, config: AdamWConfig, world: Collective | null, zero: number): Optimizer {
+export function createOptimizer(params: ParameterStore, config: AdamWConfig, world: Collective | null, zero: number, roundingSeed = 0): Optimizer {
   if (zero !== 0 && zero !== 1) throw new Error(`--zero must be 0 (plain data parallel) or 1 (AdamW moments sharded across ranks), got ${zero}`);
-  return zero === 1 && world ? new ZeroAdamW(params, config, world) : new AdamW(params, config);
+  return zero === 1 && world ? new ZeroAdamW(params, config, world) : new AdamW(params, config, roundingSeed);
 }
 
 /** The full moments for a checkpoint; with ZeRO a collective that every rank must call. */

@@ -11,7 +11,7 @@ import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.j
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
-import type { Device } from '../tensor/tensor.js';
+import type { Device, Precision } from '../tensor/tensor.js';
 import { GPT2_HEADS_BY_WIDTH, gpt2Tensors, transpose2d } from './gpt2-layout.js';
 import { OPENAI_SIZE_OF_PRESET } from './openai-models.js';
 import { bfloat16ToFloat32, float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
@@ -55,27 +55,41 @@ export function resolvePresetWeights(preset: string, modelsDir: string): string 
   return dir;
 }
 
-export async function loadModel(pathArg: string, options: { device?: Device; allowNonFinite?: boolean } = {}): Promise<LoadedModel> {
+export interface LoadModelOptions {
+  device?: Device;
+  allowNonFinite?: boolean;
+  /** Storage precision of the loaded model (default fp32, whatever the weights were trained or saved in). */
+  dtype?: Precision;
+  /** At bf16: keep float32 master weights (default true; false for inference, half the memory). */
+  masterWeights?: boolean;
+}
+
+type ModelPlacement = Pick<LoadModelOptions, 'device' | 'dtype' | 'masterWeights'>;
+
+export async function loadModel(pathArg: string, options: LoadModelOptions = {}): Promise<LoadedModel> {
   // A run directory's damaged checkpoints are reported once, by loadLatestCheckpoint below.
   const source = await detectWeights(pathArg, { onWarning: () => {} });
   let model: GPTModel;
   if (source.format === 'gptcuda-checkpoint' && statSync(resolve(pathArg)).isDirectory()) {
     // A run directory: the newest checkpoint that passes full verification (same rule as --resume DIR).
-    const latest = await loadLatestCheckpoint(resolve(pathArg), { device: options.device, onWarning: (m) => console.error(`warning: ${m}`) });
+    const latest = await loadLatestCheckpoint(resolve(pathArg), { ...placement(options), onWarning: (m) => console.error(`warning: ${m}`) });
     if (!latest) throw new Error(`${pathArg}: the run directory has no checkpoints`);
     source.path = latest.path;
     model = latest.model;
-  } else if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, { device: options.device })).model;
-  else if (source.format === 'openai-tf') model = await loadOpenAI(source.path, options.device);
-  else model = await loadHuggingFace(source.path, options.device, { allowNonFinite: options.allowNonFinite });
+  } else if (source.format === 'gptcuda-checkpoint') model = (await loadCheckpoint(source.path, placement(options))).model;
+  else if (source.format === 'openai-tf') model = await loadOpenAI(source.path, placement(options));
+  else model = await loadHuggingFace(source.path, placement(options), { allowNonFinite: options.allowNonFinite });
   return { model, source };
 }
+
+const placement = (o: LoadModelOptions): ModelPlacement => ({ device: o.device, dtype: o.dtype ?? 'fp32', masterWeights: o.masterWeights });
+const placed = (at: Device | ModelPlacement | undefined): ModelPlacement => (typeof at === 'string' ? { device: at } : at ?? {});
 
 GPTModel.load = async (path, options = {}) => (await loadModel(path, options)).model;
 
 /** Writes GPT-2 tensors into a fresh model one at a time (host memory stays near one tensor). */
-async function fillFromGpt2(config: GPTConfig, device: Device | undefined, read: (t: ReturnType<typeof gpt2Tensors>[number]) => Promise<Float32Array>): Promise<GPTModel> {
-  const model = new GPTModel(config, { device, skipInit: true });
+async function fillFromGpt2(config: GPTConfig, at: ModelPlacement, read: (t: ReturnType<typeof gpt2Tensors>[number]) => Promise<Float32Array>): Promise<GPTModel> {
+  const model = new GPTModel(config, { ...at, skipInit: true });
   try {
     for (const t of gpt2Tensors(config)) {
       let data = await read(t);
@@ -84,12 +98,12 @@ async function fillFromGpt2(config: GPTConfig, device: Device | undefined, read:
       if (t.transpose) data = transpose2d(data, t.shape[0], t.shape[1]);
       let offset = 0;
       for (const name of t.ours) {
-        const p = model.params.get(name);
-        p.value.write(data.subarray(offset, offset + p.numel));
-        offset += p.numel;
+        const n = model.params.get(name).numel;
+        model.params.writeParameter(name, data.subarray(offset, offset + n));
+        offset += n;
       }
       // The book loads wte into the output head as an independent copy.
-      if (t.openai === 'model/wte' && !config.tieWeights) model.params.get('out_head.weight').value.write(data);
+      if (t.openai === 'model/wte' && !config.tieWeights) model.params.writeParameter('out_head.weight', data);
     }
   } catch (e) {
     model.dispose();
@@ -114,7 +128,7 @@ function gpt2Config(hp: { n_vocab: number; n_ctx: number; n_embd: number; n_head
   return config;
 }
 
-export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel> {
+export async function loadOpenAI(dir: string, at: Device | ModelPlacement = {}): Promise<GPTModel> {
   const hpPath = join(dir, 'hparams.json');
   if (!existsSync(hpPath)) throw new Error(`${dir}: hparams.json is missing (re-run \`gptcuda download\`)`);
   const hp = readJson(hpPath);
@@ -135,7 +149,7 @@ export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel
       throw new Error(`${hpPath}: ${(err as Error).message}`);
     }
     for (const t of gpt2Tensors(config)) if (!ckpt.has(t.openai)) throw new Error(`${dir}: tensor ${t.openai} (needed by hparams.json) is missing from the checkpoint`);
-    return await fillFromGpt2(config, device, async (t) => {
+    return await fillFromGpt2(config, placed(at), async (t) => {
       const entry = ckpt.entry(t.openai);
       const got = entry.shape.filter((d, i) => !(i === 0 && d === 1 && entry.shape.length === t.shape.length + 1));
       if (got.join(',') !== t.shape.join(','))
@@ -149,7 +163,7 @@ export async function loadOpenAI(dir: string, device?: Device): Promise<GPTModel
   }
 }
 
-export async function loadHuggingFace(file: string, device?: Device, options: { allowNonFinite?: boolean } = {}): Promise<GPTModel> {
+export async function loadHuggingFace(file: string, at: Device | ModelPlacement = {}, options: { allowNonFinite?: boolean } = {}): Promise<GPTModel> {
   const contents = await readSafetensorsFile(file);
   const tensors = new Map<string, NamedTensor>();
   for (const [name, t] of contents.tensors) tensors.set(name.replace(/^transformer\./, ''), t);
@@ -202,7 +216,7 @@ export async function loadHuggingFace(file: string, device?: Device, options: { 
     for (let i = 0; i < a.length; i++)
       if (a[i] !== b[i] && !(Number.isNaN(a[i]) && Number.isNaN(b[i]))) throw new Error(`${cfgPath}: tie_word_embeddings is ${hfConfig ? 'true' : 'unset (true)'} but tensor lm_head.weight differs from wte.weight`);
   }
-  const model = await fillFromGpt2(config, device, async (t) => floatData(get(t.hf), t));
+  const model = await fillFromGpt2(config, placed(at), async (t) => floatData(get(t.hf), t));
   // An untied head (tie_word_embeddings: false, as our export writes for the book's models).
   if (head && !tied) {
     if (head.shape.join(',') !== wte.shape.join(',')) throw new Error(`lm_head.weight has shape [${head.shape}], expected [${wte.shape}]`);
