@@ -4,20 +4,40 @@
 
 namespace gptcuda {
 
-void CpuBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
+namespace {
+
+template <class S>
+void forward(S* out, const S* inp, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i)
-      out[i] = dropout_keep(rng.seed, rng.stream, i, p) ? inp[i] * keep_scale : 0.0f;
+      out[i] = from_float<S>(dropout_keep(rng.seed, rng.stream, i, p) ? to_float(inp[i]) * keep_scale : 0.0f);
   });
 }
 
-void CpuBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
+template <class S>
+void backward(S* dinp, const S* dout, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
     for (size_t i = lo; i < hi; ++i)
-      if (dropout_keep(rng.seed, rng.stream, i, p)) dinp[i] += dout[i] * keep_scale;
+      if (dropout_keep(rng.seed, rng.stream, i, p))
+        dinp[i] = from_float<S>(to_float(dinp[i]) + to_float(dout[i]) * keep_scale);
   });
+}
+
+}  // namespace
+
+void CpuBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
+  forward(out, inp, n, p, rng);
+}
+void CpuBackend::dropout_forward(bf16* out, const bf16* inp, size_t n, float p, DropoutRng rng) {
+  forward(out, inp, n, p, rng);
+}
+void CpuBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
+  backward(dinp, dout, n, p, rng);
+}
+void CpuBackend::dropout_backward(bf16* dinp, const bf16* dout, size_t n, float p, DropoutRng rng) {
+  backward(dinp, dout, n, p, rng);
 }
 
 }  // namespace gptcuda
