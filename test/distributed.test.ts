@@ -415,6 +415,8 @@ t(() => nccl.allReduce(Tensor.zeros([2], { dtype: 'int32', device: 'cuda' }).han
 const d = cuda([1]); const h = d.handle; d.dispose();
 t(() => nccl.allgather(h));
 t(() => nccl.reduceScatterSum(cuda([1, 2, 3, 4, 5]).handle, cuda([0]).handle));
+// Ranks disagreeing on the count: refused by the (emulated) NCCL itself, on both ranks.
+t(() => nccl.allReduce(cuda(r === 0 ? [1, 2] : [1, 2, 3]).handle, 'sum'));
 const x = cuda([r + 1, 10 * (r + 1), 0.5]); nccl.allReduce(x.handle, 'sum');
 const y = cuda([r, 2 * r]); nccl.allReduce(y.handle, 'avg');
 // 5 elements over 2 ranks: parts [0, 3) and [3, 5), NCCL's equal parts padded.
@@ -428,7 +430,7 @@ const a = (t) => [...t.toFloat32Array()];
 console.log(JSON.stringify({ rank: r, joined, msgs, x: a(x), y: a(y), shard: a(shard), g: a(g), even: a(even) }));
 `,
     );
-    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), process.execPath, script], { cwd: root, env: { ...process.env, ...EMU_ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), process.execPath, script], { cwd: root, env: { ...process.env, ...EMU_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
     const res = ok(await collect(child), 'NCCL script');
     const out = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown> & { rank: number }).sort((p, q) => p.rank - q.rank);
     expect(out.map((o) => o.rank)).toEqual([0, 1]);
@@ -443,6 +445,8 @@ console.log(JSON.stringify({ rank: r, joined, msgs, x: a(x), y: a(y), shard: a(s
         'nccl.allReduce: tensor must be float32, got int32[2] on cuda',
         'nccl.allgather: full is disposed',
         `nccl.reduceScatterSum: shard has 1 elements; rank ${o.rank} needs ${o.rank === 0 ? 3 : 2}`,
+        `nccl.allReduce failed on rank ${o.rank}: ncclInvalidUsage: invalid usage (run with NCCL_DEBUG=WARN for details) ` +
+          `(AllReduce : rank ${1 - o.rank} called with count ${3 - o.rank}, type 7, op 0 but rank ${o.rank} with count ${2 + o.rank}, type 7, op 0)`,
       ]);
       expect(o.x).toEqual([3, 30, 1]);
       expect(o.y).toEqual([0.5, 1]);
@@ -459,7 +463,7 @@ console.log(JSON.stringify({ rank: r, joined, msgs, x: a(x), y: a(y), shard: a(s
     const built = spawnSync('mpicxx', ['-std=c++20', '-O0', '-include', join(emu, 'simt.h'), `-I${join(emu, 'shim')}`, `-I${emu}`, `-I${join(repoRoot, 'native', 'include')}`,
       join(repoRoot, 'test', 'helpers', 'emulated-nccl-args.cc'), emulatedLibrary, `-Wl,-rpath,${dirname(emulatedLibrary)}`, '-o', exe], { encoding: 'utf8' });
     expect(built.status, built.stderr).toBe(0);
-    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), exe], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), exe], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
     const res = ok(await collect(child), 'emulated NCCL caller');
     type Call = { call: string; code: number; last: string };
     const out = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { rank: number; calls: Call[]; avg: number[]; reduceScatter: number[]; allGather: number[]; invalidArgument: string }).sort((p, q) => p.rank - q.rank);
