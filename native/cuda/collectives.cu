@@ -79,7 +79,7 @@ bool load(NcclApi* api, std::string* why) {
     if (void* h = dlopen(self.c_str(), RTLD_NOW | RTLD_NOLOAD)) {
       if (dlsym(h, "ncclGetUniqueId") && bind(h, api)) {
         api->lib = h;
-        api->where = self + " (built in)";
+        api->where = "built into " + self;
         return true;
       }
       dlclose(h);
