@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -22,6 +23,8 @@
 #include "cuda_common.cuh"
 
 namespace gptcuda {
+
+class NcclCollectives;
 
 class CudaBackend final : public Backend {
  public:
@@ -53,7 +56,11 @@ class CudaBackend final : public Backend {
   void to_storage(bf16* dst, const float* src, size_t n) override;
   void from_storage(float* dst, const bf16* src, size_t n) override;
 
+  // NCCL (collectives.cu), loaded on the first call.
+  Collectives* collectives(std::string* why) override;
+
  private:
+  friend class NcclCollectives;  // enqueues on stream_ and names its ops in last_op_
   // Scratch buffers private to the ops, grown on demand and kept (no per-op
   // cudaMalloc). Ops on the one stream run in order, so a slot can be reused by
   // the next op; within one op each concurrent use needs its own slot.
@@ -127,6 +134,10 @@ class CudaBackend final : public Backend {
   cudak::DeviceError* d_error_ = nullptr;  // device record written by kernels
   cudak::DeviceError* h_error_ = nullptr;  // pinned host copy
   const char* last_op_ = "(none)";
+
+  // Created by collectives() on the first call; reset before the stream goes.
+  std::unique_ptr<Collectives> collectives_;
+  std::string collectives_why_;
 
   void* scratch_ptr_[kScratchCount] = {};
   size_t scratch_size_[kScratchCount] = {};
