@@ -5,10 +5,13 @@
 // block), with and without bias, on views; against the GEMM path (M = 9 and
 // ops.gemm) within float tolerance; and a row's result must not depend on how
 // many other rows share the call (batched decoding equals solo decoding).
+// The same for bfloat16 tensors, whose path reads the weight as bf16 and
+// widens it in registers (its own lane order, so its own K tails).
 import { describe, expect, it } from 'vitest';
 
 import * as ops from '../ts/tensor/ops.js';
 import { Tensor } from '../ts/tensor/tensor.js';
+import { bf16Nearest, bf16Value } from './helpers/op-cases/bf16.js';
 import { assertClose, f64, linearRef, SeededRandom } from './helpers/reference.js';
 
 const rand = (r: SeededRandom, n: number) => r.uniforms(n, -1, 1);
@@ -79,6 +82,48 @@ describe('matmulForward with few rows (GEMV path)', () => {
       expect([...got.subarray(0, N), ...got.subarray(2 * N)].every((v) => v === -7), 'other rows untouched').toBe(true);
     } finally {
       for (const t of [tx, tW, out]) t.dispose();
+    }
+  });
+});
+
+describe('matmulForward with few rows on bfloat16 tensors (the bf16-weight GEMV)', () => {
+  /** Values that bfloat16 holds exactly, so the float64 reference sees what the op reads. */
+  const bf16Rand = (r: SeededRandom, n: number) => Float32Array.from(rand(r, n), (v) => bf16Value(bf16Nearest(v)));
+  const toBits = (x: Float32Array) => Uint16Array.from(x, bf16Nearest);
+  function matmulBf16(x: Float32Array, W: Float32Array, b: Float32Array | null, M: number, K: number, N: number): Float32Array {
+    const tx = Tensor.from(toBits(x), [M, K]), tW = Tensor.from(toBits(W), [N, K]), tb = b ? Tensor.from(toBits(b), [N]) : null;
+    const out = Tensor.zeros([M, N], { dtype: 'bfloat16' });
+    try {
+      ops.matmulForward(out, tx, tW, tb);
+      return Float32Array.from(out.handle.read() as Uint16Array, bf16Value);
+    } finally {
+      for (const t of [tx, tW, tb, out]) t?.dispose();
+    }
+  }
+  // K around the 32-element blocks: none, one short, exact, one over, GPT-2's
+  const Ks = [1, 31, 32, 33, 100, 768];
+  const Ns = [1, 9, 131];
+  for (const M of [1, 2, 3, 8, 9]) {
+    it(`M=${M}: within one bf16 rounding (2^-8) of a float64 reference for K in ${Ks}, N in ${Ns}`, () => {
+      const r = new SeededRandom(200 + M);
+      for (const K of Ks)
+        for (const N of Ns)
+          for (const withBias of [true, false]) {
+            const x = bf16Rand(r, M * K), W = bf16Rand(r, N * K), b = withBias ? bf16Rand(r, N) : null;
+            assertClose(`M=${M} K=${K} N=${N} bias=${withBias}`, matmulBf16(x, W, b, M, K, N), linearRef(f64(x), f64(W), b && f64(b), M, K, N),
+              1.05 * 2 ** -8);
+          }
+    });
+  }
+
+  it('each row is bit-identical whether it runs alone or with up to 7 others', () => {
+    const r = new SeededRandom(17);
+    const K = 768 + 5, N = 2304 + 3; // a K tail past the 32-element blocks and a column tail
+    const x = bf16Rand(r, 8 * K), W = bf16Rand(r, N * K), b = bf16Rand(r, N);
+    const solo = Array.from({ length: 8 }, (_, i) => matmulBf16(x.subarray(i * K, (i + 1) * K), W, b, 1, K, N));
+    for (let M = 2; M <= 8; M++) {
+      const batched = matmulBf16(x.subarray(0, M * K), W, b, M, K, N);
+      for (let i = 0; i < M; i++) expect(batched.subarray(i * N, (i + 1) * N), `M=${M} row ${i}`).toEqual(solo[i]);
     }
   });
 });

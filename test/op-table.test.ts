@@ -29,7 +29,7 @@ const caseKey = (entry: OpEntry, c: OpCase) => `${entry.op} ${c.name}`;
 /** The cases that passed in bfloat16 on the CPU (the coverage check below). */
 const passedBf16OnCpu = new Set<string>();
 /** A backend's one-line refusal of an op it has no bfloat16 version of yet (native/include/backend.h). */
-const NO_BF16_YET = /has no bfloat16 version on the \w+ backend yet/;
+const NO_BF16_YET = /has no bfloat16 version on the .+ backend yet/;
 
 for (const device of ['cpu', 'cuda'] as const)
   for (const dtype of ['float32', 'bfloat16'] as StorageDType[]) {

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <vector>
 
 #include "bf16.h"
 #include "parallel.h"
@@ -21,19 +22,7 @@ inline vec load(const float* p) {
   return v;
 }
 
-// bf16 weights are widened in the register (a shift of each 16-bit lane into
-// the top half of a 32-bit one): the matrix streams from memory at half the
-// bytes of float, which is what bounds a GEMV.
-typedef uint16_t half_lanes __attribute__((vector_size(kLanes * sizeof(uint16_t))));
 typedef uint32_t word_lanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
-inline vec load(const bf16* p) {
-  half_lanes h;
-  std::memcpy(&h, p, sizeof h);
-  const word_lanes w = __builtin_convertvector(h, word_lanes) << 16;
-  vec v;
-  std::memcpy(&v, &w, sizeof v);
-  return v;
-}
 
 inline float hsum(vec v) {
   float s[kLanes];
@@ -45,12 +34,12 @@ inline float hsum(vec v) {
 
 // Outputs j0..j0+J-1 of all M rows: J weight rows stream once through
 // registers while the M input rows (at most 8 x K floats) stay in L1.
-template <int M, int J, class W>
-inline void block(float* out, const float* x, const W* w, const float* bias, int K, int N, size_t j0) {
+template <int M, int J>
+inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
   vec acc[M][J];
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < J; ++j) acc[i][j] = vec{};
-  const W* wr[J];
+  const float* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   int k = 0;
   for (; k + kLanes <= K; k += kLanes) {
@@ -65,7 +54,55 @@ inline void block(float* out, const float* x, const W* w, const float* bias, int
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
       float s = hsum(acc[i][j]);
-      for (int kk = k; kk < K; ++kk) s += xi[kk] * to_float(wr[j][kk]);
+      for (int kk = k; kk < K; ++kk) s += xi[kk] * wr[j][kk];
+      out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
+    }
+  }
+}
+
+// bf16 weights are widened in registers, so the matrix streams from memory
+// at half the bytes of float, which is what bounds a GEMV. 32 at a time: one
+// 64-byte load holds them as 16 pairs, and a shift (even elements) and a mask
+// (odd ones) widen them without a lane shuffle (zero-extending 16 at a time
+// measured 10-30% slower). The inputs are reordered to match (xp: per block
+// of 32, the even elements then the odd ones), so the FMAs see matching
+// lanes. Per output the summation order is fixed (even half, then odd half,
+// block by block, then the scalar tail), the same whatever M is.
+inline void split_pairs(vec* even, vec* odd, const bf16* p) {
+  word_lanes u;
+  std::memcpy(&u, p, sizeof u);
+  const word_lanes e = u << 16, o = u & 0xffff0000u;
+  std::memcpy(even, &e, sizeof e);
+  std::memcpy(odd, &o, sizeof o);
+}
+
+constexpr int kPair = 2 * kLanes;
+
+template <int M, int J>
+inline void block_pairs(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K, int N,
+                        size_t j0) {
+  vec acc[M][J];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = vec{};
+  const bf16* wr[J];
+  for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
+  const int kp = K / kPair * kPair;
+  for (int k = 0; k < kp; k += kPair) {
+    vec even[J], odd[J];
+    for (int j = 0; j < J; ++j) split_pairs(&even[j], &odd[j], wr[j] + k);
+    for (int i = 0; i < M; ++i) {
+      const vec xe = load(xp + size_t(i) * kp + k), xo = load(xp + size_t(i) * kp + k + kLanes);
+      for (int j = 0; j < J; ++j) {
+        acc[i][j] += xe * even[j];
+        acc[i][j] += xo * odd[j];
+      }
+    }
+  }
+  for (int i = 0; i < M; ++i) {
+    const float* xi = x + size_t(i) * K;
+    for (int j = 0; j < J; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int kk = kp; kk < K; ++kk) s += xi[kk] * bf16_to_float(wr[j][kk]);
       out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
     }
   }
@@ -82,19 +119,38 @@ constexpr int cols() {
 #endif
 }
 
-template <int M, class W>
-void rows(float* out, const float* x, const W* w, const float* bias, int K, int N) {
+template <int M>
+void rows(float* out, const float* x, const float* w, const float* bias, int K, int N) {
   constexpr int J = cols<M>();
   // A chunk of at least 64 weight rows (>= 192 KiB for K = 768) outweighs waking a thread.
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     size_t j = lo;
-    for (; j + J <= hi; j += J) block<M, J, W>(out, x, w, bias, K, N, j);
-    for (; j < hi; ++j) block<M, 1, W>(out, x, w, bias, K, N, j);
+    for (; j + J <= hi; j += J) block<M, J>(out, x, w, bias, K, N, j);
+    for (; j < hi; ++j) block<M, 1>(out, x, w, bias, K, N, j);
   });
 }
 
-template <class W>
-void gemv_dispatch(float* out, const float* inp, const W* weight, const float* bias, int M, int K, int N) {
+template <int M>
+void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int K, int N) {
+  constexpr int J = cols<M>();
+  const int kp = K / kPair * kPair;
+  std::vector<float> xp(static_cast<size_t>(M) * kp);
+  for (int i = 0; i < M; ++i)
+    for (int k = 0; k < kp; k += kPair)
+      for (int l = 0; l < kLanes; ++l) {
+        xp[size_t(i) * kp + k + l] = x[size_t(i) * K + k + 2 * l];
+        xp[size_t(i) * kp + k + kLanes + l] = x[size_t(i) * K + k + 2 * l + 1];
+      }
+  parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
+    size_t j = lo;
+    for (; j + J <= hi; j += J) block_pairs<M, J>(out, x, xp.data(), w, bias, K, N, j);
+    for (; j < hi; ++j) block_pairs<M, 1>(out, x, xp.data(), w, bias, K, N, j);
+  });
+}
+
+}  // namespace
+
+void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
   switch (M) {
     case 1: return rows<1>(out, inp, weight, bias, K, N);
     case 2: return rows<2>(out, inp, weight, bias, K, N);
@@ -108,13 +164,18 @@ void gemv_dispatch(float* out, const float* inp, const W* weight, const float* b
   }
 }
 
-}  // namespace
-
-void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
-  gemv_dispatch(out, inp, weight, bias, M, K, N);
-}
 void gemv_rows(float* out, const float* inp, const bf16* weight, const float* bias, int M, int K, int N) {
-  gemv_dispatch(out, inp, weight, bias, M, K, N);
+  switch (M) {
+    case 1: return rows_bf16<1>(out, inp, weight, bias, K, N);
+    case 2: return rows_bf16<2>(out, inp, weight, bias, K, N);
+    case 3: return rows_bf16<3>(out, inp, weight, bias, K, N);
+    case 4: return rows_bf16<4>(out, inp, weight, bias, K, N);
+    case 5: return rows_bf16<5>(out, inp, weight, bias, K, N);
+    case 6: return rows_bf16<6>(out, inp, weight, bias, K, N);
+    case 7: return rows_bf16<7>(out, inp, weight, bias, K, N);
+    case 8: return rows_bf16<8>(out, inp, weight, bias, K, N);
+    default: return;
+  }
 }
 
 }  // namespace gptcuda

@@ -13,8 +13,9 @@ constexpr int kGemvMaxRows = 8;
 // decoded in a batch gives bit-identical results to the same row alone (batched
 // generation then matches solo generation exactly). Runs over N on the thread pool.
 void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N);
-// The same with bf16 weights, widened in registers (half the bytes read): the
-// sums are those of the float version on the widened weights, bit for bit.
+// The same with bf16 weights, widened in registers (half the bytes read, so
+// about twice the rate where the weight streams from memory). Float32 sums,
+// in an order of their own (see gemv.cc) but, as above, independent of M.
 void gemv_rows(float* out, const float* inp, const bf16* weight, const float* bias, int M, int K, int N);
 
 }  // namespace gptcuda

@@ -1,3 +1,5 @@
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "backend_cpu.h"
@@ -15,20 +17,26 @@ namespace gptcuda {
 
 namespace {
 
-// A [rows, cols] bf16 matrix with row stride ld, widened into a packed float
-// one (row stride cols), in parallel over rows.
-std::vector<float> widen_matrix(const bf16* p, int rows, int cols, int ld) {
-  std::vector<float> out(size_t(rows) * cols);
+// Rows [r0, r0 + rows) x columns [c0, c0 + cols) of a bf16 matrix with row
+// stride ld, widened into a packed float one (row stride cols).
+void widen_block(float* dst, const bf16* p, int ld, int r0, int rows, int c0, int cols) {
   parallel_for(size_t(rows), 16, [&](size_t lo, size_t hi) {
-    for (size_t r = lo; r < hi; ++r) widen(out.data() + r * cols, p + r * size_t(ld), cols);
-  });
-  return out;
-}
-void narrow_matrix(bf16* p, const float* src, int rows, int cols, int ld) {
-  parallel_for(size_t(rows), 16, [&](size_t lo, size_t hi) {
-    for (size_t r = lo; r < hi; ++r) narrow(p + r * size_t(ld), src + r * cols, cols);
+    for (size_t r = lo; r < hi; ++r) widen(dst + r * cols, p + (r0 + r) * size_t(ld) + c0, cols);
   });
 }
+void narrow_block(bf16* p, int ld, int r0, int rows, int c0, int cols, const float* src) {
+  parallel_for(size_t(rows), 16, [&](size_t lo, size_t hi) {
+    for (size_t r = lo; r < hi; ++r) narrow(p + (r0 + r) * size_t(ld) + c0, src + r * cols, cols);
+  });
+}
+
+// bf16 GEMM tiles: C is computed kMTile x kNTile at a time from widened
+// panels of op(A) (kMTile rows, all K) and op(B) (all K, kNTile columns), so
+// the float scratch stays a few tens of MB whatever the matrices; K is never
+// split, so every element of C is one float32 sum rounded once. The B panel
+// is widened once per column tile, the A panel once per tile: O(MK) work
+// per column tile against the tile GEMMs' O(MNK).
+constexpr int kMTile = 512, kNTile = 1024;
 
 }  // namespace
 
@@ -43,19 +51,30 @@ void CpuBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha
 #endif
 }
 
-// bf16: the operands are widened to float and the float GEMM runs on them
-// (float32 accumulation, a BLAS where there is one); C is rounded once.
-// Widening whole operands costs 2 bytes of scratch per 2-byte element read,
-// far less time than the GEMM itself for the shapes a model has.
+// bf16: tiles of float GEMMs (a BLAS where there is one) on widened panels.
 void CpuBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const bf16* A, int lda,
                       const bf16* B, int ldb, float beta, bf16* C, int ldc) {
   if (M == 0 || N == 0) return;
-  std::vector<float> a = widen_matrix(A, transA ? K : M, transA ? M : K, lda);
-  std::vector<float> b = widen_matrix(B, transB ? N : K, transB ? K : N, ldb);
-  // beta == 0: C is only written (it may hold NaNs), as in the float GEMM.
-  std::vector<float> c = beta != 0.0f ? widen_matrix(C, M, N, ldc) : std::vector<float>(size_t(M) * N);
-  gemm(transA, transB, M, N, K, alpha, a.data(), transA ? M : K, b.data(), transB ? K : N, beta, c.data(), N);
-  narrow_matrix(C, c.data(), M, N, ldc);
+  std::vector<float> a, b, c;
+  for (int n0 = 0; n0 < N; n0 += kNTile) {
+    const int nb = std::min(kNTile, N - n0);
+    // op(B)[:, n0:n0+nb]: B stored [K, N], or [N, K] when transB
+    b.resize(size_t(K) * nb);
+    if (transB) widen_block(b.data(), B, ldb, n0, nb, 0, K);
+    else widen_block(b.data(), B, ldb, 0, K, n0, nb);
+    for (int m0 = 0; m0 < M; m0 += kMTile) {
+      const int mb = std::min(kMTile, M - m0);
+      // op(A)[m0:m0+mb, :]: A stored [M, K], or [K, M] when transA
+      a.resize(size_t(mb) * K);
+      if (transA) widen_block(a.data(), A, lda, 0, K, m0, mb);
+      else widen_block(a.data(), A, lda, m0, mb, 0, K);
+      c.resize(size_t(mb) * nb);
+      // beta == 0: C is only written (it may hold NaNs), as in the float GEMM
+      if (beta != 0.0f) widen_block(c.data(), C, ldc, m0, mb, n0, nb);
+      gemm(transA, transB, mb, nb, K, alpha, a.data(), transA ? mb : K, b.data(), transB ? K : nb, beta, c.data(), nb);
+      narrow_block(C, ldc, m0, mb, n0, nb, c.data());
+    }
+  }
 }
 
 // Broadcasting the bias into out first lets the GEMM add onto it (beta = 1),
@@ -75,17 +94,25 @@ void CpuBackend::matmul_forward(float* out, const float* inp, const float* weigh
 void CpuBackend::matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias, int M, int K,
                                 int N) {
   if (M <= 0 || N <= 0) return;
-  std::vector<float> x = widen_matrix(inp, M, K, K), b;
-  if (bias) b = widen_matrix(bias, 1, N, N);
-  std::vector<float> y(size_t(M) * N);
   if (M <= kGemvMaxRows) {
-    // Decoding: the weight is read once, as bf16 (gemv.h).
+    // Decoding: the weight is read once, as bf16 (gemv.h); the few input rows are widened.
+    std::vector<float> x(size_t(M) * K), b, y(size_t(M) * N);
+    widen_block(x.data(), inp, K, 0, M, 0, K);
+    if (bias) {
+      b.resize(N);
+      widen(b.data(), bias, N);
+    }
     gemv_rows(y.data(), x.data(), weight, bias ? b.data() : nullptr, M, K, N);
-  } else {
-    std::vector<float> w = widen_matrix(weight, N, K, K);
-    matmul_forward(y.data(), x.data(), w.data(), bias ? b.data() : nullptr, M, K, N);
+    narrow_block(out, N, 0, M, 0, N, y.data());
+    return;
   }
-  narrow_matrix(out, y.data(), M, N, N);
+  // As for float: the bias (bf16 copied exactly) is what the GEMM adds onto, so out is rounded once.
+  if (bias) {
+    parallel_for(size_t(M), 16, [&](size_t lo, size_t hi) {
+      for (size_t i = lo; i < hi; ++i) std::memcpy(out + i * N, bias, N * sizeof(bf16));
+    });
+  }
+  gemm(false, true, M, N, K, 1.0f, inp, K, weight, K, bias ? 1.0f : 0.0f, out, N);
 }
 
 void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
@@ -103,27 +130,24 @@ void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, cons
   }
 }
 
-// bf16: the float backward on widened copies, so every gradient (dweight's
-// and dbias's sums over the M rows included) accumulates in float32 onto its
-// old value and is rounded once.
+// bf16: dinp's and dweight's sums (over N outputs, and over the M rows) are
+// whole float32 sums in the tile GEMMs, added to the old value and rounded
+// once; dbias's column sums likewise, in float32 per thread-owned column range.
 void CpuBackend::matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
                                  const bf16* weight, int M, int K, int N) {
-  if (!dinp && !dweight && !dbias) return;
-  std::vector<float> d = widen_matrix(dout, M, N, N), x, w, gx, gw, gb;
-  if (dinp) {
-    w = widen_matrix(weight, N, K, K);
-    gx = widen_matrix(dinp, M, K, K);
+  if (dinp) gemm(false, false, M, K, N, 1.0f, dout, N, weight, K, 1.0f, dinp, K);
+  if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
+  if (dbias) {
+    parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
+      std::vector<float> acc(hi - lo);
+      widen(acc.data(), dbias + lo, hi - lo);
+      for (int i = 0; i < M; ++i) {
+        const bf16* row = dout + size_t(i) * N;
+        for (size_t j = lo; j < hi; ++j) acc[j - lo] += bf16_to_float(row[j]);
+      }
+      narrow(dbias + lo, acc.data(), hi - lo);
+    });
   }
-  if (dweight) {
-    x = widen_matrix(inp, M, K, K);
-    gw = widen_matrix(dweight, N, K, K);
-  }
-  if (dbias) gb = widen_matrix(dbias, 1, N, N);
-  matmul_backward(dinp ? gx.data() : nullptr, dweight ? gw.data() : nullptr, dbias ? gb.data() : nullptr, d.data(),
-                  x.data(), w.data(), M, K, N);
-  if (dinp) narrow_matrix(dinp, gx.data(), M, K, K);
-  if (dweight) narrow_matrix(dweight, gw.data(), N, K, K);
-  if (dbias) narrow_matrix(dbias, gb.data(), 1, N, N);
 }
 
 }  // namespace gptcuda

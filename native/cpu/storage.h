@@ -15,29 +15,14 @@
 namespace gptcuda {
 
 // 16 lanes, as gemv.cc: one AVX-512 register or two AVX2 ones of 32-bit
-// lanes; GCC vector extensions, so any other target still compiles.
+// lanes; GCC vector extensions, so any other target still compiles. (No
+// function takes or returns these types: that would draw -Wpsabi warnings
+// where the build targets no AVX.)
 namespace storage_detail {
 constexpr int kLanes = 16;
 typedef uint32_t u32v __attribute__((vector_size(kLanes * 4)));
 typedef uint16_t u16v __attribute__((vector_size(kLanes * 2)));
 typedef int32_t i32v __attribute__((vector_size(kLanes * 4)));
-
-inline u32v widen_bits(const bf16* p) {
-  u16v h;
-  std::memcpy(&h, p, sizeof h);
-  return __builtin_convertvector(h, u32v) << 16;
-}
-
-// float_to_bf16 (bf16.h) lane by lane: the same bits, NaN kept quiet.
-inline u16v narrow_bits(const float* p) {
-  u32v u;
-  std::memcpy(&u, p, sizeof u);
-  const u32v rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  const u32v quiet = (u >> 16) | 0x40u;
-  const i32v is_nan = (u & 0x7fffffffu) > 0x7f800000u;  // lanes of -1 or 0
-  const u32v r = (quiet & (u32v)is_nan) | (rounded & ~(u32v)is_nan);
-  return __builtin_convertvector(r, u16v);
-}
 }  // namespace storage_detail
 
 // dst[i] = src[i] as float.
@@ -48,7 +33,9 @@ inline void widen(float* dst, const bf16* src, size_t n) {
   using namespace storage_detail;
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const u32v w = widen_bits(src + i);
+    u16v h;
+    std::memcpy(&h, src + i, sizeof h);
+    const u32v w = __builtin_convertvector(h, u32v) << 16;
     std::memcpy(dst + i, &w, sizeof w);
   }
   for (; i < n; ++i) dst[i] = bf16_to_float(src[i]);
@@ -62,7 +49,14 @@ inline void narrow(bf16* dst, const float* src, size_t n) {
   using namespace storage_detail;
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const u16v h = narrow_bits(src + i);
+    // float_to_bf16 (bf16.h) lane by lane: the same bits, NaN kept quiet
+    u32v u;
+    std::memcpy(&u, src + i, sizeof u);
+    const u32v rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const u32v quiet = (u >> 16) | 0x40u;
+    const i32v is_nan = (u & 0x7fffffffu) > 0x7f800000u;  // lanes of -1 or 0
+    const u32v r = (quiet & (u32v)is_nan) | (rounded & ~(u32v)is_nan);
+    const u16v h = __builtin_convertvector(r, u16v);
     std::memcpy(dst + i, &h, sizeof h);
   }
   for (; i < n; ++i) dst[i] = float_to_bf16(src[i]);

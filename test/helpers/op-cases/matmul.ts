@@ -1,12 +1,13 @@
 // GEMM (all transpose combinations, alpha/beta) and Linear (y = x W^T + b)
 // forward and backward: odd sizes, M or N of 1, K past the CPU GEMM's cache
-// blocks (384 in K, 768 in N), unaligned views.
+// blocks (384 in K, 768 in N), C past the bf16 GEMM's tiles, unaligned views.
 import * as ops from '../../../ts/tensor/ops.js';
 import * as R from '../reference.js';
 import { type OpContext, type OpEntry } from './context.js';
 
 // ---- gemm ------------------------------------------------------------------------------------------
-const GEMM_SHAPES: [M: number, N: number, K: number][] = [[5, 7, 3], [1, 9, 13], [6, 1, 1], [33, 17, 65], [128, 144, 48], [67, 785, 401], [257, 129, 511]];
+// [520, 1030, 9]: past the CPU bf16 GEMM's 512 x 1024 tiles of C in both dimensions, every transpose
+const GEMM_SHAPES: [M: number, N: number, K: number][] = [[5, 7, 3], [1, 9, 13], [6, 1, 1], [33, 17, 65], [128, 144, 48], [67, 785, 401], [257, 129, 511], [520, 1030, 9]];
 
 const gemm: OpEntry = {
   op: 'gemm',
