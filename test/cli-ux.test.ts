@@ -142,6 +142,15 @@ describe('train output', () => {
     expect(device!.length).toBeLessThan(100);
     expect(r.stdout).toMatch(/^done: this invocation: 6 steps, \d+ tokens in /m);
   });
+  it("--sample-prompt '' turns the end-of-epoch samples off (and does not fail the run)", async () => {
+    const r = await cli(['train', ...TINY, '--max-steps', '2', '--sample-prompt', '', '--json', '--out', join(root, 'nosample')]);
+    expect(r.code, r.stderr).toBe(0);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { event: string });
+    expect(events.filter((e) => e.event === 'step')).toHaveLength(2);
+    expect(events.some((e) => e.event === 'sample')).toBe(false);
+    const withSample = await cli(['train', ...TINY, '--max-steps', '2', '--json', '--out', join(root, 'sample')]);
+    expect(withSample.stdout.trim().split('\n').some((l) => (JSON.parse(l) as { event: string }).event === 'sample')).toBe(true);
+  });
   it('the default plain interval is 10 s', async () => {
     const { plainProgressInterval } = await import('../ts/cli/progress.js');
     expect(plainProgressInterval({})).toBe(10_000);

@@ -102,7 +102,7 @@ export function trainCommand(yargs: Argv): Argv<TrainArgs> {
     .option('seed', { type: 'number', default: 123, describe: 'random seed (initialisation, shuffling, dropout)' })
     .option('eval-freq', { alias: FLAG_ALIASES['eval-freq'], type: 'number', default: 5, describe: 'evaluate every N optimizer updates' })
     .option('eval-iter', { alias: FLAG_ALIASES['eval-iter'], type: 'number', default: 5, describe: 'batches per evaluation' })
-    .option('sample-prompt', { type: 'string', default: 'Every effort moves you', describe: 'text continued after each epoch to show progress' })
+    .option('sample-prompt', { type: 'string', default: 'Every effort moves you', describe: "text continued after each epoch to show progress ('' for no samples)" })
     .option('out', { alias: FLAG_ALIASES['out'], type: 'string', describe: 'run directory: log, loss plot, checkpoints (default runs/<date-time>)' })
     .option('save-every', { type: 'number', describe: 'write a checkpoint every N updates (default: only at the end)' })
     .option('keep-checkpoints', { type: 'number', default: 3, describe: 'checkpoints to keep in the run directory' })

@@ -294,7 +294,8 @@ export class Trainer {
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       // The epoch is over (or max steps reached mid-epoch): the book samples here.
-      if ((this.train.epoch > epoch || s.step >= total) && (world?.isRoot ?? true)) {
+      // An empty prompt (`--sample-prompt ''`) turns the samples off: there is nothing to continue.
+      if ((this.train.epoch > epoch || s.step >= total) && (world?.isRoot ?? true) && this.options.samplePrompt !== '') {
         emit({ event: 'sample', epoch: epoch + 1, step: s.step, text: this.sample() });
       }
       this.captureLoader();
