@@ -11,6 +11,8 @@
 //      fp32/TF32, bf16 autocast eager and torch.compile, and Hugging Face's
 //      generate at batch 1;
 //   6. the book's run on the GPU against the CPU's loss curve;
+//   7. with several GPUs and mpirun: data-parallel scaling over 1..N GPUs
+//      (`train --nproc k --device cuda`, NCCL), tokens/s and the speedup;
 // then a one-screen table last. The full log goes to $OUT/gpu-check.log (the
 // device tool brings $OUT back), else to a temporary directory.
 //
@@ -24,7 +26,7 @@
 // carry [".gpu", "dist"] and the command `bash .gpu/remote.sh npm run gpu-check`
 // (pack.sh leaves the TypeScript compiler out, so dist/ travels prebuilt).
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -116,7 +118,49 @@ if (smoke) summary.push(['book run', 'skipped (--smoke)']);
 else if (leftS() < 40) summary.push(['book run', 'skipped (time)']);
 else summary.push(['book run', bookRun()]);
 
+if (smoke) summary.push(['multi-GPU scaling', 'skipped (--smoke)']);
+else summary.push(['multi-GPU scaling', multiGpuScaling()]);
+
 finish(summary.every(([, s]) => !/FAILED|timed out|could not start/.test(s)) ? 0 : 1);
+
+/** GPUs the driver lists (nvidia-smi -L), 0 when it cannot say. */
+function gpuCount() {
+  const r = spawnSync('nvidia-smi', ['-L'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.split('\n').filter((l) => /^GPU \d+/.test(l)).length : 0;
+}
+
+function onPath(cmd) {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, cmd)));
+}
+
+// GPT-2 124M, context 1024, batch 8 per rank, over k = 1, 2, 4, ... N GPUs
+// (`train --nproc k`: one rank per GPU, gradients all-reduced by NCCL), on the
+// bundled text repeated until every rank has windows.
+function multiGpuScaling() {
+  const n = gpuCount();
+  if (n < 2) return `skipped (${n} GPU${n === 1 ? '' : 's'})`;
+  if (!onPath('mpirun')) return `skipped (${n} GPUs, but no mpirun on PATH)`;
+  const dir = mkdtempSync(join(tmpdir(), 'gptcuda-ddp-'));
+  const text = readFileSync(join(root, 'data', 'the-verdict.txt'), 'utf8');
+  const data = join(dir, 'repeated.txt');
+  writeFileSync(data, Array.from({ length: 8 * n }, () => text).join('\n'));
+  const rates = [];
+  let oneGpu = 0;
+  try {
+    for (let k = 1; k <= n; k *= 2) {
+      if (leftS() < 45) break;
+      const r = step(`data parallel on ${k} GPU(s)`, process.execPath, ['dist/cli/main.js', 'train', '--nproc', String(k), '--device', 'cuda', '--model', 'gpt2-small',
+        '--data', data, '--batch-size', '8', '--max-steps', '6', '--eval-freq', '1000', '--sample-prompt', '', '--json', '--out', join(dir, `run${k}`)], { timeoutS: 90 });
+      const done = r.stdout.trim().split('\n').flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } }).find((e) => e.event === 'done');
+      if (!r.ok || !done) { rates.push(`${k}: ${r.status}`); break; }
+      if (k === 1) oneGpu = done.tokens_per_s;
+      rates.push(`${k}: ${Math.round(done.tokens_per_s).toLocaleString('en-US')} tok/s${k > 1 ? ` (${(done.tokens_per_s / oneGpu).toFixed(2)}x)` : ''}`);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return rates.join(', ');
+}
 
 function findSanitizer() {
   for (const dir of [...(process.env.PATH ?? '').split(':'), '/usr/local/cuda/bin', '/usr/local/cuda/compute-sanitizer']) {

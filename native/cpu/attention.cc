@@ -8,8 +8,10 @@
 #include <vector>
 
 #include "backend_cpu.h"
+#include "gemm_blocked.h"
 #include "parallel.h"
 #include "philox.h"
+#include "philox_lanes.h"
 #include "storage.h"
 #include "vec.h"
 
@@ -34,50 +36,36 @@ struct Layout {
   }
 };
 
-}  // namespace
-
-// Per (batch, head) the keys and values are first transposed into [hs, T]
-// panels, so score rows (q . k_s for all s) and their gradients become long
-// axpy/dot loops over s that vectorise without a horizontal reduction per
-// score. Dropout multipliers for a row are drawn in one loop (vectorisable
-// Philox) before they are used.
-
-namespace {
-
-// Kt[c * T + s] = k_s[c]  (likewise for V), widened to float.
-template <class S>
-void load_transposed(float* Kt, float* Vt, const S* qkv, const Layout& L, int b, int h) {
-  for (int s = 0; s < L.T; ++s) {
-    const S* k = L.k(qkv, b, s, h);
-    const S* v = L.v(qkv, b, s, h);
-    for (int c = 0; c < L.hs; ++c) {
-      Kt[size_t(c) * L.T + s] = to_float(k[c]);
-      Vt[size_t(c) * L.T + s] = to_float(v[c]);
-    }
-  }
-}
-
-// row[s] = scale * q . k_s for s in [0, n)
-void score_row(float* row, const float* q, const float* Kt, int T, int hs, int n, float scale) {
-  float qs[256];  // hs <= 256 (checked by the binding)
-  for (int c = 0; c < hs; ++c) qs[c] = q[c] * scale;
-  for (int s = 0; s < n; ++s) row[s] = 0.f;
-  panel_axpy(row, qs, Kt, T, hs, n);
-}
-
-// out[c] += dot(y, panel row c) for every row c of a [rows, T] panel.
-void panel_dots(float* out, const float* y, const float* panel, int T, int rows, int n) {
-  int c = 0;
-  for (; c + 4 <= rows; c += 4) dot4(out + c, y, panel + size_t(c) * T, T, n);
-  for (; c < rows; ++c) out[c] += dot(y, panel + size_t(c) * T, n);
-}
-
-// mult[s] = 1/(1-p) where element (t, s) is kept, else 0.
+// mult[s] = 1/(1-p) where element (t, s) is kept, else 0 (dropout_keep's
+// masks, drawn kPhiloxLanes at a time).
 void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float p, DropoutRng rng) {
   const float keep_scale = 1.0f / (1.0f - p);
   const uint64_t base = L.drop_index(b, h, t, 0);
+  int s = 0;
+  for (; s + kPhiloxLanes <= n; s += kPhiloxLanes) {
+    uint32_t word0[kPhiloxLanes];
+    philox_word0_lanes(rng.seed, rng.stream, base + s, word0);
 #pragma omp simd
-  for (int s = 0; s < n; ++s) mult[s] = dropout_keep(rng.seed, rng.stream, base + s, p) ? keep_scale : 0.f;
+    for (int l = 0; l < kPhiloxLanes; ++l)
+      mult[s + l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p ? keep_scale : 0.f;
+  }
+  for (; s < n; ++s) mult[s] = dropout_keep(rng.seed, rng.stream, base + s, p) ? keep_scale : 0.f;
+}
+
+// Query rows in blocks of kQueryBlock: the block's scores against the keys it
+// can see are one GEMM (Q_blk K^T), its outputs another (P_blk V), both with
+// the internal blocked GEMM run serially inside the (batch, head) task, so the
+// products run at GEMM speed instead of as row-by-row dot products.
+constexpr int kQueryBlock = 64;
+
+// Qf, Kf, Vf [T, hs]: head h of batch b, widened to float and contiguous.
+template <class S>
+void load_head(float* Qf, float* Kf, float* Vf, const S* qkv, const Layout& L, int b, int h) {
+  for (int t = 0; t < L.T; ++t) {
+    widen(Qf + size_t(t) * L.hs, L.q(qkv, b, t, h), L.hs);
+    widen(Kf + size_t(t) * L.hs, L.k(qkv, b, t, h), L.hs);
+    widen(Vf + size_t(t) * L.hs, L.v(qkv, b, t, h), L.hs);
+  }
 }
 
 template <class S>
@@ -85,32 +73,35 @@ void forward(S* out, float* lse, const S* qkv, int B, int T, int C, int NH, floa
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
-    std::vector<float> Kt(size_t(L.hs) * T), Vt(size_t(L.hs) * T), row(T), mult(T), qbuf;
-    FloatRow<S> orow;
+    const size_t head = size_t(T) * L.hs;
+    std::vector<float> Qf(head), Kf(head), Vf(head), P(size_t(kQueryBlock) * T), O(size_t(kQueryBlock) * L.hs), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
-      load_transposed(Kt.data(), Vt.data(), qkv, L, b, h);
-      for (int t = 0; t < T; ++t) {
-        const int n = t + 1;
-        score_row(row.data(), as_float(L.q(qkv, b, t, h), L.hs, qbuf), Kt.data(), T, L.hs, n, scale);
-        float mx = -INFINITY;
-        for (int s = 0; s < n; ++s) mx = row[s] > mx ? row[s] : mx;
+      load_head(Qf.data(), Kf.data(), Vf.data(), qkv, L, b, h);
+      for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
+        const int rows = std::min(kQueryBlock, T - t0), n = t0 + rows;  // keys 0..n-1 are visible to some row
+        sgemm_blocked(false, true, rows, n, L.hs, scale, Qf.data() + size_t(t0) * L.hs, L.hs, Kf.data(), L.hs, 0.0f,
+                      P.data(), n);
+        for (int r = 0; r < rows; ++r) {
+          const int t = t0 + r, visible = t + 1;
+          float* row = P.data() + size_t(r) * n;
+          float mx = -INFINITY;
+          for (int s = 0; s < visible; ++s) mx = row[s] > mx ? row[s] : mx;
 #pragma omp simd
-        for (int s = 0; s < n; ++s) row[s] = exp_fast(row[s] - mx);
-        const float total = sum(row.data(), n);
-        lse[bh * T + t] = mx + std::log(total);
-        const float inv = 1.0f / total;
-        if (dropout_p > 0.f) {
-          dropout_row(mult.data(), L, b, h, t, n, dropout_p, rng);
-          for (int s = 0; s < n; ++s) row[s] *= inv * mult[s];
-        } else {
-          for (int s = 0; s < n; ++s) row[s] *= inv;
+          for (int s = 0; s < visible; ++s) row[s] = exp_fast(row[s] - mx);
+          const float total = sum(row, visible);
+          lse[bh * T + t] = mx + std::log(total);
+          const float inv = 1.0f / total;
+          if (dropout_p > 0.f) {
+            dropout_row(mult.data(), L, b, h, t, visible, dropout_p, rng);
+            for (int s = 0; s < visible; ++s) row[s] *= inv * mult[s];
+          } else {
+            for (int s = 0; s < visible; ++s) row[s] *= inv;
+          }
+          for (int s = visible; s < n; ++s) row[s] = 0.f;  // the causal mask
         }
-        // o_t[c] = sum_s row[s] v_s[c], as long dot products over s.
-        float* o = orow.overwrite(out + L.o(b, t, h), L.hs);
-        for (int c = 0; c < L.hs; ++c) o[c] = 0.f;
-        panel_dots(o, row.data(), Vt.data(), T, L.hs, n);
-        orow.store();
+        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, P.data(), n, Vf.data(), L.hs, 0.0f, O.data(), L.hs);
+        for (int r = 0; r < rows; ++r) narrow(out + L.o(b, t0 + r, h), O.data() + size_t(r) * L.hs, L.hs);
       }
     }
   });
@@ -122,58 +113,69 @@ void forward(S* out, float* lse, const S* qkv, int B, int T, int C, int NH, floa
 //   dQ = scale dS K,  dK = scale dS^T Q.
 // For bf16 each row of dq, dk and dv is summed in float32 onto its old value
 // and rounded once.
+// dst[c] += src[c], in float32, rounded once into the storage type.
+template <class S>
+void accumulate_row(S* dst, const float* src, int n) {
+  for (int c = 0; c < n; ++c) dst[c] = from_float<S>(to_float(dst[c]) + src[c]);
+}
+
+// By query blocks as the forward: per block, S and dP' are GEMMs, and so are
+// dQ_blk = dS K, dK += dS^T Q_blk and dV += P'^T dO_blk. dK and dV of the head
+// are summed in float32 over the blocks and added to dqkv once.
 template <class S>
 void backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* lse, int B, int T, int C, int NH,
               float dropout_p, DropoutRng rng) {
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
-    const size_t panel = size_t(L.hs) * T;
-    std::vector<float> Kt(panel), Vt(panel), dKt(panel), dVt(panel);
-    std::vector<float> P(T), Pd(T), dP(T), dS(T), mult(T), qbuf, dObuf, obuf;
-    FloatRow<S> drow;
+    const size_t head = size_t(T) * L.hs, block = size_t(kQueryBlock) * T;
+    std::vector<float> Qf(head), Kf(head), Vf(head), dOf(head), dKf(head), dVf(head), D(T), orow(L.hs);
+    std::vector<float> P(block), dP(block), dQ(size_t(kQueryBlock) * L.hs), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
-      load_transposed(Kt.data(), Vt.data(), qkv, L, b, h);
-      std::fill(dKt.begin(), dKt.end(), 0.f);
-      std::fill(dVt.begin(), dVt.end(), 0.f);
+      load_head(Qf.data(), Kf.data(), Vf.data(), qkv, L, b, h);
       for (int t = 0; t < T; ++t) {
-        const int n = t + 1;
-        const S* q_s = L.q(qkv, b, t, h);
-        const float* q = as_float(q_s, L.hs, qbuf);
-        const float* dO = as_float(dout + L.o(b, t, h), L.hs, dObuf);
-        const float D = dot(dO, as_float(out + L.o(b, t, h), L.hs, obuf), L.hs);
-        const float row_lse = lse[bh * T + t];
-        score_row(P.data(), q, Kt.data(), T, L.hs, n, scale);
+        widen(dOf.data() + size_t(t) * L.hs, dout + L.o(b, t, h), L.hs);
+        widen(orow.data(), out + L.o(b, t, h), L.hs);
+        D[t] = dot(dOf.data() + size_t(t) * L.hs, orow.data(), L.hs);
+      }
+      std::fill(dKf.begin(), dKf.end(), 0.f);
+      std::fill(dVf.begin(), dVf.end(), 0.f);
+      for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
+        const int rows = std::min(kQueryBlock, T - t0), n = t0 + rows;
+        const float* Qb = Qf.data() + size_t(t0) * L.hs;
+        const float* dOb = dOf.data() + size_t(t0) * L.hs;
+        sgemm_blocked(false, true, rows, n, L.hs, scale, Qb, L.hs, Kf.data(), L.hs, 0.0f, P.data(), n);
+        sgemm_blocked(false, true, rows, n, L.hs, 1.0f, dOb, L.hs, Vf.data(), L.hs, 0.0f, dP.data(), n);
+        for (int r = 0; r < rows; ++r) {
+          const int t = t0 + r, visible = t + 1;
+          float* p = P.data() + size_t(r) * n;  // P, then (after dS is formed) P'
+          float* dp = dP.data() + size_t(r) * n;  // dP', then dS
+          const float row_lse = lse[bh * T + t];
 #pragma omp simd
-        for (int s = 0; s < n; ++s) P[s] = exp_fast(P[s] - row_lse);
-        for (int s = 0; s < n; ++s) dP[s] = 0.f;
-        panel_axpy(dP.data(), dO, Vt.data(), T, L.hs, n);
-        if (dropout_p > 0.f) {
-          dropout_row(mult.data(), L, b, h, t, n, dropout_p, rng);
-          for (int s = 0; s < n; ++s) {
-            Pd[s] = P[s] * mult[s];
-            dP[s] *= mult[s];
+          for (int s = 0; s < visible; ++s) p[s] = exp_fast(p[s] - row_lse);
+          if (dropout_p > 0.f) {
+            dropout_row(mult.data(), L, b, h, t, visible, dropout_p, rng);
+            for (int s = 0; s < visible; ++s) {
+              dp[s] *= mult[s];                    // dP = dropout_backward(dP')
+              const float ds = p[s] * (dp[s] - D[t]) * scale;
+              p[s] *= mult[s];                     // P' for dV
+              dp[s] = ds;
+            }
+          } else {
+            for (int s = 0; s < visible; ++s) dp[s] = p[s] * (dp[s] - D[t]) * scale;
           }
-        } else {
-          for (int s = 0; s < n; ++s) Pd[s] = P[s];
+          for (int s = visible; s < n; ++s) p[s] = dp[s] = 0.f;  // the causal mask
         }
-        for (int s = 0; s < n; ++s) dS[s] = P[s] * (dP[s] - D) * scale;
-        float* dq = drow.load(dqkv + (q_s - qkv), L.hs);
-        panel_dots(dq, dS.data(), Kt.data(), T, L.hs, n);
-        drow.store();
-        for (int c = 0; c < L.hs; ++c) {
-          axpy(dKt.data() + size_t(c) * T, q[c], dS.data(), n);
-          axpy(dVt.data() + size_t(c) * T, dO[c], Pd.data(), n);
-        }
+        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, dP.data(), n, Kf.data(), L.hs, 0.0f, dQ.data(), L.hs);
+        sgemm_blocked(true, false, n, L.hs, rows, 1.0f, dP.data(), n, Qb, L.hs, 1.0f, dKf.data(), L.hs);
+        sgemm_blocked(true, false, n, L.hs, rows, 1.0f, P.data(), n, dOb, L.hs, 1.0f, dVf.data(), L.hs);
+        for (int r = 0; r < rows; ++r)
+          accumulate_row(dqkv + (L.q(qkv, b, t0 + r, h) - qkv), dQ.data() + size_t(r) * L.hs, L.hs);
       }
       for (int s = 0; s < T; ++s) {
-        S* dk = dqkv + (L.k(qkv, b, s, h) - qkv);
-        S* dv = dqkv + (L.v(qkv, b, s, h) - qkv);
-        for (int c = 0; c < L.hs; ++c) {
-          dk[c] = from_float<S>(to_float(dk[c]) + dKt[size_t(c) * T + s]);
-          dv[c] = from_float<S>(to_float(dv[c]) + dVt[size_t(c) * T + s]);
-        }
+        accumulate_row(dqkv + (L.k(qkv, b, s, h) - qkv), dKf.data() + size_t(s) * L.hs, L.hs);
+        accumulate_row(dqkv + (L.v(qkv, b, s, h) - qkv), dVf.data() + size_t(s) * L.hs, L.hs);
       }
     }
   });

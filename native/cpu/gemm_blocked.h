@@ -1,4 +1,6 @@
-// Internal single-precision GEMM, used when the build finds no system BLAS.
+// Internal single-precision GEMM: the matmuls when the build finds no system
+// BLAS, and always attention's per-head products (serial inside its
+// (batch, head) tasks, where a threaded BLAS would oversubscribe).
 // Goto/BLIS-style: packed panels, cache blocking and a register-blocked
 // micro-kernel written with GCC vector extensions, run on the CPU thread pool.
 #pragma once
