@@ -1,6 +1,8 @@
 #include "parallel.h"
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -22,6 +24,28 @@ int cpu_num_threads() {
 }
 
 namespace {
+
+// Workers spin briefly for the next task before sleeping on the condition
+// variable, and the caller spins briefly for the last chunk: decoding issues
+// a hundred small parallel ops per token, and waking a sleeping thread costs
+// more than most of them. The spin is short (kSpin), so an idle pool sleeps.
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Polls `ready` for up to kSpin (the clock read every 64 polls: a pause costs
+// from ten to over a hundred cycles depending on the CPU); true once it holds.
+template <class Ready>
+bool spin_until(Ready ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return ready();
+  }
+}
 
 class ThreadPool {
  public:
@@ -46,13 +70,19 @@ class ThreadPool {
       std::lock_guard<std::mutex> lock(mu_);
       task_ = &task;
       count_ = count;
-      pending_ = count - 1;
-      ++generation_;
+      pending_.store(count - 1, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     task(0);
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    auto finished = [this] { return pending_.load(std::memory_order_acquire) == 0; };
+    std::unique_lock<std::mutex> lock(mu_, std::defer_lock);
+    if (!spin_until(finished)) {
+      lock.lock();
+      done_.wait(lock, finished);
+    } else {
+      lock.lock();
+    }
     task_ = nullptr;
   }
 
@@ -60,21 +90,25 @@ class ThreadPool {
   void loop(int worker) {
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       const std::function<void(int)>* task;
       int count;
       {
+        // Under the lock the generation, task and count are one consistent snapshot (run() writes them under it).
         std::unique_lock<std::mutex> lock(mu_);
-        wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        wake_.wait(lock, [&] { return stop_ || generation_.load(std::memory_order_relaxed) != seen; });
         if (stop_) return;
-        seen = generation_;
+        seen = generation_.load(std::memory_order_relaxed);
         task = task_;
         count = count_;
       }
       int index = worker + 1;
       if (index < count) {
         (*task)(index);
-        std::lock_guard<std::mutex> lock(mu_);
-        if (--pending_ == 0) done_.notify_one();
+        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+          std::lock_guard<std::mutex> lock(mu_);  // the caller may be between its check and its wait
+          done_.notify_one();
+        }
       }
     }
   }
@@ -84,8 +118,8 @@ class ThreadPool {
   std::condition_variable wake_, done_;
   const std::function<void(int)>* task_ = nullptr;
   int count_ = 0;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
   bool stop_ = false;
 };
 
