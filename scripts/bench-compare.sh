@@ -121,4 +121,13 @@ if "generate" in ours and "generate" in torch:
                      f"{100 * a['fraction_of_bound']:.0f}%", "yes" if b["ids_identical"] else f"no (first at {b['first_difference']})"])
     table(["batch", "ours tok/s", "HF tok/s", "ratio", "bound tok/s", "ours of bound", "greedy ids identical"], rows, left=(0,))
     print(f"ours batch {o['batched']['batch']} / batch 1: {o['batch_speedup']:.2f}x")
+    if "bf16" in o:
+        h = o["bf16"]
+        print()
+        print("generation with bf16 weights (ours; the same weights rounded; ratio = bf16 / our fp32 in this run)")
+        table(["batch", "bf16 tok/s", "fp32 tok/s", "ratio", "bound tok/s", "of bound"], [
+            [str(h[k]["batch"]), f(h[k]["decode_tokens_per_s"], 2), f(o[k]["decode_tokens_per_s"], 2),
+             f(h[k]["decode_tokens_per_s"] / o[k]["decode_tokens_per_s"], 2), f(h[k]["bound_tokens_per_s"], 1),
+             f"{100 * h[k]['fraction_of_bound']:.0f}%"] for k in ("cached", "batched")], left=(0,))
+        print(f"bf16 greedy tokens equal to fp32's at batch 1: {100 * h['ids_agreement']:.0f}%")
 EOF

@@ -3,7 +3,7 @@
 // random weights), greedy, after a 20-token prompt, through the public
 // streaming API: batch 1 and batch 8 with the KV cache, batch 1 without (every
 // token recomputes the whole sequence, so fewer tokens are measured there and
-// compared per token). Each cached rate is set against the memory bound: the
+// compared per token), and batch 1 and 8 again with the weights in bf16. Each cached rate is set against the memory bound: the
 // bytes of weights and KV cache one decode step reads, over the machine's
 // measured read bandwidth.
 import { writeFileSync } from 'node:fs';
@@ -53,12 +53,25 @@ export interface GenerationResult {
   speedup: number;
   /** Batched decode tokens/s over batch-1 decode tokens/s. */
   batchSpeedup: number;
+  /** The same weights rounded to bf16 (half the bytes per token): batch 1 and batch B with the cache. */
+  bf16: {
+    cached: GenerationRun;
+    batched: GenerationRun;
+    /** bf16 decode tokens/s over fp32's, at batch 1 and batch B. */
+    speedup: number;
+    batchedSpeedup: number;
+    /** Fraction of the batch-1 greedy tokens equal to fp32's (rounding the weights may flip a near tie). */
+    idsAgreement: number;
+  };
   profile: DecodeProfile;
 }
 
-/** Bytes one decode step of `batch` rows reads: every matrix-product weight and bias once, each row's cache up to `position`. */
-export function decodeBytes(c: GPTConfig, batch: number, position: number): { weights: number; cache: number } {
-  const C = c.embDim, F = 4;
+/**
+ * Bytes one decode step of `batch` rows reads: every matrix-product weight and
+ * bias once, each row's cache up to `position`; `bytesPerValue` 4 for fp32, 2 for bf16.
+ */
+export function decodeBytes(c: GPTConfig, batch: number, position: number, bytesPerValue = 4): { weights: number; cache: number } {
+  const C = c.embDim, F = bytesPerValue;
   const perLayer = 3 * C * C + 3 * C + C * C + C + 4 * C * C + 4 * C + 4 * C * C + C;
   return { weights: F * (c.nLayers * perLayer + c.vocabSize * C), cache: F * batch * 2 * c.nLayers * (position + 1) * C };
 }
@@ -75,7 +88,7 @@ async function run(model: GPTModel, prompts: number[][], maxNewTokens: number, u
   const total = now() - t0;
   const decode = (count - B) / (total - first);
   // The cache grows during the run: its mean length sets the mean bytes per step.
-  const bytes = decodeBytes(model.config, B, prompts[0]!.length + maxNewTokens / 2);
+  const bytes = decodeBytes(model.config, B, prompts[0]!.length + maxNewTokens / 2, model.dtype === 'bf16' ? 2 : 4);
   const bound = useCache ? (B * bandwidthGBs * 1e9) / (bytes.weights + bytes.cache) : NaN;
   return {
     batch: B, useCache, promptTokens: prompts[0]!.length, newTokens: count, firstTokenS: first, totalS: total,
@@ -111,6 +124,7 @@ export async function benchGenerate(
     const cached = await run(model, one, cachedTokens, true, bandwidthGBs);
     const batched = await run(model, prompts, cachedTokens, true, bandwidthGBs);
     const uncached = await run(model, one, uncachedTokens, false, bandwidthGBs);
+    const bf16 = await bf16Runs(model, prompts, cachedTokens, bandwidthGBs, cached, batched);
     if (exportDir) {
       await exportHuggingFace(model, exportDir);
       const record = { prompts, new_tokens: cachedTokens, batch1: cached.ids, batched: batched.ids };
@@ -120,6 +134,31 @@ export async function benchGenerate(
       config, parameters: model.numParameters, bandwidthGBs, cached, batched, uncached, profile,
       speedup: cached.decodeTokensPerSecond / uncached.decodeTokensPerSecond,
       batchSpeedup: batched.decodeTokensPerSecond / cached.decodeTokensPerSecond,
+      bf16,
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+/** The fp32 model's weights rounded to bf16 (inference only: no master copy), run as the fp32 ones were. */
+async function bf16Runs(fp32: GPTModel, prompts: number[][], tokens: number, bandwidthGBs: number, cached: GenerationRun, batched: GenerationRun): Promise<GenerationResult['bf16']> {
+  const model = new GPTModel(fp32.config, { device: fp32.device, dtype: 'bf16', masterWeights: false, skipInit: true });
+  try {
+    model.params.writeAll(fp32.params.readAll());
+    const one = prompts.slice(0, 1);
+    await run(model, one, 3, true, bandwidthGBs);
+    await run(model, prompts, 3, true, bandwidthGBs);
+    const c16 = await run(model, one, tokens, true, bandwidthGBs);
+    const b16 = await run(model, prompts, tokens, true, bandwidthGBs);
+    const a = cached.ids[0]!, b = c16.ids[0]!;
+    let same = 0;
+    for (let i = one[0]!.length; i < a.length; i++) if (a[i] === b[i]) same++;
+    return {
+      cached: c16, batched: b16,
+      speedup: c16.decodeTokensPerSecond / cached.decodeTokensPerSecond,
+      batchedSpeedup: b16.decodeTokensPerSecond / batched.decodeTokensPerSecond,
+      idsAgreement: same / (a.length - one[0]!.length),
     };
   } finally {
     model.dispose();

@@ -159,6 +159,10 @@ function printGenerate(r: GenerationResult): void {
       g.useCache ? g.boundTokensPerSecond : '-', g.useCache ? `${(100 * g.fractionOfBound).toFixed(0)}%` : '-',
     ]),
   ));
+  const h = r.bf16;
+  console.log(`bf16 weights (rounded from the same fp32 ones, half the bytes per token): batch 1 ${h.cached.decodeTokensPerSecond.toFixed(2)} decode tokens/s ` +
+    `(${h.speedup.toFixed(2)}x fp32, ${(100 * h.cached.fractionOfBound).toFixed(0)}% of its bound), batch ${h.batched.batch} ${h.batched.decodeTokensPerSecond.toFixed(2)} ` +
+    `(${h.batchedSpeedup.toFixed(2)}x fp32); greedy tokens equal to fp32's: ${(100 * h.idsAgreement).toFixed(0)}%`);
   console.log(`batch ${r.batched.batch} decodes ${r.batchSpeedup.toFixed(2)}x the tokens/s of batch 1; without the cache only ` +
     `${r.uncached.newTokens} tokens are generated (each recomputes the whole sequence), so the rates compare per token at ` +
     `shorter sequences: decode speedup with the cache ${r.speedup.toFixed(1)}x`);
@@ -259,6 +263,10 @@ async function main(): Promise<void> {
         summary.generate = {
           parameters: r.parameters, bandwidth_gbs: round(r.bandwidthGBs, 2), cached: run(r.cached), batched: run(r.batched),
           uncached: run(r.uncached), speedup: round(r.speedup, 2), batch_speedup: round(r.batchSpeedup, 2),
+          bf16: {
+            cached: run(r.bf16.cached), batched: run(r.bf16.batched), speedup: round(r.bf16.speedup, 3),
+            batched_speedup: round(r.bf16.batchedSpeedup, 3), ids_agreement: round(r.bf16.idsAgreement, 3),
+          },
           profile: {
             position: p.position, sync_step_ms: round(p.syncStepMs, 2), async_step_ms: round(p.asyncStepMs, 2), gemm_path_ms: round(p.gemmPathMs, 2),
             bytes_per_token: p.weightBytes + p.cacheBytes, parts: p.parts.map((x) => ({ name: x.name, ms: round(x.ms, 3) })),
