@@ -93,6 +93,34 @@ function expectClose(actual: number[], expected: number[], what: string): void {
   expect(worst, `${what}: worst relative difference (${actual.join(', ')} vs ${expected.join(', ')})`).toBeLessThanOrEqual(REL);
 }
 
+/**
+ * The AdamW moments of two checkpoints agree within REL of each moment's
+ * largest entry (a ZeRO-1 run's gathered moments against a plain run's);
+ * returns the first one's optimizer step.
+ */
+async function expectSameMoments(pathA: string, pathB: string): Promise<number> {
+  const [a, b] = await Promise.all([loadCheckpoint(pathA), loadCheckpoint(pathB)]);
+  try {
+    for (const k of ['m', 'v'] as const) {
+      const x = a.optimizer![k];
+      const y = b.optimizer![k];
+      expect(x.length).toBe(y.length);
+      let worst = 0;
+      let scale = 0;
+      for (let i = 0; i < y.length; i++) {
+        worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+        scale = Math.max(scale, Math.abs(y[i]!));
+      }
+      expect(scale, k).toBeGreaterThan(0);
+      expect(worst / scale, `moment ${k}: worst difference relative to its largest entry`).toBeLessThanOrEqual(REL);
+    }
+    return a.optimizer!.step;
+  } finally {
+    a.model.dispose();
+    b.model.dispose();
+  }
+}
+
 describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => {
   // Shared by (a) and (c): the uninterrupted 10-step runs on 2 ranks and on 1 rank.
   let two: Rec[];
@@ -167,23 +195,7 @@ describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => 
       'gradient norms',
     );
     expect(Math.min(...steps(r1).map((e) => e.grad_norm))).toBeGreaterThan(0.5);
-    const [a, b] = await Promise.all([loadCheckpoint(join(zo, 'ckpt-step00000010.tar')), loadCheckpoint(join(on, 'ckpt-step00000010.tar'))]);
-    for (const k of ['m', 'v'] as const) {
-      const x = a.optimizer![k];
-      const y = b.optimizer![k];
-      expect(x.length).toBe(y.length);
-      let worst = 0;
-      let scale = 0;
-      for (let i = 0; i < y.length; i++) {
-        worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-        scale = Math.max(scale, Math.abs(y[i]!));
-      }
-      expect(scale, k).toBeGreaterThan(0);
-      expect(worst / scale, `moment ${k}: worst difference relative to its largest entry`).toBeLessThanOrEqual(REL);
-    }
-    expect(a.optimizer!.step).toBe(10);
-    a.model.dispose();
-    b.model.dispose();
+    expect(await expectSameMoments(join(zo, 'ckpt-step00000010.tar'), join(on, 'ckpt-step00000010.tar'))).toBe(10);
   });
 
   async function interrupted(start: (out: string) => { child: ReturnType<typeof spawn>; done: Promise<CliResult> }): Promise<{ r: CliResult; out: string; lastStep: number }> {
@@ -374,22 +386,7 @@ describe.skipIf(skipReason !== '')('data parallel over NCCL, 2 ranks on the emul
     expectClose(steps(z).map((e) => e.loss!), steps(r1).map((e) => e.loss!), 'step losses');
     expectClose(steps(z).map((e) => e.grad_norm), steps(r1).map((e) => e.grad_norm), 'gradient norms');
     expect(Math.min(...steps(r1).map((e) => e.grad_norm))).toBeGreaterThan(0.5);
-    const [a, b] = await Promise.all([loadCheckpoint(join(zo, 'ckpt-step00000004.tar')), loadCheckpoint(join(on, 'ckpt-step00000004.tar'))]);
-    for (const k of ['m', 'v'] as const) {
-      const x = a.optimizer![k];
-      const y = b.optimizer![k];
-      expect(x.length).toBe(y.length);
-      let worst = 0;
-      let scale = 0;
-      for (let i = 0; i < y.length; i++) {
-        worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
-        scale = Math.max(scale, Math.abs(y[i]!));
-      }
-      expect(scale, k).toBeGreaterThan(0);
-      expect(worst / scale, `moment ${k}: worst difference relative to its largest entry`).toBeLessThanOrEqual(REL);
-    }
-    a.model.dispose();
-    b.model.dispose();
+    expect(await expectSameMoments(join(zo, 'ckpt-step00000004.tar'), join(on, 'ckpt-step00000004.tar'))).toBe(4);
   });
 
   it("(g) the addon's NCCL collectives: sums, averages, uneven parts, one-line errors", async () => {

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "bf16.h"
@@ -217,32 +218,33 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
 
 }  // namespace
 
-void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
+namespace {
+
+// run(std::integral_constant<int, M>) for M in 1..kGemvMaxRows: the kernels
+// are compiled per row count, so their accumulators stay in registers.
+template <class Run>
+void with_rows(int M, Run run) {
   switch (M) {
-    case 1: return rows<1>(out, inp, weight, bias, K, N);
-    case 2: return rows<2>(out, inp, weight, bias, K, N);
-    case 3: return rows<3>(out, inp, weight, bias, K, N);
-    case 4: return rows<4>(out, inp, weight, bias, K, N);
-    case 5: return rows<5>(out, inp, weight, bias, K, N);
-    case 6: return rows<6>(out, inp, weight, bias, K, N);
-    case 7: return rows<7>(out, inp, weight, bias, K, N);
-    case 8: return rows<8>(out, inp, weight, bias, K, N);
+    case 1: return run(std::integral_constant<int, 1>{});
+    case 2: return run(std::integral_constant<int, 2>{});
+    case 3: return run(std::integral_constant<int, 3>{});
+    case 4: return run(std::integral_constant<int, 4>{});
+    case 5: return run(std::integral_constant<int, 5>{});
+    case 6: return run(std::integral_constant<int, 6>{});
+    case 7: return run(std::integral_constant<int, 7>{});
+    case 8: return run(std::integral_constant<int, 8>{});
     default: return;
   }
 }
 
+}  // namespace
+
+void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
+  with_rows(M, [&](auto m) { rows<decltype(m)::value>(out, inp, weight, bias, K, N); });
+}
+
 void gemv_rows(float* out, const float* inp, const bf16* weight, const float* bias, int M, int K, int N) {
-  switch (M) {
-    case 1: return rows_bf16<1>(out, inp, weight, bias, K, N);
-    case 2: return rows_bf16<2>(out, inp, weight, bias, K, N);
-    case 3: return rows_bf16<3>(out, inp, weight, bias, K, N);
-    case 4: return rows_bf16<4>(out, inp, weight, bias, K, N);
-    case 5: return rows_bf16<5>(out, inp, weight, bias, K, N);
-    case 6: return rows_bf16<6>(out, inp, weight, bias, K, N);
-    case 7: return rows_bf16<7>(out, inp, weight, bias, K, N);
-    case 8: return rows_bf16<8>(out, inp, weight, bias, K, N);
-    default: return;
-  }
+  with_rows(M, [&](auto m) { rows_bf16<decltype(m)::value>(out, inp, weight, bias, K, N); });
 }
 
 }  // namespace gptcuda
