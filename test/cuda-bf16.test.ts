@@ -7,9 +7,11 @@
 // and stochastic rounding written from the contract in backend_ops_typed.def.
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { GPTModel } from '../ts/model/gpt.js';
 import { native } from '../ts/tensor/native.js';
 import * as ops from '../ts/tensor/ops.js';
 import { Tensor } from '../ts/tensor/tensor.js';
+import { AdamW } from '../ts/train/optimizer.js';
 import { bf16Nearest, bf16Value } from './helpers/op-cases/convert.js';
 import * as R from './helpers/reference.js';
 
@@ -278,6 +280,58 @@ describe.skipIf(!cuda.available)('bf16 ops on CUDA', () => {
           }
         }
       });
+    }
+  });
+});
+
+describe.skipIf(!cuda.available)('the whole model in bf16 on CUDA', () => {
+  const config = { vocabSize: 503, contextLength: 64, embDim: 96, nHeads: 6, nLayers: 2, dropRate: 0, qkvBias: true, tieWeights: true };
+  const batch = (B: number, T: number, seed: number) => {
+    const rng = new R.SeededRandom(seed);
+    return { ids: Int32Array.from({ length: B * T }, () => rng.int(0, config.vocabSize)), targets: Int32Array.from({ length: B * T }, () => rng.int(0, config.vocabSize)) };
+  };
+
+  it('loss within 1e-2 of fp32 on the same weights, and 10 AdamW steps within 2% of the fp32 curve', () => {
+    const run = (dtype: 'fp32' | 'bf16') => {
+      const m = new GPTModel(config, { seed: 7, device: 'cuda', dtype });
+      const opt = new AdamW(m.params, { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 }, 42);
+      const losses: number[] = [];
+      try {
+        for (let s = 0; s < 10; s++) {
+          const { ids, targets } = batch(2, 32, 100 + s);
+          m.zeroGrad();
+          losses.push(m.forward(ids, 2, 32, targets, { training: true, grad: true }));
+          m.backward();
+          opt.clipGradNorm(1.0);
+          opt.update();
+        }
+      } finally {
+        m.dispose();
+        opt.dispose();
+      }
+      return losses;
+    };
+    const a = run('fp32'), b = run('bf16');
+    expect(Math.abs(a[0]! - b[0]!) / a[0]!, 'first loss').toBeLessThan(1e-2);
+    for (let i = 0; i < a.length; i++) expect(Math.abs(a[i]! - b[i]!) / a[i]!, `step ${i}`).toBeLessThan(2e-2);
+    expect(b[9]!, 'bf16 training lowers the loss').toBeLessThan(b[0]!);
+  });
+
+  it('KV-cache decoding (a 40-token prefill, then single tokens) gives the fp32 logits within 2e-2', () => {
+    const relL2 = (x: Float32Array, y: Float32Array) => R.closeness(x, y, 1).relL2;
+    const fp = new GPTModel(config, { seed: 3, device: 'cuda' });
+    const half = new GPTModel(config, { seed: 3, device: 'cuda', dtype: 'bf16', masterWeights: false });
+    try {
+      const fc = fp.createKVCache(1), hc = half.createKVCache(1);
+      const prompt = batch(1, 40, 9).ids;
+      expect(relL2(half.forwardCached(prompt, 1, 40, 0, hc), fp.forwardCached(prompt, 1, 40, 0, fc)), 'prefill').toBeLessThan(2e-2);
+      for (let pos = 40; pos < 44; pos++) {
+        const tok = Int32Array.of((pos * 37) % config.vocabSize);
+        expect(relL2(half.forwardCached(tok, 1, 1, pos, hc), fp.forwardCached(tok, 1, 1, pos, fc)), `position ${pos}`).toBeLessThan(2e-2);
+      }
+    } finally {
+      fp.dispose();
+      half.dispose();
     }
   });
 });
