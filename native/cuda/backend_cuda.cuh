@@ -50,7 +50,8 @@ class CudaBackend final : public Backend {
 
  private:
   // The body both storage types' overrides of a typed op share: name_impl<S>
-  // with the op's parameters (storage_t = S), defined next to the op.
+  // with the op's parameters (storage_t = S), defined next to the op (except
+  // to_storage/from_storage, whose float and bf16 versions differ in kind).
 #define GPTCUDA_OP(name, params) template <class S> void name##_impl params;
 #define storage_t S
 #include "backend_ops_typed.def"
@@ -108,7 +109,8 @@ class CudaBackend final : public Backend {
   template <class S>
   void column_sum_accumulate(const char* op, S* dst, const S* src, int rows, int cols);
 
-  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims.
+  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims
+  // (float storage; bf16 attention always runs on the CUDA-core kernels).
   bool use_tc_attention(int hs) const { return tf32_ && cc_major_ >= 8 && hs <= 64; }
 
   // Frees cached blocks (after waiting for the stream) so cudaMalloc can retry.

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -136,10 +137,20 @@ struct alignas(16) Pack {
   __device__ __forceinline__ float get(int i) const { return to_float(v[i]); }
   __device__ __forceinline__ void set(int i, float x) { v[i] = from_float<S>(x); }
 };
+// Through int4, so that the access is one 128-bit load or store whatever S is.
 template <class S>
-__device__ __forceinline__ Pack<S> load_pack(const S* p) { return *reinterpret_cast<const Pack<S>*>(p); }
+__device__ __forceinline__ Pack<S> load_pack(const S* p) {
+  const int4 raw = *reinterpret_cast<const int4*>(p);
+  Pack<S> v;
+  memcpy(&v, &raw, sizeof v);
+  return v;
+}
 template <class S>
-__device__ __forceinline__ void store_pack(S* p, const Pack<S>& v) { *reinterpret_cast<Pack<S>*>(p) = v; }
+__device__ __forceinline__ void store_pack(S* p, const Pack<S>& v) {
+  int4 raw;
+  memcpy(&raw, &v, sizeof raw);
+  *reinterpret_cast<int4*>(p) = raw;
+}
 
 // Four consecutive elements of S widened to a float4 and back: one 16-byte
 // access for float, one 8-byte access for bf16 (p aligned to 4 elements).

@@ -117,10 +117,8 @@ bool CudaBackend::matmul_bias_lt(S* out, const S* inp, const S* weight, const S*
     // (a "misaligned address" fault, which kills the context).
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                         sizeof bias));
-    // The bias is stored like the output (also cuBLASLt's default for bf16 D).
-    const int32_t bias_type = type;
-    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                        sizeof bias_type));
+    // The bias is stored like the output (S): cuBLASLt's default bias type, so
+    // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE stays unset.
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, type, K, N, K));
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, type, K, M, K));
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, type, N, M, N));
