@@ -23,7 +23,7 @@
         "GPTCUDA_CUDA_STATUS=\"not built (node-gyp fallback build is CPU only)\""
       ],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fopenmp-simd", "-fexceptions"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fexceptions"],
       "libraries": ["-lpthread", "-ldl"]
     }
   ]

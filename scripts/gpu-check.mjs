@@ -162,19 +162,31 @@ function finish(code) {
   const gib = (x) => (x === undefined || x === null ? '' : `${x.toFixed(1)} GiB`);
   const rows = [];
   const peerRow = (mode, B) => peerJson?.train?.find((t) => t.mode === mode && t.B === B);
-  for (const r of oursJson?.train ?? []) {
+  for (const r of (oursJson?.train ?? []).filter((r) => (r.dtype ?? 'fp32') === 'fp32')) {
     const torch = r.T === 1024 || smoke ? peerRow('fp32', r.B) : undefined;
     rows.push([`${r.name} ${r.B}x${r.T} fp32/TF32`, fmt(r.tokensPerS), torch ? `${fmt(torch.tokens_per_s)} (eager)` : 'n/a', ratio(r.tokensPerS, torch?.tokens_per_s), `${r.tflops.toFixed(1)} TFLOP/s`, `${gib(r.peakGiB)} / ${gib(torch?.peak_gib) || 'n/a'}`]);
   }
   const peak = bf16Peak(oursJson?.gpu);
+  const fractionOfPeak = (who, tokensPerS, flopsPerToken) => (peak && flopsPerToken && tokensPerS ? `${who} ${((100 * tokensPerS * flopsPerToken) / 1e12 / peak).toFixed(1)}%` : '');
   for (const B of smoke ? [2] : [8, 16]) {
     const best = peerRow('bf16-compile', B) ?? peerRow('bf16', B);
-    if (!best) continue;
+    const mine = oursJson?.train?.find((r) => r.dtype === 'bf16' && r.B === B);
+    const failed = oursJson?.failed?.find((r) => r.dtype === 'bf16' && r.B === B);
+    if (!best && !mine && !failed) continue;
+    const T = mine?.T ?? best?.T ?? failed?.T;
     const flopsPerToken = smoke ? undefined : 6 * 124.4e6 + 6 * 12 * 1024 * 768;
-    const torchFrac = peak && flopsPerToken ? `torch ${((100 * best.tokens_per_s * flopsPerToken) / 1e12 / peak).toFixed(1)}% of bf16 peak` : '';
-    rows.push([`${smoke ? "tiny" : "gpt2-124M"} ${B}x${best.T} bf16`, 'n/a (no bf16 yet)', `${fmt(best.tokens_per_s)} (${best.mode === 'bf16-compile' ? 'compile' : 'eager'})`, 'n/a', torchFrac, `- / ${gib(best.peak_gib) || 'n/a'}`]);
+    const ofPeak = [fractionOfPeak('ours', mine?.tokensPerS, flopsPerToken), fractionOfPeak('torch', best?.tokens_per_s, flopsPerToken)].filter(Boolean).join(', ');
+    rows.push([
+      `${smoke ? 'tiny' : 'gpt2-124M'} ${B}x${T} bf16`,
+      mine ? fmt(mine.tokensPerS) : `n/a (${failed ? failed.error.slice(0, 60) : 'not run'})`,
+      best ? `${fmt(best.tokens_per_s)} (${best.mode === 'bf16-compile' ? 'compile' : 'eager'})` : 'n/a',
+      ratio(mine?.tokensPerS, best?.tokens_per_s),
+      ofPeak ? `${ofPeak} of bf16 peak` : '',
+      `${gib(mine?.peakGiB) || '-'} / ${gib(best?.peak_gib) || 'n/a'}`,
+    ]);
   }
   if (oursJson) rows.push(['generation batch 1 (KV cache)', fmt(oursJson.generation_tokens_per_s), peerJson?.generate ? `${fmt(peerJson.generate.tokens_per_s)} (HF)` : 'n/a', ratio(oursJson.generation_tokens_per_s, peerJson?.generate?.tokens_per_s), '', '']);
+  if (oursJson) rows.push(['generation batch 1, bf16', fmt(oursJson.generation_bf16_tokens_per_s), 'n/a', oursJson.generation_bf16_tokens_per_s ? `${ratio(oursJson.generation_bf16_tokens_per_s, oursJson.generation_tokens_per_s)} of fp32` : 'n/a', '', '']);
   const headers = ['what', 'ours tokens/s', 'PyTorch tokens/s', 'ours/PyTorch', 'rate', 'peak memory (ours / torch)'];
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells) => '| ' + cells.map((c, i) => c.padEnd(widths[i])).join(' | ') + ' |\n';

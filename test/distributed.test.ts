@@ -8,7 +8,8 @@
 //     uninterrupted runs on those world sizes continue;
 // (d) SIGINT to the launcher (`train --nproc 2`) or to mpirun itself: one
 //     checkpoint, every rank gone, a non-zero status;
-// and a rank killed mid-run ends the job; the collectives check their arguments.
+// and a rank killed mid-run ends the job; the collectives check their arguments;
+// (e)-(h) the same on CUDA tensors over NCCL, on the emulated CUDA backend (below).
 // The references are independent runs of the single-process trainer, which
 // test/resume.test.ts pins against its own references.
 //
@@ -16,11 +17,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { loadCheckpoint } from '../ts/checkpoint/checkpoint.js';
 import { native } from '../ts/tensor/native.js';
+import buildEmulatedCuda, { emulatedLibrary, root as repoRoot } from './helpers/build-emulated-cuda.js';
 import { CLI_MAIN, spawnCli, type CliResult } from './helpers/cli.js';
 
 const mpirunVersion = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
@@ -264,11 +266,15 @@ describe.skipIf(skipReason !== '')('MPI job failure and collectives', () => {
     expect(pids.filter(running), 'rank processes still running').toEqual([]);
   });
 
-  it('gptcuda info reports MPI (and that NCCL is not in this build)', async () => {
+  it('gptcuda info reports MPI, and NCCL as unavailable without a CUDA device', async () => {
     const [j, t] = await Promise.all([single(['info', '--json']), single(['info'])]);
     const info = JSON.parse(ok(j, 'info --json').stdout) as { mpi: { available: boolean; impl: string; library: string }; nccl: { available: boolean; reason: string } };
     expect(info.mpi).toEqual({ available: true, impl: OPENMPI ? 'OpenMPI' : 'MPICH', library: probe.library });
-    expect(info.nccl.available).toBe(false);
+    const cuda = native().backends().cuda;
+    if (!cuda.available) {
+      expect(info.nccl).toEqual({ available: false, reason: `the CUDA backend is not available: ${cuda.reason}` });
+      expect(t.stdout).toContain(`\nnccl: unavailable: ${info.nccl.reason}\n`);
+    }
     expect(ok(t, 'info').stdout).toContain(`\nmpi:  ${info.mpi.impl} (${info.mpi.library})\n`);
   });
 
@@ -310,5 +316,199 @@ console.log(JSON.stringify({ world, msgs, x: [...x.toFloat32Array()] }));
       'mpi.reduceScatterSum: shard has 1 elements; rank 0 needs 4',
       'mpi.init: MPI was already finalised in this process; it cannot start twice',
     ]);
+  });
+});
+
+// ---- NCCL on CUDA tensors (issue 14's NCCL path), on the emulated CUDA backend:
+// the real native/cuda sources on the CPU SIMT emulator, whose library also holds
+// an NCCL over MPI (native/cuda/emu/nccl.cc) that collectives.cu finds first.
+// (e) 2 ranks over NCCL make the updates of 1 rank with --grad-accum 2;
+// (f) ZeRO-1 over NCCL makes those of plain data parallel;
+// (g) the addon's NCCL collectives: sums, averages, parts that do not divide evenly, one-line errors;
+// (h) the emulated NCCL refuses bad arguments as NCCL documents (a C++ caller, mpicxx).
+const EMU_ENV = { ...MPI_ENV, GPTCUDA_CUDA_LIBRARY: emulatedLibrary };
+// Small enough for the emulator: 1 block, width 32, 16-token windows, 4 updates.
+const CUDA_RUN = ['train', '--device', 'cuda', '--n-layers', '1', '--emb-dim', '32', '--n-heads', '2', '--context-length', '16', '--batch-size', '1', '--max-steps', '4', '--eval-freq', '2', '--eval-iter', '1'];
+const mpicxx = spawnSync('mpicxx', ['--version'], { encoding: 'utf8' });
+const NO_MPICXX = mpicxx.error || mpicxx.status !== 0 ? 'mpicxx is not on the PATH (apt-get install libopenmpi-dev)' : '';
+if (!skipReason && NO_MPICXX) console.warn(`test/distributed.test.ts: the emulated NCCL's argument checks are skipped: ${NO_MPICXX}`);
+
+describe.skipIf(skipReason !== '')('data parallel over NCCL, 2 ranks on the emulated CUDA backend', () => {
+  const singleEmu = (args: string[]) => spawnCli(args, { cwd: root, extraEnv: EMU_ENV });
+  beforeAll(() => buildEmulatedCuda(), 1_200_000);
+
+  it('(e) 2 ranks over NCCL = 1 rank --grad-accum 2; the start record, the first line and gptcuda info name NCCL', async () => {
+    const [r2, r1, text, info] = await Promise.all([
+      mpirun(2, [...CUDA_RUN, '--json', '--out', tmp('nccl-two')], EMU_ENV).done,
+      singleEmu([...CUDA_RUN, '--json', '--grad-accum', '2', '--out', tmp('nccl-one')]),
+      mpirun(2, [...CUDA_RUN.slice(0, -6), '--max-steps', '1', '--eval-freq', '10', '--out', tmp('nccl-text')], EMU_ENV).done,
+      singleEmu(['info', '--json']),
+    ]);
+    ok(r2, '2 ranks over NCCL');
+    ok(r1, '1 rank');
+    const two = records(r2.stdout) as (Rec & { device?: string; nccl?: string })[];
+    const version = (JSON.parse(ok(info, 'info').stdout) as { nccl: { available: boolean; version: string; library: string } }).nccl;
+    expect(version).toMatchObject({ available: true, version: '2.30.7' });  // shim/nccl.h's NCCL_VERSION_CODE
+    expect(version.library).toBe(`built into ${emulatedLibrary}`);
+    expect(two.filter((r) => r.event === 'start').map((r) => [r.ranks, r.device, r.nccl])).toEqual([[2, 'cuda', '2.30.7']]);
+    const steps2 = two.filter((r) => r.event === 'step');
+    expect(steps2.map((s) => s.step)).toEqual([0, 1, 2, 3]);
+    expectClose(steps2.map((s) => s.loss!), events(r1.stdout, 'step').map((s) => s.loss!), 'step losses');
+    const ev = (rs: Rec[]) => rs.filter((r) => r.event === 'eval').flatMap((e) => [e.train_loss!, e.val_loss!]);
+    expectClose(ev(two), ev(records(r1.stdout)), 'sharded evaluation');
+    const first = ok(text, 'text run').stdout.split('\n')[0];
+    expect(first).toMatch(/^2 ranks \(MPI .+, NCCL 2\.30\.7\)$/);
+  });
+
+  it('(f) ZeRO-1 over NCCL = plain data parallel: losses, clipped gradient norms, gathered moments', async () => {
+    const clip = ['--grad-clip', '0.5'];
+    const [zo, on] = [tmp('nccl-zero'), tmp('nccl-one-clip')];
+    const [z, r1] = await Promise.all([
+      mpirun(2, [...CUDA_RUN, ...clip, '--json', '--zero', '1', '--out', zo], EMU_ENV).done,
+      singleEmu([...CUDA_RUN, ...clip, '--json', '--grad-accum', '2', '--out', on]),
+    ]);
+    ok(z, 'ZeRO-1 over NCCL');
+    ok(r1, '1 rank');
+    const steps = (r: CliResult) => events(r.stdout, 'step') as (Rec & { grad_norm: number })[];
+    expect(steps(z)).toHaveLength(4);
+    expectClose(steps(z).map((e) => e.loss!), steps(r1).map((e) => e.loss!), 'step losses');
+    expectClose(steps(z).map((e) => e.grad_norm), steps(r1).map((e) => e.grad_norm), 'gradient norms');
+    expect(Math.min(...steps(r1).map((e) => e.grad_norm))).toBeGreaterThan(0.5);
+    const [a, b] = await Promise.all([loadCheckpoint(join(zo, 'ckpt-step00000004.tar')), loadCheckpoint(join(on, 'ckpt-step00000004.tar'))]);
+    for (const k of ['m', 'v'] as const) {
+      const x = a.optimizer![k];
+      const y = b.optimizer![k];
+      expect(x.length).toBe(y.length);
+      let worst = 0;
+      let scale = 0;
+      for (let i = 0; i < y.length; i++) {
+        worst = Math.max(worst, Math.abs(x[i]! - y[i]!));
+        scale = Math.max(scale, Math.abs(y[i]!));
+      }
+      expect(scale, k).toBeGreaterThan(0);
+      expect(worst / scale, `moment ${k}: worst difference relative to its largest entry`).toBeLessThanOrEqual(REL);
+    }
+    a.model.dispose();
+    b.model.dispose();
+  });
+
+  it("(g) the addon's NCCL collectives: sums, averages, uneven parts, one-line errors", async () => {
+    const script = join(root, 'nccl.mjs');
+    const dist = join(CLI_MAIN, '..', '..');
+    fs.writeFileSync(
+      script,
+      `import { native } from ${JSON.stringify(join(dist, 'tensor', 'native.js'))};
+import { Tensor } from ${JSON.stringify(join(dist, 'tensor', 'tensor.js'))};
+const { mpi, nccl } = native();
+const msgs = [];
+const t = (f) => { try { f(); msgs.push('no error'); } catch (e) { msgs.push(e.message); } };
+const cuda = (values) => Tensor.from(values, [values.length], { device: 'cuda' });
+t(() => nccl.init());
+const world = mpi.init();
+const r = world.rank;
+t(() => nccl.allReduce(cuda([1]).handle, 'sum'));
+const joined = nccl.init();
+t(() => nccl.init());
+t(() => nccl.allReduce(Tensor.zeros([2]).handle, 'sum'));
+t(() => nccl.allReduce(cuda([1]).handle, 'max'));
+t(() => nccl.allReduce(Tensor.zeros([2], { dtype: 'int32', device: 'cuda' }).handle, 'sum'));
+const d = cuda([1]); const h = d.handle; d.dispose();
+t(() => nccl.allgather(h));
+t(() => nccl.reduceScatterSum(cuda([1, 2, 3, 4, 5]).handle, cuda([0]).handle));
+// Ranks disagreeing on the count: refused by the (emulated) NCCL itself, on both ranks.
+t(() => nccl.allReduce(cuda(r === 0 ? [1, 2] : [1, 2, 3]).handle, 'sum'));
+const x = cuda([r + 1, 10 * (r + 1), 0.5]); nccl.allReduce(x.handle, 'sum');
+const y = cuda([r, 2 * r]); nccl.allReduce(y.handle, 'avg');
+// 5 elements over 2 ranks: parts [0, 3) and [3, 5), NCCL's equal parts padded.
+const full = cuda([1, 2, 3, 4, 5].map((v) => v * (r + 1)));
+const shard = cuda([0, 0, 0]); nccl.reduceScatterSum(full.handle, shard.handle);
+const g = cuda(r === 0 ? [1, 2, 3, -1, -1] : [-1, -1, -1, 4, 5]); nccl.allgather(g.handle);
+const even = cuda(r === 0 ? [1, 2, -1, -1] : [-1, -1, 3, 4]); nccl.allgather(even.handle);
+nccl.destroy();
+mpi.finalize();
+const a = (t) => [...t.toFloat32Array()];
+console.log(JSON.stringify({ rank: r, joined, msgs, x: a(x), y: a(y), shard: a(shard), g: a(g), even: a(even) }));
+`,
+    );
+    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), process.execPath, script], { cwd: root, env: { ...process.env, ...EMU_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    const res = ok(await collect(child), 'NCCL script');
+    const out = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown> & { rank: number }).sort((p, q) => p.rank - q.rank);
+    expect(out.map((o) => o.rank)).toEqual([0, 1]);
+    for (const o of out) {
+      expect(o.joined).toEqual({ rank: o.rank, size: 2, version: '2.30.7' });
+      expect(o.msgs).toEqual([
+        "nccl.init: MPI is not initialised; call mpi.init() first (NCCL's id is broadcast over MPI)",
+        'nccl.allReduce: NCCL is not initialised on this rank; call nccl.init() first',
+        'nccl.init: this rank has already joined; call nccl.destroy() first',
+        'nccl.allReduce: tensor must be on cuda, got float32[2] on cpu (CPU tensors go through MPI)',
+        "nccl.allReduce: op must be 'sum' or 'avg', got max",
+        'nccl.allReduce: tensor must be float32, got int32[2] on cuda',
+        'nccl.allgather: full is disposed',
+        `nccl.reduceScatterSum: shard has 1 elements; rank ${o.rank} needs ${o.rank === 0 ? 3 : 2}`,
+        `nccl.allReduce failed on rank ${o.rank}: ncclInvalidUsage: invalid usage (run with NCCL_DEBUG=WARN for details) ` +
+          `(AllReduce : rank ${1 - o.rank} called with count ${3 - o.rank}, type 7, op 0 but rank ${o.rank} with count ${2 + o.rank}, type 7, op 0)`,
+      ]);
+      expect(o.x).toEqual([3, 30, 1]);
+      expect(o.y).toEqual([0.5, 1]);
+      // The sum over ranks of v (r + 1) is 3 v; rank 1's third element is past its part, untouched.
+      expect(o.shard).toEqual(o.rank === 0 ? [3, 6, 9] : [12, 15, 0]);
+      expect(o.g).toEqual([1, 2, 3, 4, 5]);
+      expect(o.even).toEqual([1, 2, 3, 4]);
+    }
+  });
+
+  it.skipIf(NO_MPICXX !== '')('(h) the emulated NCCL refuses bad arguments as NCCL does, on every rank at once', async () => {
+    const exe = join(root, 'emulated-nccl-args');
+    const emu = join(repoRoot, 'native', 'cuda', 'emu');
+    const built = spawnSync('mpicxx', ['-std=c++20', '-O0', '-include', join(emu, 'simt.h'), `-I${join(emu, 'shim')}`, `-I${emu}`, `-I${join(repoRoot, 'native', 'include')}`,
+      join(repoRoot, 'test', 'helpers', 'emulated-nccl-args.cc'), emulatedLibrary, `-Wl,-rpath,${dirname(emulatedLibrary)}`, '-o', exe], { encoding: 'utf8' });
+    expect(built.status, built.stderr).toBe(0);
+    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), exe], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    const res = ok(await collect(child), 'emulated NCCL caller');
+    type Call = { call: string; code: number; last: string };
+    const out = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { rank: number; calls: Call[]; avg: number[]; reduceScatter: number[]; allGather: number[]; invalidArgument: string }).sort((p, q) => p.rank - q.rank);
+    expect(out.map((o) => o.rank)).toEqual([0, 1]);
+    // nccl.h's codes: ncclSuccess 0, ncclInternalError 3, ncclInvalidArgument 4, ncclInvalidUsage 5.
+    const [OK, INTERNAL, ARG, USAGE] = [0, 3, 4, 5];
+    for (const o of out) {
+      const other = 1 - o.rank;
+      const expected: [string, number, string][] = [
+        ['GetVersion(NULL)', ARG, 'version argument is NULL'],
+        ['GetUniqueId(NULL)', ARG, 'uniqueId argument is NULL'],
+        ['CommInitRank(comm NULL on rank 0)', o.rank === 0 ? ARG : USAGE, o.rank === 0 ? 'comm argument is NULL' : 'MPI rank 0 refused its arguments'],
+        ['CommInitRank(rank 5)', ARG, 'rank 5 is out of range [0, 2)'],
+        ['CommInitRank(junk id)', ARG, 'the unique id was not made by ncclGetUniqueId'],
+        ['CommInitRank(another id on rank 1)', USAGE, `MPI rank ${other} passed another unique id than MPI rank ${o.rank}`],
+        ['CommInitRank(nranks 3)', USAGE, 'nranks 3 and rank'],
+        ['CommInitRank', OK, ''],
+        ['AllReduce(comm NULL)', ARG, 'comm argument is NULL'],
+        ['AllReduce(sendbuff NULL)', ARG, 'sendbuff argument is NULL'],
+        ['AllReduce(host memory)', ARG, 'sendbuff is not device memory of 8 elements'],
+        ['AllReduce(100 of 8 elements)', ARG, 'sendbuff is not device memory of 100 elements'],
+        ['AllReduce(type 42)', ARG, 'invalid type 42'],
+        ['AllReduce(op 9)', ARG, 'invalid reduction operation 9'],
+        ['AllReduce(bfloat16)', INTERNAL, 'implements float32, float64 and int32 only'],
+        ['AllReduce(count 4 on rank 0, 3 on rank 1)', USAGE, `rank ${other} called with count ${other === 0 ? 4 : 3}`],
+        ['ReduceScatter(recvcount 50: sendbuff 100 of 8)', ARG, 'sendbuff is not device memory of 100 elements'],
+        ['AllGather(sendcount 50: recvbuff 100 of 8)', ARG, 'recvbuff is not device memory of 100 elements'],
+        ['AllReduce(count 0, NULL buffers)', OK, ''],
+        ['AllReduce(avg)', OK, ''],
+        ['ReduceScatter(sum, in place)', OK, ''],
+        ['AllGather(in place)', OK, ''],
+        ['CommDestroy', OK, ''],
+        ['AllReduce(destroyed comm)', ARG, 'comm is not a live communicator'],
+        ['CommDestroy(again)', ARG, 'comm is not a live communicator'],
+      ];
+      expect(o.calls.map((c) => c.call)).toEqual(expected.map((e) => e[0]));
+      for (const [i, [call, code, text]] of expected.entries()) {
+        expect(o.calls[i]!.code, `rank ${o.rank} ${call}: ${o.calls[i]!.last}`).toBe(code);
+        expect(o.calls[i]!.last, `rank ${o.rank} ${call}`).toContain(text);
+      }
+      // Element i of rank r is 10 r + i: the average is 5 + i, the sum 10 + 2 i.
+      expect(o.avg).toEqual([0, 1, 2, 3, 4, 5, 6, 7].map((i) => 5 + i));
+      expect(o.reduceScatter).toEqual([0, 1, 2, 3].map((i) => 10 + 2 * (4 * o.rank + i)));
+      expect(o.allGather).toEqual([0, 1, 2, 3, 14, 15, 16, 17]);
+      expect(o.invalidArgument).toMatch(/^invalid argument/);
+    }
   });
 });

@@ -9,6 +9,7 @@
 #include "backends.h"
 #include "js_errors.h"
 #include "mpi.h"
+#include "nccl.h"
 #include "ops.h"
 #include "recording.h"
 #include "tensor.h"
@@ -143,6 +144,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_text(env, exports);
   register_membench(env, exports);
   register_mpi(env, exports);
+  register_nccl(env, exports);
   return exports;
 }
 

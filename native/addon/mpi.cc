@@ -1,8 +1,7 @@
 // MPI loaded at run time. OpenMPI's components (mca plugins) resolve libmpi's
 // symbols from the global namespace, and a Node addon is dlopen'ed
-// RTLD_LOCAL, so libmpi is opened RTLD_GLOBAL here before MPI_Init. Handles
-// differ by ABI: OpenMPI's are addresses of exported objects, MPICH's are
-// fixed integers; both fit in an intptr_t passed where the C API expects them.
+// RTLD_LOCAL, so libmpi is opened RTLD_GLOBAL here before MPI_Init (which
+// also lets the emulated NCCL find it). The predefined handles: mpi_abi.h.
 #include "mpi.h"
 
 #include <dlfcn.h>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "args.h"
+#include "mpi_abi.h"
 #include "tensor.h"
 
 namespace gptcuda {
@@ -36,7 +36,7 @@ using FnAllgatherv = int (*)(const void*, int, Handle, void*, const int*, const 
 struct Mpi {
   void* lib = nullptr;
   std::string impl, soname, reason;
-  Handle comm = 0, f32 = 0, f64 = 0, sum = 0, max = 0, errors_return = 0;
+  Handle comm = 0, f32 = 0, f64 = 0, byte = 0, sum = 0, max = 0, errors_return = 0;
   void* in_place = nullptr;
   FnInt initialized = nullptr, finalized = nullptr;
   FnInit init = nullptr;
@@ -102,31 +102,21 @@ bool load() {
     m.lib = nullptr;
     return false;
   }
-  if (void* w = dlsym(l, "ompi_mpi_comm_world")) {
-    m.impl = "OpenMPI";
-    m.comm = Handle(w);
-    m.f32 = Handle(dlsym(l, "ompi_mpi_float"));
-    m.f64 = Handle(dlsym(l, "ompi_mpi_double"));
-    m.sum = Handle(dlsym(l, "ompi_mpi_op_sum"));
-    m.max = Handle(dlsym(l, "ompi_mpi_op_max"));
-    m.errors_return = Handle(dlsym(l, "ompi_mpi_errors_return"));
-    m.in_place = reinterpret_cast<void*>(1);
-  } else {
-    // MPICH ABI (also Intel MPI, MVAPICH, Cray MPICH): constants from mpi.h.
-    m.impl = "MPICH";
-    m.comm = 0x44000000;
-    m.f32 = 0x4c00040a;
-    m.f64 = 0x4c00080b;
-    m.sum = 0x58000003;
-    m.max = 0x58000001;
-    m.errors_return = 0x54000001;
-    m.in_place = reinterpret_cast<void*>(intptr_t(-1));
-  }
-  if (!m.f32 || !m.f64 || !m.sum || !m.max || !m.errors_return) {
+  MpiAbi abi;
+  if (!mpi_abi(l, &abi)) {
     m.reason = m.soname + ": OpenMPI's predefined handles are missing; set GPTCUDA_LIBMPI to a complete libmpi";
     m.lib = nullptr;
     return false;
   }
+  m.impl = abi.impl;
+  m.comm = abi.comm_world;
+  m.f32 = abi.f32;
+  m.f64 = abi.f64;
+  m.byte = abi.byte;
+  m.sum = abi.sum;
+  m.max = abi.max;
+  m.errors_return = abi.errors_return;
+  m.in_place = abi.in_place;
   return true;
 }
 
@@ -318,6 +308,19 @@ Napi::Value Abort(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
+bool mpi_world(int* rank, int* size) {
+  if (!mpi().started) return false;
+  *rank = mpi().rank;
+  *size = mpi().size;
+  return true;
+}
+
+void mpi_broadcast_bytes(Napi::Env env, const char* op, void* data, size_t bytes, int root) {
+  require_started(env, op);
+  if (bytes > size_t(INT32_MAX)) fail(env, std::string("mpi.") + op + ": more than 2^31-1 bytes");
+  check(env, op, mpi().bcast(data, int(bytes), mpi().byte, root, mpi().comm));
+}
 
 void register_mpi(Napi::Env env, Napi::Object exports) {
   Napi::Object o = Napi::Object::New(env);

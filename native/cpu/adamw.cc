@@ -1,16 +1,20 @@
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backend_cpu.h"
 #include "parallel.h"
+#include "philox.h"
 
 namespace gptcuda {
 
 constexpr size_t kChunk = 1 << 15;
 
-void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n,
-                       float lr, float beta1, float beta2, float eps, float weight_decay, int t,
-                       DropoutRng /*rounding: float needs none*/) {
+namespace {
+
+template <class S>
+void adamw_impl(CpuBackend& be, float* master, const S* grads, float* m, float* v, S* params, size_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
   // Bias corrections in double: beta^t for large t loses precision in float.
   // PyTorch's formulation: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), which
   // needs one sqrt and one division per element.
@@ -22,7 +26,7 @@ void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, fl
   parallel_for(n, kChunk, [&](size_t lo, size_t hi) {
 #pragma omp simd
     for (size_t i = lo; i < hi; ++i) {
-      float g = grads[i];
+      float g = to_float(grads[i]);
       float mi = beta1 * m[i] + (1.0f - beta1) * g;
       float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
       m[i] = mi;
@@ -30,20 +34,36 @@ void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, fl
       // Decoupled weight decay (Loshchilov & Hutter), applied first as PyTorch does.
       master[i] = master[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
     }
+    if constexpr (std::is_same_v<S, bf16>) {
+      if (!params) return;
+      // One Philox block serves four elements (philox_rounding_bits' layout).
+      for (size_t i = lo; i < hi;) {
+        const Philox4 r = philox4(rounding.seed, rounding.stream, i >> 2);
+        for (size_t j = i & 3; j < 4 && i < hi; ++j, ++i)
+          params[i] = float_to_bf16_stochastic(master[i], r.w[j] & 0xffffu);
+      }
+    }
   });
-  if (params && params != master) copy(params, master, n * sizeof(float));
+  if constexpr (std::is_same_v<S, float>) {
+    (void)rounding;
+    if (params && params != master) be.copy(params, master, n * sizeof(float));
+  }
 }
 
 // Per-chunk double partial sums combined in chunk order: deterministic and
 // accurate for 10^8 elements.
-void CpuBackend::sum_squares(float* out, const float* x, size_t n) {
+template <class S>
+void sum_squares_impl(float* out, const S* x, size_t n) {
   size_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks, 0.0);
   parallel_for(chunks, 1, [&](size_t lo, size_t hi) {
     for (size_t c = lo; c < hi; ++c) {
       size_t b = c * kChunk, e = std::min(n, b + kChunk);
       float acc = 0.f;
-      for (size_t i = b; i < e; ++i) acc += x[i] * x[i];
+      for (size_t i = b; i < e; ++i) {
+        const float xi = to_float(x[i]);
+        acc += xi * xi;
+      }
       partial[c] = acc;
     }
   });
@@ -52,7 +72,27 @@ void CpuBackend::sum_squares(float* out, const float* x, size_t n) {
   out[0] = static_cast<float>(total);
 }
 
+}  // namespace
+
+void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
+  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding);
+}
+void CpuBackend::adamw(float* master, const bf16* grads, float* m, float* v, bf16* params, size_t n, float lr,
+                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
+  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding);
+}
+
+void CpuBackend::sum_squares(float* out, const float* x, size_t n) { sum_squares_impl(out, x, n); }
+void CpuBackend::sum_squares(float* out, const bf16* x, size_t n) { sum_squares_impl(out, x, n); }
+
 void CpuBackend::clip_by_norm(float* x, size_t n, const float* norm_sq, float max_norm) {
+  float norm = std::sqrt(norm_sq[0]);
+  float factor = max_norm / (norm + 1e-6f);
+  if (factor >= 1.0f) return;
+  scale(x, n, factor);
+}
+void CpuBackend::clip_by_norm(bf16* x, size_t n, const float* norm_sq, float max_norm) {
   float norm = std::sqrt(norm_sq[0]);
   float factor = max_norm / (norm + 1e-6f);
   if (factor >= 1.0f) return;

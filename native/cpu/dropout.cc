@@ -1,23 +1,71 @@
 #include "backend_cpu.h"
 #include "parallel.h"
 #include "philox.h"
+#include "philox_lanes.h"
 
 namespace gptcuda {
 
-void CpuBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
+namespace {
+
+// A block of kPhiloxLanes elements from i on: their keep decisions from one
+// vectorised Philox call (the same masks as dropout_keep), as multipliers
+// 1/(1-p) or 0. Dropped elements are selected, not multiplied by 0, so the
+// results are those of the scalar form (+0, untouched gradients, no NaN from inf * 0).
+inline void keep_scales(size_t i, float p, float keep_scale, DropoutRng rng, float scale[kPhiloxLanes]) {
+  uint32_t word0[kPhiloxLanes];
+  philox_word0_lanes(rng.seed, rng.stream, i, word0);
+#pragma omp simd
+  for (int l = 0; l < kPhiloxLanes; ++l)
+    scale[l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p ? keep_scale : 0.0f;
+}
+
+template <class S>
+void forward(S* out, const S* inp, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; ++i)
-      out[i] = dropout_keep(rng.seed, rng.stream, i, p) ? inp[i] * keep_scale : 0.0f;
+    size_t i = lo;
+    for (; i + kPhiloxLanes <= hi; i += kPhiloxLanes) {
+      float scale[kPhiloxLanes];
+      keep_scales(i, p, keep_scale, rng, scale);
+#pragma omp simd
+      for (int l = 0; l < kPhiloxLanes; ++l) out[i + l] = from_float<S>(scale[l] != 0.0f ? to_float(inp[i + l]) * scale[l] : 0.0f);
+    }
+    for (; i < hi; ++i)
+      out[i] = from_float<S>(dropout_keep(rng.seed, rng.stream, i, p) ? to_float(inp[i]) * keep_scale : 0.0f);
   });
 }
 
-void CpuBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
+template <class S>
+void backward(S* dinp, const S* dout, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
-    for (size_t i = lo; i < hi; ++i)
-      if (dropout_keep(rng.seed, rng.stream, i, p)) dinp[i] += dout[i] * keep_scale;
+    size_t i = lo;
+    for (; i + kPhiloxLanes <= hi; i += kPhiloxLanes) {
+      float scale[kPhiloxLanes];
+      keep_scales(i, p, keep_scale, rng, scale);
+#pragma omp simd
+      for (int l = 0; l < kPhiloxLanes; ++l)
+        dinp[i + l] = scale[l] != 0.0f ? from_float<S>(to_float(dinp[i + l]) + to_float(dout[i + l]) * scale[l]) : dinp[i + l];
+    }
+    for (; i < hi; ++i)
+      if (dropout_keep(rng.seed, rng.stream, i, p))
+        dinp[i] = from_float<S>(to_float(dinp[i]) + to_float(dout[i]) * keep_scale);
   });
+}
+
+}  // namespace
+
+void CpuBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
+  forward(out, inp, n, p, rng);
+}
+void CpuBackend::dropout_forward(bf16* out, const bf16* inp, size_t n, float p, DropoutRng rng) {
+  forward(out, inp, n, p, rng);
+}
+void CpuBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
+  backward(dinp, dout, n, p, rng);
+}
+void CpuBackend::dropout_backward(bf16* dinp, const bf16* dout, size_t n, float p, DropoutRng rng) {
+  backward(dinp, dout, n, p, rng);
 }
 
 }  // namespace gptcuda

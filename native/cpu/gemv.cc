@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "bf16.h"
 #include "parallel.h"
 
 namespace gptcuda {
@@ -20,6 +21,20 @@ inline vec load(const float* p) {
   return v;
 }
 
+// bf16 weights are widened in the register (a shift of each 16-bit lane into
+// the top half of a 32-bit one): the matrix streams from memory at half the
+// bytes of float, which is what bounds a GEMV.
+typedef uint16_t half_lanes __attribute__((vector_size(kLanes * sizeof(uint16_t))));
+typedef uint32_t word_lanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+inline vec load(const bf16* p) {
+  half_lanes h;
+  std::memcpy(&h, p, sizeof h);
+  const word_lanes w = __builtin_convertvector(h, word_lanes) << 16;
+  vec v;
+  std::memcpy(&v, &w, sizeof v);
+  return v;
+}
+
 inline float hsum(vec v) {
   float s[kLanes];
   std::memcpy(s, &v, sizeof s);
@@ -30,12 +45,12 @@ inline float hsum(vec v) {
 
 // Outputs j0..j0+J-1 of all M rows: J weight rows stream once through
 // registers while the M input rows (at most 8 x K floats) stay in L1.
-template <int M, int J>
-inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
+template <int M, int J, class W>
+inline void block(float* out, const float* x, const W* w, const float* bias, int K, int N, size_t j0) {
   vec acc[M][J];
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < J; ++j) acc[i][j] = vec{};
-  const float* wr[J];
+  const W* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   int k = 0;
   for (; k + kLanes <= K; k += kLanes) {
@@ -50,7 +65,7 @@ inline void block(float* out, const float* x, const float* w, const float* bias,
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
       float s = hsum(acc[i][j]);
-      for (int kk = k; kk < K; ++kk) s += xi[kk] * wr[j][kk];
+      for (int kk = k; kk < K; ++kk) s += xi[kk] * to_float(wr[j][kk]);
       out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
     }
   }
@@ -67,20 +82,19 @@ constexpr int cols() {
 #endif
 }
 
-template <int M>
-void rows(float* out, const float* x, const float* w, const float* bias, int K, int N) {
+template <int M, class W>
+void rows(float* out, const float* x, const W* w, const float* bias, int K, int N) {
   constexpr int J = cols<M>();
   // A chunk of at least 64 weight rows (>= 192 KiB for K = 768) outweighs waking a thread.
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     size_t j = lo;
-    for (; j + J <= hi; j += J) block<M, J>(out, x, w, bias, K, N, j);
-    for (; j < hi; ++j) block<M, 1>(out, x, w, bias, K, N, j);
+    for (; j + J <= hi; j += J) block<M, J, W>(out, x, w, bias, K, N, j);
+    for (; j < hi; ++j) block<M, 1, W>(out, x, w, bias, K, N, j);
   });
 }
 
-}  // namespace
-
-void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
+template <class W>
+void gemv_dispatch(float* out, const float* inp, const W* weight, const float* bias, int M, int K, int N) {
   switch (M) {
     case 1: return rows<1>(out, inp, weight, bias, K, N);
     case 2: return rows<2>(out, inp, weight, bias, K, N);
@@ -92,6 +106,15 @@ void gemv_rows(float* out, const float* inp, const float* weight, const float* b
     case 8: return rows<8>(out, inp, weight, bias, K, N);
     default: return;
   }
+}
+
+}  // namespace
+
+void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N) {
+  gemv_dispatch(out, inp, weight, bias, M, K, N);
+}
+void gemv_rows(float* out, const float* inp, const bf16* weight, const float* bias, int M, int K, int N) {
+  gemv_dispatch(out, inp, weight, bias, M, K, N);
 }
 
 }  // namespace gptcuda

@@ -3,6 +3,7 @@
 // which for one to a few rows costs more than the arithmetic; here every
 // weight row is read once, straight from memory, and dotted with all M inputs.
 #pragma once
+#include "bf16.h"
 
 namespace gptcuda {
 
@@ -12,5 +13,8 @@ constexpr int kGemvMaxRows = 8;
 // decoded in a batch gives bit-identical results to the same row alone (batched
 // generation then matches solo generation exactly). Runs over N on the thread pool.
 void gemv_rows(float* out, const float* inp, const float* weight, const float* bias, int M, int K, int N);
+// The same with bf16 weights, widened in registers (half the bytes read): the
+// sums are those of the float version on the widened weights, bit for bit.
+void gemv_rows(float* out, const float* inp, const bf16* weight, const float* bias, int M, int K, int N);
 
 }  // namespace gptcuda

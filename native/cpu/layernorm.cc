@@ -3,16 +3,24 @@
 
 #include "backend_cpu.h"
 #include "parallel.h"
+#include "storage.h"
 
 namespace gptcuda {
 
 constexpr float kEps = 1e-5f;
 
-void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
-                       const float* bias, int N, int C) {
+namespace {
+
+template <class S>
+void forward(S* out, float* mean, float* rstd, const S* inp, const S* weight_s, const S* bias_s, int N, int C) {
+  std::vector<float> wbuf, bbuf;
+  const float* weight = as_float(weight_s, C, wbuf);
+  const float* bias = as_float(bias_s, C, bbuf);
   parallel_for(size_t(N), 8, [&](size_t lo, size_t hi) {
+    std::vector<float> xbuf;
+    FloatRow<S> orow;
     for (size_t i = lo; i < hi; ++i) {
-      const float* x = inp + i * C;
+      const float* x = as_float(inp + i * C, C, xbuf);
       float m = 0.f;
       for (int c = 0; c < C; ++c) m += x[c];
       m /= C;
@@ -23,8 +31,9 @@ void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const f
       }
       var /= C;  // biased, as PyTorch's LayerNorm
       float s = 1.0f / std::sqrt(var + kEps);
-      float* o = out + i * C;
+      float* o = orow.overwrite(out + i * C, C);
       for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+      orow.store();
       mean[i] = m;
       rstd[i] = s;
     }
@@ -32,21 +41,26 @@ void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const f
 }
 
 // dinp is computed row-parallel; dweight/dbias need a sum over rows, done
-// per thread into private buffers and reduced in thread order (deterministic).
-void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                        const float* inp, const float* weight, const float* mean,
-                        const float* rstd, int N, int C) {
+// per thread into private float32 buffers and reduced in thread order
+// (deterministic) onto the old values, which are stored once.
+template <class S>
+void backward(S* dinp, S* dweight, S* dbias, const S* dout, const S* inp, const S* weight_s, const float* mean,
+              const float* rstd, int N, int C) {
+  std::vector<float> wbuf;
+  const float* weight = as_float(weight_s, C, wbuf);
   int threads = cpu_num_threads();
   std::vector<float> partial(size_t(threads) * 2 * C, 0.f);
   size_t per = (size_t(N) + threads - 1) / threads;
   parallel_for(size_t(threads), 1, [&](size_t t0, size_t t1) {
+    std::vector<float> xbuf, gbuf;
+    FloatRow<S> drow;
     for (size_t th = t0; th < t1; ++th) {
       float* pw = partial.data() + th * 2 * C;
       float* pb = pw + C;
       size_t lo = th * per, hi = std::min(size_t(N), lo + per);
       for (size_t i = lo; i < hi; ++i) {
-        const float* x = inp + i * C;
-        const float* g = dout + i * C;
+        const float* x = as_float(inp + i * C, C, xbuf);
+        const float* g = as_float(dout + i * C, C, gbuf);
         float m = mean[i], s = rstd[i];
         float sum_g = 0.f, sum_gx = 0.f;  // mean of dnorm and of dnorm * norm
         for (int c = 0; c < C; ++c) {
@@ -60,23 +74,49 @@ void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, c
         sum_g /= C;
         sum_gx /= C;
         if (dinp) {
-          float* d = dinp + i * C;
+          float* d = drow.load(dinp + i * C, C);
           for (int c = 0; c < C; ++c) {
             float norm = (x[c] - m) * s;
             d[c] += s * (g[c] * weight[c] - sum_g - norm * sum_gx);
           }
+          drow.store();
         }
       }
     }
   });
+  FloatRow<S> dw, db;
+  float* dwf = dweight ? dw.load(dweight, C) : nullptr;
+  float* dbf = dbias ? db.load(dbias, C) : nullptr;
   for (int th = 0; th < threads; ++th) {
     const float* pw = partial.data() + size_t(th) * 2 * C;
     const float* pb = pw + C;
     for (int c = 0; c < C; ++c) {
-      if (dweight) dweight[c] += pw[c];
-      if (dbias) dbias[c] += pb[c];
+      if (dwf) dwf[c] += pw[c];
+      if (dbf) dbf[c] += pb[c];
     }
   }
+  if (dwf) dw.store();
+  if (dbf) db.store();
+}
+
+}  // namespace
+
+void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* weight,
+                                   const float* bias, int N, int C) {
+  forward(out, mean, rstd, inp, weight, bias, N, C);
+}
+void CpuBackend::layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
+                                   const bf16* bias, int N, int C) {
+  forward(out, mean, rstd, inp, weight, bias, N, C);
+}
+void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                    const float* inp, const float* weight, const float* mean,
+                                    const float* rstd, int N, int C) {
+  backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+void CpuBackend::layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
+                                    const bf16* weight, const float* mean, const float* rstd, int N, int C) {
+  backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 }  // namespace gptcuda

@@ -1,5 +1,6 @@
 // CudaBackend: device setup, memory, transfers, synchronisation, errors, and
 // the exported factory the addon finds with dlsym.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,6 +49,11 @@ CudaBackend::CudaBackend() {
     if (device_ < 0 || device_ >= count)
       throw std::runtime_error("GPTCUDA_DEVICE=" + std::string(d) + " but only " +
                                std::to_string(count) + " CUDA device(s)");
+  } else if (const char* l = std::getenv("GPTCUDA_LOCAL_RANK")) {
+    // A data-parallel rank (set by ts/train/distributed.ts): one GPU per rank
+    // on its machine. Modulo the count, so a launcher that shows each rank its
+    // own GPU (Slurm's --gpus-per-task) gets device 0 everywhere.
+    device_ = std::max(0, std::atoi(l)) % count;
   }
   GPTCUDA_CHECK(op, cudaSetDevice(device_));
   GPTCUDA_CHECK(op, cudaFree(nullptr));  // creates the context now, not in the first op
@@ -103,6 +109,7 @@ CudaBackend::CudaBackend() {
 CudaBackend::~CudaBackend() {
   // Never throws: errors here have nowhere to go.
   cudaStreamSynchronize(stream_);
+  collectives_.reset();
   for (auto& kv : lt_plans_) {
     LtPlan& p = kv.second;
     if (p.a) cublasLtMatrixLayoutDestroy(p.a);

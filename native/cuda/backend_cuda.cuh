@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <tuple>
@@ -22,6 +23,8 @@
 #include "cuda_common.cuh"
 
 namespace gptcuda {
+
+class NcclCollectives;
 
 class CudaBackend final : public Backend {
  public:
@@ -48,7 +51,11 @@ class CudaBackend final : public Backend {
 #define GPTCUDA_OP(name, params) void name params override;
 #include "backend_ops.def"
 
+  // NCCL (collectives.cu), loaded on the first call.
+  Collectives* collectives(std::string* why) override;
+
  private:
+  friend class NcclCollectives;  // enqueues on stream_ and names its ops in last_op_
   // The body both storage types' overrides of a typed op share: name_impl<S>
   // with the op's parameters (storage_t = S), defined next to the op (except
   // to_storage/from_storage, whose float and bf16 versions differ in kind).
@@ -136,6 +143,10 @@ class CudaBackend final : public Backend {
   cudak::DeviceError* d_error_ = nullptr;  // device record written by kernels
   cudak::DeviceError* h_error_ = nullptr;  // pinned host copy
   const char* last_op_ = "(none)";
+
+  // Created by collectives() on the first call; reset before the stream goes.
+  std::unique_ptr<Collectives> collectives_;
+  std::string collectives_why_;
 
   void* scratch_ptr_[kScratchCount] = {};
   size_t scratch_size_[kScratchCount] = {};

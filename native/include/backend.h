@@ -52,6 +52,33 @@ struct DeviceInfo {
   int compute_minor = 0;
 };
 
+// Collectives across the ranks of a data-parallel job on one backend's memory:
+// NCCL on CUDA (native/cuda/collectives.cu). Calls are enqueued on the
+// backend's stream; every rank makes the same calls in the same order. A
+// buffer of n elements is split as partition() does, the part of rank r being
+// [min(n, r p), min(n, (r + 1) p)) with p = ceil(n / size). Failures throw
+// std::runtime_error with one line naming NCCL's error.
+class Collectives {
+ public:
+  static constexpr size_t kIdBytes = 128;  // ncclUniqueId
+  enum class Reduce { Sum, Avg };
+  virtual ~Collectives() = default;
+  virtual std::string version() const = 0;  // "2.30.7"
+  virtual std::string library() const = 0;  // where it was loaded from
+  // On one rank (0): the id every rank passes to init.
+  virtual void unique_id(unsigned char* id) = 0;
+  // Joins the communicator of `size` ranks (blocks until all have joined).
+  virtual void init(const unsigned char* id, int rank, int size) = 0;
+  virtual bool joined() const = 0;
+  virtual void all_reduce(float* data, size_t n, Reduce op) = 0;  // in place
+  // shard = this rank's part of the sum over ranks of full (n elements).
+  virtual void reduce_scatter_sum(const float* full, float* shard, size_t n) = 0;
+  // In place: every rank's part of full (n elements) copied to all ranks.
+  virtual void all_gather(float* full, size_t n) = 0;
+  // Leaves the communicator (after the queued work); init may run again.
+  virtual void destroy() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -80,6 +107,12 @@ class Backend {
 #define GPTCUDA_OP_BF16(op, params) \
   virtual void op params { no_bf16_yet(#op); }
 #include "backend_ops.def"
+
+  // This backend's collectives (owned by it), or null with the reason.
+  virtual Collectives* collectives(std::string* why) {
+    *why = std::string("the ") + name() + " backend has no collectives (MPI handles its tensors)";
+    return nullptr;
+  }
 
  private:
   [[noreturn]] void no_bf16_yet(const char* op) const {

@@ -512,9 +512,16 @@ export function linearBackwardRef(dy: F64, x: F64, W: F64, M: number, K: number,
  *   dV_s = sum_t P_ts M_ts dO_t,   dP_ts = M_ts dO_t . V_s,   dS_ts = P_ts (dP_ts - sum_s' P_ts' dP_ts'),
  *   dQ_t = sum_s dS_ts K_s / sqrt(hs),   dK_s = sum_t dS_ts Q_t / sqrt(hs).
  */
+/**
+ * `out`, when given, is the forward output the op is handed (bfloat16 storage
+ * rounds it): D_t = sum(dO_t * O_t) is then taken from it, as the op's
+ * contract says, instead of from the exact sum(P * dP). Without it this is
+ * the exact gradient.
+ */
 export function attentionBackwardRef(
   qkv: F64, dout: F64, B: number, T: number, C: number, NH: number,
   dropout?: { p: number; keep: (b: number, h: number, t: number, s: number) => boolean },
+  out?: F64,
 ): F64 {
   const hs = C / NH;
   const scale = 1 / Math.sqrt(hs);
@@ -546,6 +553,10 @@ export function attentionBackwardRef(
           }
           dP[s] = d * m;
           sum += P[s]! * dP[s]!;
+        }
+        if (out) {
+          sum = 0;
+          for (let c = 0; c < hs; c++) sum += dout[o + c]! * out[o + c]!;
         }
         for (let s = 0; s <= t; s++) {
           const ds = P[s]! * (dP[s]! - sum) * scale, k = at(b, s, 1, h);

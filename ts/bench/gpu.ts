@@ -1,11 +1,13 @@
 // GPU benchmark for `npm run gpu-check`: training tokens/s and peak memory for
-// GPT-2 124M (context 1024, batch 8 and 16) and the book's model (context 256,
-// batch 2); batch-1 generation with the KV cache; the fraction of the GPU's
-// matmul peak the training step reaches.
+// GPT-2 124M (context 1024, batch 8 and 16) in fp32/TF32 and bf16, and the
+// book's model (context 256, batch 2); batch-1 generation with the KV cache in
+// both precisions; the fraction of the GPU's matmul peak the training step
+// reaches. A precision the build cannot run yet is reported, not fatal.
 import { BOOK_CONFIG, PRESETS, type GPTConfig } from '../model/config.js';
 import { generate } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
 import { native } from '../tensor/native.js';
+import type { Precision } from '../tensor/tensor.js';
 import { AdamW, BOOK_ADAMW } from '../train/optimizer.js';
 
 /** Dense TF32 tensor-core peak (TFLOP/s) by GPU name, for the utilisation column. */
@@ -25,6 +27,7 @@ function randomTokens(n: number, V: number, seed: number): Int32Array {
 
 interface TrainResult {
   name: string;
+  dtype: Precision;
   B: number;
   T: number;
   tokensPerS: number;
@@ -32,10 +35,27 @@ interface TrainResult {
   tflops: number;
 }
 
-function trainBench(name: string, config: GPTConfig, B: number, T: number, steps: number): TrainResult {
+/** A benchmark row that could not run (a precision this build does not support yet): the first line of why. */
+interface FailedRow {
+  name: string;
+  dtype: Precision;
+  B: number;
+  T: number;
+  error: string;
+}
+
+function attempt<R>(row: Omit<FailedRow, 'error'>, f: () => R): R | FailedRow {
+  try {
+    return f();
+  } catch (err) {
+    return { ...row, error: (err as Error).message.split('\n')[0]! };
+  }
+}
+
+function trainBench(name: string, config: GPTConfig, B: number, T: number, steps: number, dtype: Precision): TrainResult {
   const addon = native();
-  const model = new GPTModel(config, { seed: 1, device: 'cuda' });
-  const opt = new AdamW(model.params, BOOK_ADAMW);
+  const model = new GPTModel(config, { seed: 1, device: 'cuda', dtype });
+  const opt = new AdamW(model.params, BOOK_ADAMW, 1);
   addon.resetPeakMemory('cuda');
   const ids = randomTokens(B * T, config.vocabSize, 1), targets = randomTokens(B * T, config.vocabSize, 2);
   const step = () => {
@@ -57,18 +77,23 @@ function trainBench(name: string, config: GPTConfig, B: number, T: number, steps
   const peakGiB = addon.deviceInfo('cuda').peakMemory / 2 ** 30;
   model.dispose();
   opt.dispose();
-  return { name, B, T, tokensPerS, peakGiB, tflops: (tokensPerS * flopsPerToken) / 1e12 };
+  return { name, dtype, B, T, tokensPerS, peakGiB, tflops: (tokensPerS * flopsPerToken) / 1e12 };
 }
 
-async function generationBench(config: GPTConfig, newTokens: number): Promise<number> {
-  const model = new GPTModel(config, { seed: 1, device: 'cuda' });
-  const prompt = Array.from(randomTokens(20, config.vocabSize, 3));
-  await generate(model, prompt, { maxNewTokens: 10 });
-  const t0 = performance.now();
-  await generate(model, prompt, { maxNewTokens: newTokens });
-  const rate = newTokens / ((performance.now() - t0) / 1000);
-  model.dispose();
-  return rate;
+async function generationBench(config: GPTConfig, newTokens: number, dtype: Precision): Promise<number | string> {
+  let model: GPTModel | null = null;
+  try {
+    model = new GPTModel(config, { seed: 1, device: 'cuda', dtype, masterWeights: false });
+    const prompt = Array.from(randomTokens(20, config.vocabSize, 3));
+    await generate(model, prompt, { maxNewTokens: 10 });
+    const t0 = performance.now();
+    await generate(model, prompt, { maxNewTokens: newTokens });
+    return newTokens / ((performance.now() - t0) / 1000);
+  } catch (err) {
+    return (err as Error).message.split('\n')[0]!;
+  } finally {
+    model?.dispose();
+  }
 }
 
 export interface GpuBenchmarkOptions {
@@ -87,22 +112,33 @@ export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuB
   const gpu = native().deviceInfo('cuda');
   const peak = TF32_PEAK.find(([re]) => re.test(gpu.name))?.[1];
   const tiny: GPTConfig = { ...BOOK_CONFIG, vocabSize: 503, contextLength: 32, embDim: 64, nHeads: 2, nLayers: 2 };
-  const results = smoke
-    ? [trainBench('tiny', tiny, 2, 32, 2)]
+  const runs: [string, GPTConfig, number, number, number, Precision][] = smoke
+    ? [['tiny', tiny, 2, 32, 2, 'fp32'], ['tiny', tiny, 2, 32, 2, 'bf16']]
     : [
-        trainBench('gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10),
-        trainBench('gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10),
-        trainBench('book (ctx 256)', BOOK_CONFIG, 2, 256, 20),
+        ['gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10, 'fp32'],
+        ['gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10, 'fp32'],
+        ['gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10, 'bf16'],
+        ['gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10, 'bf16'],
+        ['book (ctx 256)', BOOK_CONFIG, 2, 256, 20, 'fp32'],
       ];
+  const rows = runs.map(([name, cfg, B, T, steps, dtype]) => attempt({ name, dtype, B, T }, () => trainBench(name, cfg, B, T, steps, dtype)));
+  const results = rows.filter((r): r is TrainResult => !('error' in r));
+  const failed = rows.filter((r): r is FailedRow => 'error' in r);
   const newTokens = smoke ? 5 : 200;
-  const gen = await generationBench(smoke ? tiny : PRESETS['gpt2-small'], newTokens);
+  const genConfig = smoke ? tiny : PRESETS['gpt2-small'];
+  const gen = await generationBench(genConfig, newTokens, 'fp32');
+  const genBf16 = await generationBench(genConfig, newTokens, 'bf16');
+  const rate = (x: number | string) => (typeof x === 'number' ? Math.round(x).toLocaleString('en-US') : `not run: ${x}`);
   log(`\nGPU: ${gpu.name}, ${(gpu.totalMemory / 2 ** 30).toFixed(1)} GiB, TF32 ${process.env.GPTCUDA_TF32 === '0' ? 'off' : 'on'}`);
-  log('| model | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
-  log('| --- | --- | ---: | ---: | ---: | ---: |');
+  log('| model | dtype | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
+  log('| --- | --- | --- | ---: | ---: | ---: | ---: |');
   for (const r of results)
-    log(`| ${r.name} | ${r.B} x ${r.T} | ${Math.round(r.tokensPerS).toLocaleString('en-US')} | ${r.peakGiB.toFixed(2)} GiB | ${r.tflops.toFixed(1)} | ${peak ? ((100 * r.tflops) / peak).toFixed(1) + '%' : 'n/a'} |`);
-  log(`| generation, ${smoke ? 'tiny' : 'gpt2-124M'}, KV cache | 1 x ${newTokens} new | ${Math.round(gen).toLocaleString('en-US')} | | | |`);
-  log(JSON.stringify({ gpu: gpu.name, train: results, generation_tokens_per_s: gen }));
+    log(`| ${r.name} | ${r.dtype} | ${r.B} x ${r.T} | ${Math.round(r.tokensPerS).toLocaleString('en-US')} | ${r.peakGiB.toFixed(2)} GiB | ${r.tflops.toFixed(1)} | ${peak && r.dtype === 'fp32' ? ((100 * r.tflops) / peak).toFixed(1) + '%' : 'n/a'} |`);
+  for (const r of failed) log(`| ${r.name} | ${r.dtype} | ${r.B} x ${r.T} | not run: ${r.error} | | | |`);
+  log(`| generation, ${smoke ? 'tiny' : 'gpt2-124M'}, KV cache | fp32 | 1 x ${newTokens} new | ${rate(gen)} | | | |`);
+  log(`| generation, ${smoke ? 'tiny' : 'gpt2-124M'}, KV cache | bf16 | 1 x ${newTokens} new | ${rate(genBf16)} | | | |`);
+  const num = (x: number | string) => (typeof x === 'number' ? x : null);
+  log(JSON.stringify({ gpu: gpu.name, train: results, failed, generation_tokens_per_s: num(gen), generation_bf16_tokens_per_s: num(genBf16) }));
   return true;
 }
 

@@ -15,15 +15,15 @@ export function runInfo(args: { json: boolean }): void {
   const b = native().backends();
   const devices: Record<string, unknown>[] = [{ device: 'cpu', ...native().deviceInfo('cpu') }];
   if (b.cuda.available) devices.push({ device: 'cuda', ...native().deviceInfo('cuda') });
-  // Data parallel: libmpi is opened at run time; NCCL is not part of this build yet.
+  // Data parallel: libmpi (CPU tensors) and libnccl (CUDA tensors, through the CUDA backend) are opened at run time.
   const mpi = native().mpi.probe();
-  const nccl = { available: false, reason: 'not in this build: data-parallel training runs on CPU ranks only' };
+  const nccl = native().nccl.probe();
   const info = { version: LIBRARY_VERSION, node: process.version, backends: b, devices, mpi, nccl };
   if (args.json) return console.log(JSON.stringify(info));
   console.log(`gptcuda ${LIBRARY_VERSION} (Node ${process.version})`);
   console.log(`cpu:  ${b.cpu.threads} threads, GEMM: ${b.cpu.gemm}`);
   console.log(mpi.available ? `mpi:  ${mpi.impl} (${mpi.library})` : `mpi:  unavailable: ${mpi.reason}`);
-  console.log(`nccl: unavailable: ${nccl.reason}`);
+  console.log(nccl.available ? `nccl: ${nccl.version} (${nccl.library})` : `nccl: unavailable: ${nccl.reason}`);
   // Each reason once: a build without CUDA is unavailable for that reason alone.
   if (!b.cuda.available && (b.cuda.reason ?? '').includes(b.cuda.buildInfo)) return console.log(`cuda: unavailable: ${b.cuda.reason}`);
   console.log(`cuda: ${b.cuda.buildInfo}`);

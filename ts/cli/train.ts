@@ -15,7 +15,7 @@ import type { Device, Precision } from '../tensor/tensor.js';
 import { saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
-import { joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
+import { assignLocalGpu, joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
 import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { EXIT_CODES, StopOnSignals } from './stop-signals.js';
@@ -213,13 +213,14 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const preset = PRESETS[args.model ?? 'book'];
     if (preset) checkModelShape(args, preset);
   }
+  assignLocalGpu();
   const { device, reason } = resolveDevice(args.device);
   // ---- data parallel (ts/train/distributed.ts): only rank 0 prints, logs and writes the run directory.
   const world = joinLaunchedJob();
   const isRoot = world?.isRoot ?? true;
   if (world && args.nproc !== undefined && args.nproc !== world.size) throw new Error(`--nproc ${args.nproc} but the launcher started ${world.size} ranks; drop --nproc under mpirun or srun`);
-  if (world && device !== 'cpu') throw new Error(`data-parallel training on ${device} needs NCCL, which this build lacks; use --device cpu with several ranks`);
   if (world && args.dtype === 'bf16') throw new Error('data-parallel training in bf16 is not supported yet (the gradients are reduced in float32 only); use --dtype fp32 with several ranks');
+  world?.useNccl(device);
   // ----
   if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !args.json && isRoot)
     console.log(`training ${args.model} from scratch (use --init-from models/${OPENAI_SIZE_OF_PRESET[args.model] ?? '124M'} for OpenAI's weights)`);
@@ -311,7 +312,7 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       run_dir: runDir,
       resumed_from: resumePath ?? null,
       step: trainer.state.step,
-      ...(world ? { ranks: world.size, mpi: world.version } : {}),
+      ...(world ? { ranks: world.size, mpi: world.version, ...(world.ncclVersion ? { nccl: world.ncclVersion } : {}) } : {}),
     };
     out.record(header);
     const say = (line: string) => out.say(line);

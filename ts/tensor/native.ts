@@ -93,6 +93,19 @@ export interface Addon {
   BpeTokenizer: new (bytes: Uint8Array, lengths: Uint32Array, ranks: Uint32Array, special: string, specialId: number) => NativeBpe;
   /** MPI collectives on float32 CPU tensors, libmpi opened at run time (native/addon/mpi.cc); see ts/train/distributed.ts. */
   mpi: NativeMpi;
+  /** NCCL collectives on float32 CUDA tensors, libnccl opened at run time by the CUDA backend (native/cuda/collectives.cu, native/addon/nccl.cc). */
+  nccl: NativeNccl;
+}
+
+export interface NativeNccl {
+  probe(): { available: boolean; version?: string; library?: string; reason?: string };
+  /** Joins the communicator of the MPI world (after mpi.init; rank 0's id is broadcast over MPI). */
+  init(): { rank: number; size: number; version: string };
+  allReduce(t: NativeTensor, op: 'sum' | 'avg'): void;
+  /** As NativeMpi.reduceScatterSum, on the CUDA backend's stream. */
+  reduceScatterSum(full: NativeTensor, shard: NativeTensor): void;
+  allgather(full: NativeTensor): void;
+  destroy(): void;
 }
 
 export interface NativeMpi {

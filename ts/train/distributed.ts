@@ -1,11 +1,13 @@
-// Data-parallel training over MPI (CPU ranks). A process started by mpirun or
-// srun joins the job; every rank holds the whole model, takes its share of the
+// Data-parallel training over MPI. A process started by mpirun or srun joins
+// the job; every rank holds the whole model, takes its share of the
 // micro-batches of each optimizer step, and the gradients are summed across
-// ranks once per step, so all ranks apply the same update.
+// ranks once per step, so all ranks apply the same update. The collectives
+// follow the tensor: CUDA tensors go through NCCL (its communicator set up
+// over MPI by useNccl), CPU tensors and host scalars through MPI.
 import { spawn, spawnSync } from 'node:child_process';
 import { availableParallelism, constants as osConstants } from 'node:os';
 import { native } from '../tensor/native.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 
 /** The ranks of a job, as the launcher sets them (OpenMPI, MPICH/PMI, Slurm's srun). */
 export function launchedWorld(env: NodeJS.ProcessEnv = process.env): { size: number; localRank: number } | null {
@@ -17,12 +19,24 @@ export function launchedWorld(env: NodeJS.ProcessEnv = process.env): { size: num
   return { size, localRank: Number.isInteger(localRank) ? localRank : 0 };
 }
 
+/**
+ * Before the CUDA backend loads: a rank of a job uses the GPU of its local
+ * rank (modulo the GPUs it sees; native/cuda/backend_cuda.cu), unless
+ * GPTCUDA_DEVICE names one.
+ */
+export function assignLocalGpu(env: NodeJS.ProcessEnv = process.env): void {
+  const world = launchedWorld(env);
+  if (world && world.size > 1) env.GPTCUDA_LOCAL_RANK = String(world.localRank);
+}
+
 export class Collective {
   readonly rank: number;
   readonly size: number;
   readonly localRank: number;
   readonly impl: string;
   readonly version: string;
+  /** NCCL's version once useNccl() has joined its communicator. */
+  ncclVersion: string | null = null;
   private finished = false;
 
   constructor(localRank: number) {
@@ -45,9 +59,29 @@ export class Collective {
     return this.rank === 0;
   }
 
+  /**
+   * Joins NCCL's communicator for CUDA tensors (every rank calls it). The
+   * ranks first agree that all train on CUDA: one rank falling back to the
+   * CPU would wait in MPI while the others wait in NCCL.
+   */
+  useNccl(device: string): void {
+    const [onCuda] = this.sumScalars([device === 'cuda' ? 1 : 0]);
+    if (onCuda !== 0 && onCuda !== this.size)
+      throw new Error(`${onCuda} of ${this.size} ranks train on cuda and the others on the cpu; every rank needs a GPU (see gptcuda info on each machine) or pass --device cpu`);
+    if (device !== 'cuda' || this.ncclVersion) return;
+    this.ncclVersion = native().nccl.init().version;
+  }
+
+  private onCuda(t: Tensor, op: string): boolean {
+    if (t.device !== 'cuda') return false;
+    if (!this.ncclVersion) throw new Error(`${op}: a CUDA tensor needs NCCL; call useNccl('cuda') on every rank first`);
+    return true;
+  }
+
   /** In place: the sum over ranks. */
   sum(t: Tensor): void {
-    native().mpi.allreduceSum(t.handle);
+    if (this.onCuda(t, 'sum')) native().nccl.allReduce(t.handle, 'sum');
+    else native().mpi.allreduceSum(t.handle);
   }
 
   sumScalars(values: number[]): number[] {
@@ -56,8 +90,16 @@ export class Collective {
     return [...a];
   }
 
+  /** A CUDA tensor goes through host memory: this runs once, at the start of a run. */
   broadcast(t: Tensor, root = 0): void {
-    native().mpi.broadcast(t.handle, root);
+    if (!this.onCuda(t, 'broadcast')) return native().mpi.broadcast(t.handle, root);
+    const host = Tensor.from(t.toFloat32Array(), [t.numel]);
+    try {
+      native().mpi.broadcast(host.handle, root);
+      t.write(host.toFloat32Array());
+    } finally {
+      host.dispose();
+    }
   }
 
   /** This rank's contiguous part [start, start + length) of n elements split across ranks (as reduceScatter/allgather split them). */
@@ -69,12 +111,14 @@ export class Collective {
 
   /** shard = this rank's part of the sum over ranks of full. */
   reduceScatter(full: Tensor, shard: Tensor): void {
-    native().mpi.reduceScatterSum(full.handle, shard.handle);
+    if (this.onCuda(full, 'reduceScatter')) native().nccl.reduceScatterSum(full.handle, shard.handle);
+    else native().mpi.reduceScatterSum(full.handle, shard.handle);
   }
 
   /** In place: every rank's part of full copied to all ranks. */
   allgather(full: Tensor): void {
-    native().mpi.allgather(full.handle);
+    if (this.onCuda(full, 'allgather')) native().nccl.allgather(full.handle);
+    else native().mpi.allgather(full.handle);
   }
 
   /** The job ends normally: every rank gets here. */
@@ -82,12 +126,14 @@ export class Collective {
     if (this.finished) return;
     this.finished = true;
     native().mpi.barrier();
+    if (this.ncclVersion) native().nccl.destroy();
     native().mpi.finalize();
   }
 
-  /** `N ranks (MPI <impl>, CPU)`: the first line of a distributed run. */
+  /** `N ranks (MPI <impl>, CPU)` or `N ranks (MPI <impl>, NCCL x.y.z)`: the first line of a distributed run. */
   describe(device: string): string {
-    return `${this.size} ranks (MPI ${this.version || this.impl}, ${device === 'cpu' ? 'CPU' : device})`;
+    const over = this.ncclVersion ? `NCCL ${this.ncclVersion}` : device === 'cpu' ? 'CPU' : device;
+    return `${this.size} ranks (MPI ${this.version || this.impl}, ${over})`;
   }
 }
 

@@ -22,15 +22,16 @@ export class ZeroAdamW {
   private readonly normSq: Tensor;
 
   constructor(readonly params: ParameterStore, public config: AdamWConfig, readonly world: Collective) {
-    if (params.device !== 'cpu') throw new Error(`--zero 1 runs on CPU ranks (MPI); got parameters on ${params.device}`);
     if (params.precision !== 'fp32') throw new Error('--zero 1 needs --dtype fp32 for now (the bf16 master weights are not sharded yet)');
     ({ start: this.start, length: this.length } = world.shard(params.numel));
     if (this.length === 0) throw new Error(`--zero 1: ${params.numel} parameters cannot be split over ${world.size} ranks; use fewer ranks or --zero 0`);
-    this.m = Tensor.zeros([this.length]);
-    this.v = Tensor.zeros([this.length]);
-    this.gradShard = Tensor.zeros([this.length]);
+    // On the parameters' device: CUDA shards are reduced and gathered by NCCL, CPU ones by MPI.
+    const device = params.device;
+    this.m = Tensor.zeros([this.length], { device });
+    this.v = Tensor.zeros([this.length], { device });
+    this.gradShard = Tensor.zeros([this.length], { device });
     this.paramShard = params.flat.view(this.start, [this.length]);
-    this.normSq = Tensor.zeros([1]);
+    this.normSq = Tensor.zeros([1], { device });
   }
 
   /** Once per step, after the backward passes: this rank's part of the gradients summed over ranks. */
@@ -58,7 +59,7 @@ export class ZeroAdamW {
     this.world.allgather(this.params.flat);
   }
 
-  /** Every rank's part, on every rank (a collective: all ranks call it). */
+  /** Every rank's part, on every rank (a collective: all ranks call it; through host memory, for checkpoints). */
   gather(shard: Tensor): Float32Array {
     const host = new Float32Array(this.params.numel);
     host.set(shard.toFloat32Array(), this.start);

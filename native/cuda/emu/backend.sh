@@ -4,6 +4,8 @@
 # CUDA toolkit (shim/ + runtime.cc), as a gptcuda_cuda.so the addon can load
 # instead of the real one:
 #   GPTCUDA_CUDA_LIBRARY=build/emu/gptcuda_cuda.so npx vitest run test/op-table.test.ts
+# The library also holds an NCCL over MPI (nccl.cc), which collectives.cu finds
+# in it before looking for libnccl.
 # Usage: native/cuda/emu/backend.sh [out-dir]     (default build/emu; needs g++, python3)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +20,7 @@ flags=(-std=c++20 -O2 -g0 -fPIC -pthread -U_FORTIFY_SOURCE -Wno-unknown-pragmas 
 for cuh in "$cuda"/*.cuh; do python3 "$here/translate.py" "$cuh" "$out/src/$(basename "$cuh")"; done
 objs=()
 pids=()
-for cu in "$cuda"/*.cu "$here/runtime.cc"; do
+for cu in "$cuda"/*.cu "$here/runtime.cc" "$here/nccl.cc"; do
   base=$(basename "$cu"); base=${base%.*}
   if [[ $cu == *.cu ]]; then
     python3 "$here/translate.py" "$cu" "$out/src/$base.cc"
@@ -29,7 +31,7 @@ for cu in "$cuda"/*.cu "$here/runtime.cc"; do
   obj="$out/src/$base.o"
   objs+=("$obj")
   # Rebuild only what changed (the translated file is rewritten every time).
-  if [ ! -f "$obj" ] || [ -n "$(find "$cu" "$here/simt.h" "$here/shim" "$cuda"/*.cuh "$root/native/include" -newer "$obj" -print -quit)" ]; then
+  if [ ! -f "$obj" ] || [ -n "$(find "$cu" "$here/simt.h" "$here/shim" "$cuda"/*.cuh "$root/native/include" "$0" -newer "$obj" -print -quit)" ]; then
     g++ "${flags[@]}" -c "$src" -o "$obj" &
     pids+=($!)
   fi

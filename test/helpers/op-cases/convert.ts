@@ -1,30 +1,10 @@
 // convert: float32 <-> bfloat16. The expected bits come from an independent
-// rounding in float64 (the two bf16 neighbours, the nearer one, ties to even),
-// not from bit tricks like the backends'.
+// rounding in float64 (bf16.ts: the two bf16 neighbours, the nearer one, ties
+// to even), not from bit tricks like the backends'.
 import * as ops from '../../../ts/tensor/ops.js';
 import * as R from '../reference.js';
+import { bf16Nearest, bf16Value, valueOf } from './bf16.js';
 import { type OpEntry } from './context.js';
-
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-const bitsOf = (x: number) => ((f32[0] = x), u32[0]!);
-const valueOf = (bits: number) => ((u32[0] = bits >>> 0), f32[0]!);
-/** The float32 value of bf16 bits h (exact: bf16 is the top half of a float32). */
-export const bf16Value = (h: number) => valueOf(h << 16);
-
-/** Round-to-nearest-even float32 -> bf16, by comparing distances in float64. */
-export function bf16Nearest(x: number): number {
-  if (Number.isNaN(x)) return 0x7fc0;
-  const bits = bitsOf(x);
-  const down = bits >>> 16;
-  if ((bits & 0xffff) === 0) return down;
-  const up = down + 1; // the next bf16 away from zero (may be infinity)
-  const dDown = Math.abs(x - bf16Value(down));
-  const upValue = (up & 0x7fff) === 0x7f80 ? Math.sign(x) * 2 ** 128 : bf16Value(up); // 2^128: where rounding goes to inf
-  const dUp = Math.abs(upValue - x);
-  if (dDown !== dUp) return dDown < dUp ? down : up;
-  return down % 2 === 0 ? down : up;
-}
 
 function inputs(n: number, seed: number): Float32Array {
   const rng = new R.SeededRandom(seed);
@@ -38,6 +18,7 @@ function inputs(n: number, seed: number): Float32Array {
 
 export const convert: OpEntry = {
   op: 'convert',
+  untyped: true,
   cases: [7, 1031, 100_003].map((n) => ({
     name: `float32 -> bfloat16 -> float32, n=${n}, ties and overflow`,
     run(k) {

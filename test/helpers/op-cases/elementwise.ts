@@ -15,11 +15,11 @@ function elementwise(op: string, apply: (k: OpContext, x: Tensor, a: Tensor, b: 
       name: `n=${n} offset=${offset}`,
       run(k) {
         const rng = new R.SeededRandom(n + offset);
-        const x0 = rng.floats(n), a = rng.floats(n), b = rng.floats(n);
+        const x0 = k.round(rng.floats(n)), a = k.round(rng.floats(n)), b = k.round(rng.floats(n));
         const x = k.placed(x0, offset);
         apply(k, x.view, k.tensor(a, [n]), k.tensor(b, [n]));
-        // one correctly rounded float32 operation: the same bits on every backend
-        const expected = Float32Array.from({ length: n }, (_, i) => ref(x0[i]!, a[i]!, b[i]!));
+        // one correctly rounded float32 operation, then (bfloat16) one rounding to nearest even: the same bits on every backend
+        const expected = k.stored(Float32Array.from({ length: n }, (_, i) => ref(x0[i]!, a[i]!, b[i]!)));
         k.exact(op, x.read(op), expected);
       },
     })),
@@ -40,8 +40,8 @@ const aliasing: OpEntry = {
     name: 'out aliases a; accumulate [77] += [7, 11]',
     run(k) {
       const rng = new R.SeededRandom(2);
-      const a = rng.floats(77), b = rng.floats(77);
-      const sum = Float32Array.from(a, (v, i) => v + b[i]!);
+      const a = k.round(rng.floats(77)), b = k.round(rng.floats(77));
+      const sum = k.stored(Float32Array.from(a, (v, i) => v + b[i]!));
       const ta = k.tensor(a, [7, 11]), tb = k.tensor(b, [7, 11]);
       ops.add(ta, ta, tb);
       k.exact('add in place', ta, sum);
@@ -59,9 +59,9 @@ const copy: OpEntry = {
   op: 'copy',
   cases: [
     ...COPY_CASES.map(([n, dstOffset, srcOffset]) => ({
-      name: `float32 n=${n} between views at offsets ${dstOffset} and ${srcOffset}`,
+      name: `float n=${n} between views at offsets ${dstOffset} and ${srcOffset}`,
       run(k: OpContext) {
-        const x = new R.SeededRandom(n).floats(n);
+        const x = k.round(new R.SeededRandom(n).floats(n));
         const dst = k.placed(new Float32Array(n), dstOffset), src = k.placed(x, srcOffset);
         ops.copy(dst.view, src.view);
         k.exact('copy', dst.read('copy dst'), x);
@@ -71,7 +71,7 @@ const copy: OpEntry = {
     {
       name: 'a [30] into a [3, 10] view; int32 extremes',
       run(k) {
-        const x = new R.SeededRandom(4).floats(30);
+        const x = k.round(new R.SeededRandom(4).floats(30));
         const dst = k.placed(new Float32Array(30), 5, [3, 10]);
         ops.copy(dst.view, k.tensor(x, [30]));
         k.exact('copy across shapes', dst.read('copy'), x);
@@ -82,14 +82,14 @@ const copy: OpEntry = {
       },
     },
     ...[1, 1031, 100_003].map((n) => ({
-      name: `host -> device -> host n=${n}, float32 and int32`,
+      name: `host -> device -> host n=${n}, float and int32`,
       run(k: OpContext) {
         const rng = new R.SeededRandom(n + 1);
-        const x = rng.floats(n), ids = rng.ints(n, -5, 1 << 30);
+        const x = k.round(rng.floats(n)), ids = rng.ints(n, -5, 1 << 30);
         const dev = k.zeros([n]), back = k.host(new Float32Array(n), [n]);
         ops.copy(dev, k.host(x, [n]));
         ops.copy(back, dev);
-        k.exact('float32 round trip', back, x);
+        k.exact('float round trip', back, x);
         const devIds = k.zeros([n], 'int32'), backIds = k.host(new Int32Array(n), [n]);
         ops.copy(devIds, k.host(ids, [n]));
         ops.copy(backIds, devIds);

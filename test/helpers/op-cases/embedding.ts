@@ -28,12 +28,12 @@ const CASES: EmbeddingCase[] = [
 const label = (c: EmbeddingCase) =>
   `B=${c.B} T=${c.T} C=${c.C} V=${c.V} pos0=${c.pos0}${c.offset ? ` offset=${c.offset}` : ''}${c.idRange ? ` ids<${c.idRange}` : ''}`;
 
-function inputs(c: EmbeddingCase) {
+function inputs(k: OpContext, c: EmbeddingCase) {
   const rng = new R.SeededRandom(c.B * 1000 + c.T * 10 + c.C + (c.offset ?? 0));
   const ids = rng.ints(c.B * c.T, 0, c.idRange ?? c.V);
   ids[0] = c.V - 1; // the last row is reachable
   if (c.B * c.T > 2) ids[c.B * c.T - 1] = ids[1]!; // a repeated id
-  return { rng, ids, wte: rng.floats(c.V * c.C), wpe: rng.floats(c.P * c.C) };
+  return { rng, ids, wte: k.round(rng.floats(c.V * c.C)), wpe: k.round(rng.floats(c.P * c.C)) };
 }
 
 const embeddingForward: OpEntry = {
@@ -42,12 +42,12 @@ const embeddingForward: OpEntry = {
     name: label(c),
     run(k: OpContext) {
       const { B, T, C, pos0, offset = 0 } = c;
-      const { rng, ids, wte, wpe } = inputs(c);
-      const out = k.placed(rng.floats(B * T * C), offset, [B, T, C]); // garbage: the forward overwrites
+      const { rng, ids, wte, wpe } = inputs(k, c);
+      const out = k.placed(k.round(rng.floats(B * T * C)), offset, [B, T, C]); // garbage: the forward overwrites
       ops.embeddingForward(out.view, k.tensor(ids, [B, T]), k.placed(wte, offset, [c.V, C]).view,
         k.placed(wpe, offset, [c.P, C]).view, pos0);
-      // one float32 addition per element: correctly rounded on every backend
-      k.exact('embedding out', out.read('embedding out'), Float32Array.from(R.embeddingRef(ids, R.f64(wte), R.f64(wpe), B, T, C, pos0)));
+      // one float32 addition per element (then, bfloat16, one rounding to nearest even): correctly rounded on every backend
+      k.exact('embedding out', out.read('embedding out'), k.stored(R.embeddingRef(ids, R.f64(wte), R.f64(wpe), B, T, C, pos0)));
     },
   })),
 };
@@ -60,9 +60,9 @@ const embeddingBackward: OpEntry = {
       name: `${label(c)} ${want === 'both' ? 'dwte and dwpe' : `${want} alone`}, accumulates`,
       run(k: OpContext) {
         const { B, T, C, V, P, pos0, offset = 0 } = c;
-        const { rng, ids, wte, wpe } = inputs(c);
-        const dout = rng.floats(B * T * C);
-        const pre = { dwte: rng.floats(V * C, 0.5), dwpe: rng.floats(P * C, 0.5) };
+        const { rng, ids, wte, wpe } = inputs(k, c);
+        const dout = k.round(rng.floats(B * T * C));
+        const pre = { dwte: k.round(rng.floats(V * C, 0.5)), dwpe: k.round(rng.floats(P * C, 0.5)) };
         const dwte = k.placed(pre.dwte, offset, [V, C]), dwpe = k.placed(pre.dwpe, offset, [P, C]);
         ops.embeddingBackward(want === 'dwpe' ? null : dwte.view, want === 'dwte' ? null : dwpe.view,
           k.placed(dout, offset, [B, T, C]).view, k.tensor(ids, [B, T]), pos0);

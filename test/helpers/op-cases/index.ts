@@ -1,8 +1,8 @@
 // The op table: one list of cases per native op (the names of native().ops),
 // each with seeded inputs and an independent float64 reference, checked on
 // whatever device the driver (test/op-table.test.ts) hands it. Tolerances are
-// looked up per (tolerance class, device, precision) so that a dtype axis
-// (bf16) adds a column here, not new cases.
+// looked up per (tolerance class, device, precision) and per storage dtype, so
+// the bfloat16 axis (context.ts) runs the same cases, not new ones.
 import { ATTENTION } from './attention.js';
 import { type OpEntry } from './context.js';
 import { convert } from './convert.js';
@@ -15,7 +15,7 @@ import { MATMUL } from './matmul.js';
 import { OPTIMIZER } from './optimizer.js';
 import { dropoutBackward, dropoutForward, fillNormal, fillUniform } from './random.js';
 
-export { OpContext, type OpCase, type OpEntry, type Precision, type TolClass } from './context.js';
+export { OpContext, type OpCase, type OpEntry, type Precision, type StorageDType, type TolClass } from './context.js';
 
 export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, convert, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward,
   ...EMBEDDING, ...LAYERNORM, ...MATMUL, ...ATTENTION, ...CROSSENTROPY, ...OPTIMIZER];

@@ -31,10 +31,10 @@ const sizes = (c: LayernormCase) => ({ C: c.shape.at(-1)!, N: c.shape.reduce((a,
 /** Cancellation in x - mean: float32 inputs far from 0 lose ~|shift| / scale digits. */
 const tolOf = (c: LayernormCase): TolClass => (Math.abs(c.shift) > 10 * c.scale ? 'cancellation' : 'reduction');
 
-function inputs(c: LayernormCase) {
+function inputs(k: OpContext, c: LayernormCase) {
   const { N, C } = sizes(c);
   const rng = new R.SeededRandom(N * 31 + C + (c.offset ?? 0));
-  return { rng, inp: rng.floats(N * C, c.scale, c.shift), w: rng.floats(C, 0.5, 1), b: rng.floats(C, 0.5) };
+  return { rng, inp: k.round(rng.floats(N * C, c.scale, c.shift)), w: k.round(rng.floats(C, 0.5, 1)), b: k.round(rng.floats(C, 0.5)) };
 }
 
 const layernormForward: OpEntry = {
@@ -43,8 +43,10 @@ const layernormForward: OpEntry = {
     name: label(c),
     run(k: OpContext) {
       const { N, C } = sizes(c), off = c.offset ?? 0, rows = c.shape.slice(0, -1);
-      const { rng, inp, w, b } = inputs(c);
-      const out = k.placed(rng.floats(N * C), off, c.shape), mean = k.placed(rng.floats(N), off, rows), rstd = k.placed(rng.floats(N), off, rows);
+      const { rng, inp, w, b } = inputs(k, c);
+      // the statistics are float32 whatever the storage type
+      const out = k.placed(k.round(rng.floats(N * C)), off, c.shape);
+      const mean = k.placed(rng.floats(N), off, rows, 'float32'), rstd = k.placed(rng.floats(N), off, rows, 'float32');
       const x = k.placed(inp, off, c.shape);
       ops.layernormForward(out.view, mean.view, rstd.view, x.view, k.placed(w, off, [C]).view, k.placed(b, off, [C]).view);
       k.exact('layernorm inp (read only)', x.read('inp'), inp);
@@ -52,7 +54,7 @@ const layernormForward: OpEntry = {
       k.close('layernorm out', out.read('out'), ref.out, tolOf(c));
       // the mean's float32 error is relative to the inputs, not to the (possibly ~0) mean
       k.within('layernorm mean', mean.read('mean'), ref.mean, 1e-6 * (Math.abs(c.shift) + c.scale));
-      k.close('layernorm rstd', rstd.read('rstd'), ref.rstd, 'reduction', 0);
+      k.close('layernorm rstd', rstd.read('rstd'), ref.rstd, 'reduction', 0, k.rtolFloat32('reduction'));
     },
   })),
 };
@@ -66,17 +68,17 @@ const layernormBackward: OpEntry = {
       name: `${label(c)} ${want === 'all' ? 'dinp, dweight, dbias' : `${want} alone`}, accumulates`,
       run(k: OpContext) {
         const { N, C } = sizes(c), off = c.offset ?? 0;
-        const { rng, inp, w, b } = inputs(c);
-        const dout = rng.floats(N * C);
+        const { rng, inp, w, b } = inputs(k, c);
+        const dout = k.round(rng.floats(N * C));
         const x64 = R.f64(inp), w64 = R.f64(w), b64 = R.f64(b), d64 = R.f64(dout);
         // the statistics the backward is given: the reference forward's, as float32
         const stats = R.layernormRef(x64, w64, b64, N, C);
-        const pre = { dinp: rng.floats(N * C, 0.5), dweight: rng.floats(C, 0.5), dbias: rng.floats(C, 0.5) };
+        const pre = { dinp: k.round(rng.floats(N * C, 0.5)), dweight: k.round(rng.floats(C, 0.5)), dbias: k.round(rng.floats(C, 0.5)) };
         const dinp = k.placed(pre.dinp, off, c.shape), dweight = k.placed(pre.dweight, off, [C]), dbias = k.placed(pre.dbias, off, [C]);
         const pick = (name: Want, t: typeof dinp) => (want === 'all' || want === name ? t.view : null);
         ops.layernormBackward(pick('dinp', dinp), pick('dweight', dweight), pick('dbias', dbias), k.placed(dout, off, c.shape).view,
           k.placed(inp, off, c.shape).view, k.placed(w, off, [C]).view,
-          k.tensor(Float32Array.from(stats.mean), [N]), k.tensor(Float32Array.from(stats.rstd), [N]));
+          k.tensor(Float32Array.from(stats.mean), [N], 'float32'), k.tensor(Float32Array.from(stats.rstd), [N], 'float32'));
         const g = R.layernormBackwardRef(d64, x64, w64, stats.mean, stats.rstd, N, C);
         const L = (i: R.F64, ww: R.F64, bb: R.F64) => R.dot(d64, R.layernormRef(i, ww, bb, N, C).out);
         const outputs = [

@@ -14,7 +14,7 @@ const gemm: OpEntry = {
     name: `M=${M} N=${N} K=${K} transA=${transA} transB=${transB}`,
     run(k: OpContext) {
       const rng = new R.SeededRandom(M * 7 + N * 13 + K + (transA ? 1 : 0) + (transB ? 2 : 0));
-      const A = rng.floats(M * K), Bm = rng.floats(K * N), C0 = rng.floats(M * N);
+      const A = k.round(rng.floats(M * K)), Bm = k.round(rng.floats(K * N)), C0 = k.round(rng.floats(M * N));
       const tA = k.tensor(A, transA ? [K, M] : [M, K]), tB = k.tensor(Bm, transB ? [N, K] : [K, N]);
       const combos: [number, number][] = M * N * K > 1e7 ? [[0.75, 0.5]] : [[1, 0], [0.75, 0.5], [-2, 1]];
       for (const [alpha, beta] of combos) {
@@ -49,10 +49,10 @@ const sizes = (c: LinearCase) => {
   const K = c.inShape.at(-1)!;
   return { K, M: c.inShape.reduce((a, b) => a * b, 1) / K, N: c.N, outShape: [...c.inShape.slice(0, -1), c.N] };
 };
-function inputs(c: LinearCase) {
+function inputs(k: OpContext, c: LinearCase) {
   const { M, K, N } = sizes(c);
   const rng = new R.SeededRandom(M + 3 * K + 5 * N + (c.offset ?? 0));
-  return { rng, x: rng.floats(M * K), W: rng.floats(N * K, 0.3), b: rng.floats(N) };
+  return { rng, x: k.round(rng.floats(M * K)), W: k.round(rng.floats(N * K, 0.3)), b: k.round(rng.floats(N)) };
 }
 
 const matmulForward: OpEntry = {
@@ -61,8 +61,8 @@ const matmulForward: OpEntry = {
     name: `${label(c)} ${withBias ? 'with' : 'without'} bias`,
     run(k: OpContext) {
       const { M, K, N, outShape } = sizes(c), off = c.offset ?? 0;
-      const { rng, x, W, b } = inputs(c);
-      const out = k.placed(rng.floats(M * N), off, outShape); // garbage: the forward overwrites
+      const { rng, x, W, b } = inputs(k, c);
+      const out = k.placed(k.round(rng.floats(M * N)), off, outShape); // garbage: the forward overwrites
       ops.matmulForward(out.view, k.placed(x, off, c.inShape).view, k.placed(W, off, [N, K]).view, withBias ? k.placed(b, off, [N]).view : null);
       k.close('matmul out', out.read('matmul out'), R.linearRef(R.f64(x), R.f64(W), withBias ? R.f64(b) : null, M, K, N), 'matmul');
     },
@@ -78,10 +78,10 @@ const matmulBackward: OpEntry = {
       name: `${label(c)} ${want === 'all' ? 'dinp, dweight, dbias' : want === 'none' ? 'nothing wanted' : `${want} alone`}, accumulates`,
       run(k: OpContext) {
         const { M, K, N, outShape } = sizes(c), off = c.offset ?? 0;
-        const { rng, x, W, b } = inputs(c);
-        const dout = rng.floats(M * N);
+        const { rng, x, W, b } = inputs(k, c);
+        const dout = k.round(rng.floats(M * N));
         const x64 = R.f64(x), W64 = R.f64(W), b64 = R.f64(b), d64 = R.f64(dout);
-        const pre = { dinp: rng.floats(M * K, 0.5), dweight: rng.floats(N * K, 0.5), dbias: rng.floats(N, 0.5) };
+        const pre = { dinp: k.round(rng.floats(M * K, 0.5)), dweight: k.round(rng.floats(N * K, 0.5)), dbias: k.round(rng.floats(N, 0.5)) };
         const dinp = k.placed(pre.dinp, off, c.inShape), dweight = k.placed(pre.dweight, off, [N, K]), dbias = k.placed(pre.dbias, off, [N]);
         const pick = (name: Want, t: typeof dinp) => (want === 'all' || want === name ? t.view : null);
         ops.matmulBackward(pick('dinp', dinp), pick('dweight', dweight), pick('dbias', dbias), k.placed(dout, off, outShape).view,

@@ -21,11 +21,12 @@ function philoxNormalRef(seed: number, stream: number, index: number): number {
 
 export const fillNormal: OpEntry = {
   op: 'fillNormal',
+  untyped: true,
   cases: RNG_CASES.map(([n, seed, stream]) => ({
     name: `n=${n} seed=${seed} stream=${stream}`,
     run(k) {
       const mean = 0.25, std = 2;
-      const x = k.tensor(new Float32Array(n).fill(NaN), [n]);
+      const x = k.tensor(new Float32Array(n).fill(NaN), [n], 'float32');
       ops.fillNormal(x, mean, std, { seed, stream });
       const ref = Float64Array.from({ length: n }, (_, i) => mean + std * philoxNormalRef(seed, stream, i));
       k.close('fillNormal', x, ref, 'transcendental');
@@ -35,11 +36,12 @@ export const fillNormal: OpEntry = {
 
 export const fillUniform: OpEntry = {
   op: 'fillUniform',
+  untyped: true,
   cases: RNG_CASES.map(([n, seed, stream]) => ({
     name: `n=${n} seed=${seed} stream=${stream}`,
     run(k) {
       const lo = -1.5, hi = 0.5;
-      const x = k.tensor(new Float32Array(n).fill(NaN), [n]);
+      const x = k.tensor(new Float32Array(n).fill(NaN), [n], 'float32');
       ops.fillUniform(x, lo, hi, { seed, stream });
       const ref = Float64Array.from({ length: n }, (_, i) => lo + (hi - lo) * R.philoxUniform(seed, stream, i));
       k.close('fillUniform', x, ref, 'elementwise', 0);
@@ -63,10 +65,10 @@ export const dropoutForward: OpEntry = {
   cases: DROPOUT_CASES.map(([n, p, seed, stream]) => ({
     name: `n=${n} p=${p} seed=${seed} stream=${stream}`,
     run(k) {
-      const x = new R.SeededRandom(n + 11).floats(n, 1, 3); // no zeros: a zero output is a dropped element
+      const x = k.round(new R.SeededRandom(n + 11).floats(n, 1, 3)); // no zeros: a zero output is a dropped element
       const out = k.zeros([n]);
       ops.dropoutForward(out, k.tensor(x, [n]), p, { seed, stream });
-      const got = out.toFloat32Array();
+      const got = k.read(out);
       const mask = keepMask(n, p, seed, stream);
       k.exact('dropout mask (the Philox draws)', Array.from(got, (v) => (v !== 0 ? 1 : 0)), mask);
       k.close('dropout out', got, R.dropoutRef(R.f64(x), p, (i) => mask[i] === 1), 'elementwise', 0);
@@ -80,7 +82,7 @@ export const dropoutBackward: OpEntry = {
     name: `n=${n} p=${p} accumulates`,
     run(k) {
       const rng = new R.SeededRandom(n + 12);
-      const dout = rng.floats(n), prefill = rng.floats(n);
+      const dout = k.round(rng.floats(n)), prefill = k.round(rng.floats(n));
       const dinp = k.tensor(prefill, [n]);
       ops.dropoutBackward(dinp, k.tensor(dout, [n]), p, { seed, stream });
       const mask = keepMask(n, p, seed, stream);
