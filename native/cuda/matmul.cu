@@ -14,18 +14,23 @@
 //
 // bf16 storage: the same calls with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F
 // (float32 accumulation; the result, bias included, rounded to bf16 once).
+#include <type_traits>
+
 #include "backend_cuda.cuh"
 #include "column_reduce.cuh"
 
 namespace gptcuda {
 namespace {
 
-// out[r, c] += bias[c] over a row-major [M, N] matrix.
+// out[r, c] += bias[c] over a row-major [M, N] float matrix.
+__global__ void add_bias_kernel(float* out, const float* bias, int M, int N) {
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] += bias[i % N]; });
+}
+
+// out[r, c] = bias[c]: the bias in every row, for a GEMM that adds it (beta = 1).
 template <class S>
-__global__ void add_bias_kernel(S* out, const S* bias, int M, int N) {
-  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) {
-    out[i] = from_float<S>(to_float(out[i]) + to_float(bias[i % N]));
-  });
+__global__ void broadcast_bias_kernel(S* out, const S* bias, int M, int N) {
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] = bias[i % N]; });
 }
 
 // C[r, c] = beta * C[r, c] for a row-major [M, N] block with row stride ldc
@@ -172,12 +177,23 @@ void CudaBackend::matmul_forward_impl(S* out, const S* inp, const S* weight, con
       cudak::aligned16(weight) && cudak::aligned16(bias) &&
       matmul_bias_lt(out, inp, weight, bias, M, K, N))
     return;
-  // out = inp weight^T (K == 0 gives zeros), then the bias.
-  gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, 0.f, out, N);
-  if (bias) {
-    const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
-    add_bias_kernel<S><<<grid, 256, 0, stream_>>>(out, bias, M, N);
-    cudak::check_launch(op);
+  // The fallback: out = inp weight^T (K == 0 gives zeros) plus the bias.
+  const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
+  if constexpr (std::is_same_v<S, float>) {
+    gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, 0.f, out, N);
+    if (bias) {
+      add_bias_kernel<<<grid, 256, 0, stream_>>>(out, bias, M, N);
+      cudak::check_launch(op);
+    }
+  } else {
+    // bf16: the bias goes in first and the GEMM adds it (beta = 1) in float32,
+    // so the result is rounded once, as the epilogue does; a bias added after
+    // a rounded product would round twice, by a whole ulp where it cancels.
+    if (bias) {
+      broadcast_bias_kernel<S><<<grid, 256, 0, stream_>>>(out, bias, M, N);
+      cudak::check_launch(op);
+    }
+    gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, bias ? 1.f : 0.f, out, N);
   }
 }
 void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
