@@ -12,7 +12,6 @@ import { native } from '../ts/tensor/native.js';
 import * as ops from '../ts/tensor/ops.js';
 import { Tensor } from '../ts/tensor/tensor.js';
 import { AdamW } from '../ts/train/optimizer.js';
-import { bf16Nearest, bf16Value } from './helpers/op-cases/convert.js';
 import * as R from './helpers/reference.js';
 
 const cuda = native().backends().cuda;
@@ -343,6 +342,18 @@ function roundingBits(seed: number, stream: number, i: number): number {
 }
 
 const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
+/** The float value of bf16 bits h (the top half of a float32). */
+function bf16Value(h: number): number {
+  u32buf[0] = (h << 16) >>> 0;
+  return f32buf[0]!;
+}
+/** Round to nearest, ties to even, of a finite float32 x: the nearer of its two bf16 neighbours, in float64. */
+function bf16Nearest(x: number): number {
+  f32buf[0] = x;
+  const toward = u32buf[0]! >>> 16, away = toward + 1;
+  const dt = Math.abs(x - bf16Value(toward)), da = Math.abs(bf16Value(away) - x);
+  return dt < da || (dt === da && toward % 2 === 0) ? toward : away;
+}
 /**
  * Stochastic rounding to bf16 as the contract states it: x lies between the
  * bf16 value toward zero (its top 16 bits) and the next one away from zero;
@@ -353,7 +364,7 @@ const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
 function stochasticBf16(x: number, random16: number): number {
   f32buf[0] = x;
   const u = u32buf[0]!;
-  if (!Number.isFinite(f32buf[0]!)) return bf16Nearest(x);
+  if (!Number.isFinite(f32buf[0]!)) throw new Error(`the AdamW inputs keep the master finite, got ${x}`);
   const toward = u >>> 16, dropped = u & 0xffff;
   if (dropped + random16 < 0x10000) return toward;
   const away = toward + 1;

@@ -79,10 +79,16 @@ describe.skipIf(!cuda.available)('npm run gpu-check benchmark (smoke: tiny model
     const lines: string[] = [];
     expect(await runGpuBenchmark({ smoke: true, log: (l) => lines.push(l) })).toBe(true);
     const rows = lines.filter((l) => /^\| (tiny|generation)/.test(l));
-    expect(rows, lines.join('\n')).toHaveLength(2);
+    // training and generation, each in fp32 and bf16 (the CUDA backend runs both)
+    expect(rows, lines.join('\n')).toHaveLength(4);
     const json = JSON.parse(lines.at(-1)!);
-    expect(json.train[0].tokensPerS).toBeGreaterThan(0);
-    expect(json.train[0].peakGiB).toBeGreaterThan(0);
+    expect(json.failed, lines.join('\n')).toEqual([]);
+    expect(json.train.map((r: { dtype: string }) => r.dtype)).toEqual(['fp32', 'bf16']);
+    for (const r of json.train) {
+      expect(r.tokensPerS).toBeGreaterThan(0);
+      expect(r.peakGiB).toBeGreaterThan(0);
+    }
     expect(json.generation_tokens_per_s).toBeGreaterThan(0);
+    expect(json.generation_bf16_tokens_per_s).toBeGreaterThan(0);
   });
 });
