@@ -16,7 +16,7 @@ const shared = {
 // tensor cores), with TF32 off (the float32 attention kernels), and as on an
 // A100 (sm_80's smaller shared memory per block); and the op table's
 // tensor-core ops once more with the emulator's TF32 rounding off.
-const cudaSuites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+const cudaSuites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts', 'test/cuda-bf16.test.ts'];
 const emulated = (name: string, include: string[], env: Record<string, string>, testNamePattern?: RegExp) => ({
   test: {
     ...shared,

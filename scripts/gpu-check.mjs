@@ -91,7 +91,7 @@ step('info', process.execPath, ['dist/cli/main.js', 'info'], { env: cudaEnv, tim
 
 if (!smoke) {
   const vitest = join(root, 'node_modules', 'vitest', 'vitest.mjs');
-  const suites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts'];
+  const suites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts', 'test/cuda-bf16.test.ts'];
   summary.push(['parity suites', step('CUDA parity suites', process.execPath, [vitest, 'run', '--project', 'main', ...suites], { timeoutS: 150 }).status]);
   const sanitizer = findSanitizer();
   for (const tool of ['memcheck', 'racecheck']) {

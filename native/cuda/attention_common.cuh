@@ -1,5 +1,6 @@
-// Fused causal self-attention in the FlashAttention manner (float32 data; products on
-// TF32 tensor cores or on CUDA cores). This header holds what the kernel families
+// Fused causal self-attention in the FlashAttention manner (float32 or bf16 data in
+// global memory, float32 in shared memory and in every product and softmax; products on
+// TF32 tensor cores or on CUDA cores; bf16 always runs on the CUDA-core family). This header holds what the kernel families
 // share; the families live in
 //   attention_cuda_core.cu    tiled forward/backward, float32 products (any hs <= 256)
 //   attention_tensor_core.cu  the same on TF32 tensor cores through WMMA (hs <= 64)
@@ -99,12 +100,12 @@ __device__ __forceinline__ void load_dims(float (&v)[HSP / 16], const float* row
   }
 }
 
-// Copies rows row0 .. row0+nrows-1 of one head into a shared tile [nrows][HSP+4].
-// `base` points at row 0, dim 0 of the head; rows are `stride` floats apart.
+// Copies rows row0 .. row0+nrows-1 of one head into a shared float tile [nrows][HSP+4].
+// `base` points at row 0, dim 0 of the head; rows are `stride` elements apart.
 // Rows >= T and dims >= hs are zero. vec: hs % 4 == 0 and base 16-byte aligned
-// (with stride % 4 == 0), so whole float4s are in or out of range.
-template <int HSP>
-__device__ __forceinline__ void load_head_tile(float* tile, const float* base, size_t stride,
+// (with stride % 4 == 0), so whole groups of 4 are in or out of range.
+template <int HSP, class S>
+__device__ __forceinline__ void load_head_tile(float* tile, const S* base, size_t stride,
                                                int row0, int nrows, int T, int hs, bool vec) {
   constexpr int LD = HSP + 4;
   if (vec) {
@@ -113,22 +114,23 @@ __device__ __forceinline__ void load_head_tile(float* tile, const float* base, s
       const int r = e / V4, d = (e % V4) * 4;
       const int t = row0 + r;
       float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (t < T && d < hs) v = *reinterpret_cast<const float4*>(base + t * stride + d);
+      if (t < T && d < hs) v = cudak::load4(base + t * stride + d);
       *reinterpret_cast<float4*>(tile + r * LD + d) = v;
     }
   } else {
     for (int e = threadIdx.x; e < nrows * HSP; e += blockDim.x) {
       const int r = e / HSP, d = e % HSP;
       const int t = row0 + r;
-      tile[r * LD + d] = (t < T && d < hs) ? base[t * stride + d] : 0.f;
+      tile[r * LD + d] = (t < T && d < hs) ? to_float(base[t * stride + d]) : 0.f;
     }
   }
 }
 
 // dst[dim_of(tx, j)] (+)= s * acc[j] for the dims < hs of one row of a head in
-// global memory. vec: hs % 4 == 0 and dst 16-byte aligned.
-template <int HSP, bool kAccumulate>
-__device__ __forceinline__ void store_row(float* dst, const float (&acc)[HSP / 16], float s, int tx,
+// global memory (the sum in float, rounded to S once). vec: hs % 4 == 0 and dst
+// 16-byte aligned.
+template <int HSP, bool kAccumulate, class S>
+__device__ __forceinline__ void store_row(S* dst, const float (&acc)[HSP / 16], float s, int tx,
                                           int hs, bool vec) {
   constexpr int DPT = HSP / 16;
   if (DPT >= 4 && vec) {
@@ -136,14 +138,13 @@ __device__ __forceinline__ void store_row(float* dst, const float (&acc)[HSP / 1
     for (int q = 0; q < DPT / 4; ++q) {
       const int d = dim_of<HSP>(tx, q * 4);
       if (d < hs) {
-        float4* p = reinterpret_cast<float4*>(dst + d);
         float4 v = make_float4(s * acc[q * 4 + 0], s * acc[q * 4 + 1], s * acc[q * 4 + 2],
                                s * acc[q * 4 + 3]);
         if (kAccumulate) {
-          const float4 o = *p;
+          const float4 o = cudak::load4(dst + d);
           v.x += o.x; v.y += o.y; v.z += o.z; v.w += o.w;
         }
-        *p = v;
+        cudak::store4(dst + d, v);
       }
     }
   } else {
@@ -151,8 +152,8 @@ __device__ __forceinline__ void store_row(float* dst, const float (&acc)[HSP / 1
     for (int j = 0; j < DPT; ++j) {
       const int d = dim_of<HSP>(tx, j);
       if (d < hs) {
-        if (kAccumulate) dst[d] += s * acc[j];
-        else dst[d] = s * acc[j];
+        if (kAccumulate) dst[d] = from_float<S>(to_float(dst[d]) + s * acc[j]);
+        else dst[d] = from_float<S>(s * acc[j]);
       }
     }
   }
@@ -174,16 +175,17 @@ struct ProbDropout {
 };
 
 // The (b, h) head of a tiled kernel's block, the pieces of qkv and dout that
-// belong to it, and the scalars every score needs.
-struct HeadBlock {
+// belong to it (stored as S), and the scalars every score needs.
+template <class S>
+struct HeadBlockT {
   int bh, b, h, hs, ty, tx, T, C;
-  size_t stride;      // floats between the rows of qkv (3C)
-  const float* q;     // Q of row 0 of this head; K and V follow at +C and +2C
-  const float* dO;    // dout of row 0 of this head (backward only)
+  size_t stride;      // elements between the rows of qkv (3C)
+  const S* q;         // Q of row 0 of this head; K and V follow at +C and +2C
+  const S* dO;        // dout of row 0 of this head (backward only)
   float sl2;          // the score scale in log2 units: exp(x) = exp2(x log2 e)
   ProbDropout drop;
-  __device__ HeadBlock(const float* qkv, const float* dout, int T_, int C_, int NH, float scale,
-                       float p_drop, uint64_t seed, uint64_t stream)
+  __device__ HeadBlockT(const S* qkv, const S* dout, int T_, int C_, int NH, float scale,
+                        float p_drop, uint64_t seed, uint64_t stream)
       : bh(blockIdx.x), b(bh / NH), h(bh % NH), hs(C_ / NH), ty(threadIdx.x / 16),
         tx(threadIdx.x % 16), T(T_), C(C_), stride(static_cast<size_t>(3) * C_),
         q(qkv + static_cast<size_t>(b) * T_ * stride + h * hs),
@@ -206,6 +208,7 @@ struct HeadBlock {
     load_head_tile<HSP>(do_tile, dO, C, row0, n, T, hs, vec_dout);
   }
 };
+using HeadBlock = HeadBlockT<float>;
 
 // The shared memory of a backward block: two tiles of the block's own 64 rows
 // (K and V for dK/dV, Q and dO for dQ) of row stride LD, two tiles of the BN
@@ -244,9 +247,9 @@ struct SoftmaxRows {
   // Row i's online-softmax step over a key tile: s holds the raw scores of
   // keys k0 + tx + 16 j for query q0 + ty*4 + i; the probabilities (dropout applied) go to
   // prow[tx + 16 j] and o[i] is rescaled for the new running max.
-  template <int N>
+  template <int N, class HB>
   __device__ __forceinline__ void step(int i, float (&s)[N], float* prow, int q0, int k0,
-                                       const HeadBlock& hb) {
+                                       const HB& hb) {
     const int t = q0 + hb.ty * 4 + i, tx = hb.tx, T = hb.T;
     float mx = -INFINITY;
 #pragma unroll
@@ -275,8 +278,8 @@ struct SoftmaxRows {
 
   // out = o / l for the rows < T (the full row sums across the row's 16
   // threads), and lse = m + log(l) when lse is wanted.
-  template <int HSP>
-  __device__ __forceinline__ void store(float* out, float* lse, const HeadBlock& hb, int q0,
+  template <int HSP, class S>
+  __device__ __forceinline__ void store(S* out, float* lse, const HeadBlockT<S>& hb, int q0,
                                         bool vec_out) const {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -293,8 +296,9 @@ struct SoftmaxRows {
 // One score of a backward tile, for query t and key sk: the probability after
 // dropout (x) and dS (y), both 0 where masked. score and dp are the raw
 // products q_t . k_s and dO_t . v_s; lse2 is the row's lse in log2 units.
+template <class HB>
 __device__ __forceinline__ float2 backward_score(float score, float dp, float lse2, float D, int t,
-                                                 int sk, const HeadBlock& hb) {
+                                                 int sk, const HB& hb) {
   float pd = 0.f, ds = 0.f;
   if (sk <= t && t < hb.T) {
     const float p = exp2f(score * hb.sl2 - lse2);
@@ -316,16 +320,16 @@ __device__ __forceinline__ float2 backward_score(float score, float dp, float ls
 // and V, or Q and dO) and visits the other side's rows a tile at a time (Q and
 // dO with their lse and D, or K and V). The score tiles are [own][visited]: S^T
 // and dP^T for keys, S and dP for queries.
-template <int HSP, bool kKeys>
+template <int HSP, bool kKeys, class S = float>
 struct BackwardRole {
   const BackwardSmem& sm;
-  const HeadBlock& hb;
+  const HeadBlockT<S>& hb;
   const float* lse;
   const float* Dv;
   bool vec_qkv, vec_dout;
   int r0;  // key tile 0 (the most queries) or the heaviest query tile first
 
-  __device__ BackwardRole(const BackwardSmem& sm_, const HeadBlock& hb_, const float* lse_,
+  __device__ BackwardRole(const BackwardSmem& sm_, const HeadBlockT<S>& hb_, const float* lse_,
                           const float* Dv_, bool vec_qkv_, bool vec_dout_)
       : sm(sm_), hb(hb_), lse(lse_), Dv(Dv_), vec_qkv(vec_qkv_), vec_dout(vec_dout_),
         r0(kKeys ? static_cast<int>(blockIdx.y) * kRows : heavy_first_tile(hb_.T)) {}
@@ -337,18 +341,18 @@ struct BackwardRole {
 
   __device__ void load_own() const {
     if constexpr (kKeys) {
-      hb.load_kv<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv);
+      hb.template load_kv<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv);
     } else {
-      hb.load_qdo<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv, vec_dout);
+      hb.template load_qdo<HSP>(sm.own0, sm.own1, r0, kRows, vec_qkv, vec_dout);
       load_stats(r0, kRows);
     }
   }
   __device__ void load_visited(int v0, int n) const {
     if constexpr (kKeys) {
-      hb.load_qdo<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv, vec_dout);
+      hb.template load_qdo<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv, vec_dout);
       load_stats(v0, n);
     } else {
-      hb.load_kv<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv);
+      hb.template load_kv<HSP>(sm.vis0, sm.vis1, v0, n, vec_qkv);
     }
   }
   // lse (in log2 units) and D of queries t0 .. t0+n-1.
@@ -369,11 +373,11 @@ struct BackwardRole {
 
   // Adds the gradients of this thread's own row i into dqkv: dK = scale * g0 and
   // dV = g1 for keys, dQ = scale * g0 for queries.
-  __device__ void store(float* dqkv, int i, const float (&g0)[HSP / 16],
+  __device__ void store(S* dqkv, int i, const float (&g0)[HSP / 16],
                         const float (&g1)[HSP / 16], float scale, bool vec_dqkv) const {
     const int row = r0 + hb.ty * 4 + i;
     if (row >= hb.T) return;
-    float* dst = dqkv + hb.row(row, 3 * hb.C);
+    S* dst = dqkv + hb.row(row, 3 * hb.C);
     if constexpr (kKeys) {
       store_row<HSP, true>(dst + hb.C, g0, scale, hb.tx, hb.hs, vec_dqkv);
       store_row<HSP, true>(dst + 2 * hb.C, g1, 1.f, hb.tx, hb.hs, vec_dqkv);
@@ -388,9 +392,11 @@ struct BackwardRole {
 // ---- host side: the families' launchers and the one head-size dispatch ------------------
 namespace attn {
 
-// What every launcher needs; ForwardArgs and BackwardArgs add the op's tensors.
-struct Problem {
-  const float* qkv;
+// What every launcher needs; ForwardArgs and BackwardArgs add the op's tensors,
+// stored as S (the tensor-core family takes float only).
+template <class S>
+struct ProblemT {
+  const S* qkv;
   int B, T, C, NH;
   float p;
   DropoutRng rng;
@@ -403,21 +409,26 @@ struct Problem {
   bool vec(const void* ptr) const { return hs() % 4 == 0 && cudak::aligned16(ptr); }
   dim3 grid() const { return dim3(B * NH, (T + kRows - 1) / kRows); }
 };
-struct ForwardArgs : Problem {
-  float* out;
+template <class S>
+struct ForwardArgsT : ProblemT<S> {
+  S* out;
   float* lse;  // may be null (decode prefill)
 };
-struct BackwardArgs : Problem {
-  float* dqkv;
-  const float* dout;
+template <class S>
+struct BackwardArgsT : ProblemT<S> {
+  S* dqkv;
+  const S* dout;
   const float* lse;
   const float* D;  // rowsum(dout * out), [B, NH, T]
 };
+using Problem = ProblemT<float>;
+using ForwardArgs = ForwardArgsT<float>;
+using BackwardArgs = BackwardArgsT<float>;
 
 // Opts a kernel into more than 48 KiB of dynamic shared memory. The launchers
 // call it once per kernel (one device per process), through a static.
-template <typename Kernel>
-bool ensure_smem(Kernel kernel, size_t bytes, const Problem& a) {
+template <typename Kernel, class S>
+bool ensure_smem(Kernel kernel, size_t bytes, const ProblemT<S>& a) {
   if (bytes > a.smem_limit)
     throw std::runtime_error(std::string(a.op) + ": needs " + std::to_string(bytes) +
                              " bytes of shared memory per block, the GPU allows " +
@@ -428,11 +439,14 @@ bool ensure_smem(Kernel kernel, size_t bytes, const Problem& a) {
   return true;
 }
 
-// The float32 CUDA-core kernels for heads padded to HSP dims (attention_cuda_core.cu).
+// The CUDA-core kernels for heads padded to HSP dims (attention_cuda_core.cu), for
+// float and bf16 storage.
 template <int HSP>
 struct CudaCore {
-  static void forward(const ForwardArgs& a);
-  static void backward(const BackwardArgs& a);
+  template <class S>
+  static void forward(const ForwardArgsT<S>& a);
+  template <class S>
+  static void backward(const BackwardArgsT<S>& a);
 };
 // The TF32 tensor-core kernels, heads of at most 64 dims (attention_tensor_core.cu).
 struct TensorCore {
@@ -442,13 +456,19 @@ struct TensorCore {
 
 // The one head-size dispatch: calls f with the family that runs heads of hs
 // dims (tensor_cores: the caller's choice, see CudaBackend::use_tc_attention).
+// The CUDA-core family only (bf16 storage: the tensor-core kernels are TF32 on
+// float tiles).
 template <typename F>
-void dispatch(int hs, bool tensor_cores, F f) {
-  if (tensor_cores) f(TensorCore{});
-  else if (hs <= 32) f(CudaCore<32>{});
+void dispatch_cuda_core(int hs, F f) {
+  if (hs <= 32) f(CudaCore<32>{});
   else if (hs <= 64) f(CudaCore<64>{});
   else if (hs <= 128) f(CudaCore<128>{});
   else f(CudaCore<256>{});
+}
+template <typename F>
+void dispatch(int hs, bool tensor_cores, F f) {
+  if (tensor_cores) f(TensorCore{});
+  else dispatch_cuda_core(hs, f);
 }
 
 // Validates the head size; false when there is nothing to compute.

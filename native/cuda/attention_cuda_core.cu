@@ -1,6 +1,8 @@
-// The float32 CUDA-core attention kernels (layout and algorithms: attention_common.cuh),
-// one instance per padded head size HSP in {32, 64, 128, 256}. They run when TF32 is
-// off or the head has more than 64 dims.
+// The CUDA-core attention kernels (layout and algorithms: attention_common.cuh),
+// one instance per padded head size HSP in {32, 64, 128, 256} and storage type S
+// (float or bf16 in global memory; shared tiles, products and the softmax are
+// float32). They run when TF32 is off, the head has more than 64 dims, or the
+// storage is bf16.
 #include "attention_common.cuh"
 
 namespace gptcuda {
@@ -76,9 +78,9 @@ constexpr size_t forward_smem_bytes() {
   return (3 * kRows * (HSP + 4) + kRows * (64 + 4)) * sizeof(float);
 }
 
-template <int HSP>
+template <int HSP, class S>
 __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
-    attention_forward_kernel(float* out, float* lse, const float* qkv, int T, int C, int NH,
+    attention_forward_kernel(S* out, float* lse, const S* qkv, int T, int C, int NH,
                              float scale, float p_drop, uint64_t seed, uint64_t stream,
                              bool vec_in, bool vec_out) {
   constexpr int LD = HSP + 4, BN = 64, LDT = BN + 4, RN = BN / 16, DPT = HSP / 16;
@@ -88,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
   float* Vs = Ks + BN * LD;
   float* Ps = Vs + BN * LD;
 
-  const HeadBlock hb(qkv, nullptr, T, C, NH, scale, p_drop, seed, stream);
+  const HeadBlockT<S> hb(qkv, nullptr, T, C, NH, scale, p_drop, seed, stream);
   const int q0 = heavy_first_tile(T);
 
   load_head_tile<HSP>(Qs, hb.q, hb.stride, q0, kRows, T, hb.hs, vec_in);
@@ -97,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
   const int k_end = min(T, q0 + kRows);  // keys s <= t < q0 + 64
   for (int k0 = 0; k0 < k_end; k0 += BN) {
     __syncthreads();  // the previous tile's P V is done with Ks/Vs/Ps
-    hb.load_kv<HSP>(Ks, Vs, k0, BN, vec_in);
+    hb.template load_kv<HSP>(Ks, Vs, k0, BN, vec_in);
     __syncthreads();
 
     float s[4][RN];
@@ -121,17 +123,17 @@ constexpr size_t backward_smem_bytes() {
 
 // The backward in one of its two roles (BackwardRole): dK and dV of 64 keys, or dQ
 // of 64 queries, visiting the other side BN rows at a time.
-template <int HSP, int BN, bool kKeys>
+template <int HSP, int BN, bool kKeys, class S>
 __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
-    attention_backward_kernel(float* dqkv, const float* dout, const float* qkv, const float* lse,
+    attention_backward_kernel(S* dqkv, const S* dout, const S* qkv, const float* lse,
                               const float* Dv, int T, int C, int NH, float scale, float p_drop,
                               uint64_t seed, uint64_t stream, bool vec_qkv, bool vec_dout,
                               bool vec_dqkv) {
   constexpr int LD = HSP + 4, LDT = BN + 4, RN = BN / 16, DPT = HSP / 16;
   extern __shared__ float4 smem4[];
   const BackwardSmem sm(smem4, LD, BN, LDT);
-  const HeadBlock hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
-  const BackwardRole<HSP, kKeys> role(sm, hb, lse, Dv, vec_qkv, vec_dout);
+  const HeadBlockT<S> hb(qkv, dout, T, C, NH, scale, p_drop, seed, stream);
+  const BackwardRole<HSP, kKeys, S> role(sm, hb, lse, Dv, vec_qkv, vec_dout);
 
   role.load_own();
   float g0[4][DPT], g1[4][DPT];  // dK and dV, or dQ (g1 unused)
@@ -167,52 +169,60 @@ __global__ void __launch_bounds__(kThreads, HSP <= 64 ? 2 : 1)
 }
 
 // The two roles under their own names.
-template <int HSP, int BN>
-constexpr auto attention_backward_dkv_kernel = attention_backward_kernel<HSP, BN, true>;
-template <int HSP, int BN>
-constexpr auto attention_backward_dq_kernel = attention_backward_kernel<HSP, BN, false>;
+template <int HSP, int BN, class S>
+constexpr auto attention_backward_dkv_kernel = attention_backward_kernel<HSP, BN, true, S>;
+template <int HSP, int BN, class S>
+constexpr auto attention_backward_dq_kernel = attention_backward_kernel<HSP, BN, false, S>;
 
 }  // namespace
 
 namespace attn {
 
 template <int HSP>
-void CudaCore<HSP>::forward(const ForwardArgs& a) {
+template <class S>
+void CudaCore<HSP>::forward(const ForwardArgsT<S>& a) {
   const size_t smem = forward_smem_bytes<HSP>();
-  static const bool configured = ensure_smem(attention_forward_kernel<HSP>, smem, a);
+  static const bool configured = ensure_smem(attention_forward_kernel<HSP, S>, smem, a);
   (void)configured;
-  attention_forward_kernel<HSP><<<a.grid(), kThreads, smem, a.stream>>>(
+  attention_forward_kernel<HSP, S><<<a.grid(), kThreads, smem, a.stream>>>(
       a.out, a.lse, a.qkv, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed, a.rng.stream, a.vec(a.qkv),
       a.vec(a.out));
   cudak::check_launch(a.op);
 }
 
 template <int HSP>
-void CudaCore<HSP>::backward(const BackwardArgs& a) {
+template <class S>
+void CudaCore<HSP>::backward(const BackwardArgsT<S>& a) {
   // 32-wide inner tiles from hs = 64 up: with 64 the dK/dV kernel needs ~190
   // registers, i.e. one block per SM; with 32 it fits two (registers and
   // shared memory).
   constexpr int BN = HSP <= 32 ? 64 : 32;
   const size_t smem = backward_smem_bytes<HSP, BN>();
   static const bool configured =
-      ensure_smem(attention_backward_dkv_kernel<HSP, BN>, smem, a) &&
-      ensure_smem(attention_backward_dq_kernel<HSP, BN>, smem, a);
+      ensure_smem(attention_backward_dkv_kernel<HSP, BN, S>, smem, a) &&
+      ensure_smem(attention_backward_dq_kernel<HSP, BN, S>, smem, a);
   (void)configured;
   const bool vq = a.vec(a.qkv), vdo = a.vec(a.dout), vdq = a.vec(a.dqkv);
-  attention_backward_dkv_kernel<HSP, BN><<<a.grid(), kThreads, smem, a.stream>>>(
+  attention_backward_dkv_kernel<HSP, BN, S><<<a.grid(), kThreads, smem, a.stream>>>(
       a.dqkv, a.dout, a.qkv, a.lse, a.D, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed,
       a.rng.stream, vq, vdo, vdq);
   cudak::check_launch(a.op);
-  attention_backward_dq_kernel<HSP, BN><<<a.grid(), kThreads, smem, a.stream>>>(
+  attention_backward_dq_kernel<HSP, BN, S><<<a.grid(), kThreads, smem, a.stream>>>(
       a.dqkv, a.dout, a.qkv, a.lse, a.D, a.T, a.C, a.NH, a.scale(), a.p, a.rng.seed,
       a.rng.stream, vq, vdo, vdq);
   cudak::check_launch(a.op);
 }
 
-template struct CudaCore<32>;
-template struct CudaCore<64>;
-template struct CudaCore<128>;
-template struct CudaCore<256>;
+#define GPTCUDA_CUDA_CORE(HSP)                                                \
+  template void CudaCore<HSP>::forward<float>(const ForwardArgsT<float>&);   \
+  template void CudaCore<HSP>::forward<bf16>(const ForwardArgsT<bf16>&);     \
+  template void CudaCore<HSP>::backward<float>(const BackwardArgsT<float>&); \
+  template void CudaCore<HSP>::backward<bf16>(const BackwardArgsT<bf16>&);
+GPTCUDA_CUDA_CORE(32)
+GPTCUDA_CUDA_CORE(64)
+GPTCUDA_CUDA_CORE(128)
+GPTCUDA_CUDA_CORE(256)
+#undef GPTCUDA_CUDA_CORE
 
 }  // namespace attn
 }  // namespace gptcuda

@@ -49,18 +49,22 @@ class CudaBackend final : public Backend {
   void reset_peak_memory() override;
 
 #define GPTCUDA_OP(name, params) void name params override;
-// TRANSITIONAL: bf16 versions not yet overridden (backend.h refuses them);
-// the using-declaration keeps them visible next to the float overrides.
-#define GPTCUDA_OP_BF16(name, params) using Backend::name;
 #include "backend_ops.def"
-  void to_storage(bf16* dst, const float* src, size_t n) override;
-  void from_storage(float* dst, const bf16* src, size_t n) override;
 
   // NCCL (collectives.cu), loaded on the first call.
   Collectives* collectives(std::string* why) override;
 
  private:
   friend class NcclCollectives;  // enqueues on stream_ and names its ops in last_op_
+  // The body both storage types' overrides of a typed op share: name_impl<S>
+  // with the op's parameters (storage_t = S), defined next to the op (except
+  // to_storage/from_storage, whose float and bf16 versions differ in kind).
+#define GPTCUDA_OP(name, params) template <class S> void name##_impl params;
+#define storage_t S
+#include "backend_ops_typed.def"
+#undef storage_t
+#undef GPTCUDA_OP
+
   // Scratch buffers private to the ops, grown on demand and kept (no per-op
   // cudaMalloc). Ops on the one stream run in order, so a slot can be reused by
   // the next op; within one op each concurrent use needs its own slot.
@@ -97,18 +101,23 @@ class CudaBackend final : public Backend {
   void check_device_errors(const char* where);
 
   // GEMM in row-major terms on cublasGemmEx (TF32 tensor cores unless disabled).
+  // bf16: bf16 operands, float32 accumulation (CUBLAS_COMPUTE_32F), C rounded once.
+  template <class S>
   void gemm_rowmajor(const char* op, bool transA, bool transB, int M, int N, int K,
-                     float alpha, const float* A, int lda, const float* B, int ldb,
-                     float beta, float* C, int ldc);
+                     float alpha, const S* A, int lda, const S* B, int ldb,
+                     float beta, S* C, int ldc);
   // out = inp weight^T + bias through cuBLASLt's bias epilogue; false when
   // cuBLASLt has no algorithm for this case (the caller then falls back).
-  bool matmul_bias_lt(float* out, const float* inp, const float* weight, const float* bias,
-                      int M, int K, int N);
+  template <class S>
+  bool matmul_bias_lt(S* out, const S* inp, const S* weight, const S* bias, int M, int K, int N);
   // dst[c] += sum over rows r of src[r*cols + c]: the deterministic two-pass
-  // column reduction of column_reduce.cuh (matmul dbias).
-  void column_sum_accumulate(const char* op, float* dst, const float* src, int rows, int cols);
+  // column reduction of column_reduce.cuh (matmul dbias), summed in float32
+  // and rounded to S once per column.
+  template <class S>
+  void column_sum_accumulate(const char* op, S* dst, const S* src, int rows, int cols);
 
-  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims.
+  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims
+  // (float storage; bf16 attention always runs on the CUDA-core kernels).
   bool use_tc_attention(int hs) const { return tf32_ && cc_major_ >= 8 && hs <= 64; }
 
   // Frees cached blocks (after waiting for the stream) so cudaMalloc can retry.
@@ -154,7 +163,8 @@ class CudaBackend final : public Backend {
     bool built = false;
     bool ok = false;  // false: no algorithm, use the fallback
   };
-  std::map<std::tuple<int, int, int, uint32_t>, LtPlan> lt_plans_;
+  // The key's last field is the storage type (cudaDataType_t).
+  std::map<std::tuple<int, int, int, uint32_t, int>, LtPlan> lt_plans_;
 
   // Memory accounting. Freed blocks are cached by size and reused (cudaFree
   // would synchronize the device); everything is on one stream, so a block

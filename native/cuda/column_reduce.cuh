@@ -4,10 +4,14 @@
 //           with 8 row lanes, then adds the 8 lane sums in order -> partial[chunk, c]
 //   pass 2: one thread per column adds the chunk partials in chunk order into dst.
 // The chunking depends only on N, so results do not depend on the GPU model.
+// S is the storage type of the matrices and of dst; sums are float32 and the
+// destination is rounded to S once per column.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstddef>
+
+#include "bf16.h"
 
 namespace gptcuda {
 namespace cudak {
@@ -24,10 +28,9 @@ namespace {
 // kLayerNorm = false: part_a[chunk, c] = sum_r dout[r, c].
 // kLayerNorm = true:  part_a[chunk, c] = sum_r dout[r, c] * (inp[r, c] - mean[r]) * rstd[r]
 //                     part_b[chunk, c] = sum_r dout[r, c].
-template <bool kLayerNorm>
-__global__ void column_partials_kernel(float* part_a, float* part_b, const float* dout,
-                                       const float* inp, const float* mean, const float* rstd,
-                                       int N, int C) {
+template <bool kLayerNorm, class S>
+__global__ void column_partials_kernel(float* part_a, float* part_b, const S* dout, const S* inp,
+                                       const float* mean, const float* rstd, int N, int C) {
   __shared__ float sa[kColLanes][33];
   __shared__ float sb[kColLanes][33];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -37,9 +40,9 @@ __global__ void column_partials_kernel(float* part_a, float* part_b, const float
   float a = 0.f, b = 0.f;
   if (c < C) {
     for (int r = r0 + ty; r < r1; r += kColLanes) {
-      const float g = dout[static_cast<size_t>(r) * C + c];
+      const float g = to_float(dout[static_cast<size_t>(r) * C + c]);
       if (kLayerNorm) {
-        const float norm = (inp[static_cast<size_t>(r) * C + c] - mean[r]) * rstd[r];
+        const float norm = (to_float(inp[static_cast<size_t>(r) * C + c]) - mean[r]) * rstd[r];
         a += g * norm;
         b += g;
       } else {
@@ -63,19 +66,20 @@ __global__ void column_partials_kernel(float* part_a, float* part_b, const float
 }
 
 // dst_a[c] += sum_k part_a[k, c]; same for b when dst_b is given.
-__global__ void column_finish_kernel(float* dst_a, float* dst_b, const float* part_a,
-                                     const float* part_b, int chunks, int C) {
+template <class S>
+__global__ void column_finish_kernel(S* dst_a, S* dst_b, const float* part_a, const float* part_b,
+                                     int chunks, int C) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   if (dst_a) {
     float a = 0.f;
     for (int k = 0; k < chunks; ++k) a += part_a[static_cast<size_t>(k) * C + c];
-    dst_a[c] += a;
+    dst_a[c] = from_float<S>(to_float(dst_a[c]) + a);
   }
   if (dst_b) {
     float b = 0.f;
     for (int k = 0; k < chunks; ++k) b += part_b[static_cast<size_t>(k) * C + c];
-    dst_b[c] += b;
+    dst_b[c] = from_float<S>(to_float(dst_b[c]) + b);
   }
 }
 

@@ -39,16 +39,18 @@ __device__ __forceinline__ void online_add(float& m, float& s, float x) {
   }
 }
 
-template <bool kBackward>
+// S: the storage type of logits and dlogits; the softmax and the loss are float.
+template <bool kBackward, class S>
 __global__ void __launch_bounds__(kBlock)
-    crossentropy_kernel(float* losses, float* dlogits, const float* logits,
-                        const int32_t* targets, int V, float dloss, int ignore_index, bool vec,
-                        DeviceError* err) {
+    crossentropy_kernel(float* losses, S* dlogits, const S* logits, const int32_t* targets, int V,
+                        float dloss, int ignore_index, bool vec, DeviceError* err) {
+  using cudak::Pack;
+  constexpr int W = Pack<S>::kWidth;
   __shared__ float s_m[32], s_s[32];
   const int row = blockIdx.x;
   const int tid = threadIdx.x;
-  const float* x = logits + static_cast<size_t>(row) * V;
-  float* dx = kBackward ? dlogits + static_cast<size_t>(row) * V : nullptr;
+  const S* x = logits + static_cast<size_t>(row) * V;
+  S* dx = kBackward ? dlogits + static_cast<size_t>(row) * V : nullptr;
   const int target = targets[row];
   bool skip = target == ignore_index;
   if (!skip && (target < 0 || target >= V)) {
@@ -58,26 +60,30 @@ __global__ void __launch_bounds__(kBlock)
   if (skip) {  // uniform over the block
     if (tid == 0) losses[row] = 0.f;
     if (kBackward)
-      for (int i = tid; i < V; i += blockDim.x) dx[i] = 0.f;
+      for (int i = tid; i < V; i += blockDim.x) dx[i] = from_float<S>(0.f);
     return;
   }
-  const float x_target = x[target];  // before the barrier below: dx may alias x
+  const float x_target = to_float(x[target]);  // before the barrier below: dx may alias x
 
   // Pass 1: online max and sum of exp.
   float m = -INFINITY, s = 0.f;
   if (vec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    for (int i = tid; i < V / 4; i += blockDim.x) {
-      const float4 v = x4[i];
-      const float mx = fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w));
+    for (int i = tid; i < V / W; i += blockDim.x) {
+      const Pack<S> v = cudak::load_pack(x + i * W);
+      float mx = v.get(0);
+#pragma unroll
+      for (int j = 1; j < W; ++j) mx = fmaxf(mx, v.get(j));
       if (mx > m) {
         s *= __expf(m - mx);
         m = mx;
       }
-      s += __expf(v.x - m) + __expf(v.y - m) + __expf(v.z - m) + __expf(v.w - m);
+      float part = 0.f;
+#pragma unroll
+      for (int j = 0; j < W; ++j) part += __expf(v.get(j) - m);
+      s += part;
     }
   } else {
-    for (int i = tid; i < V; i += blockDim.x) online_add(m, s, x[i]);
+    for (int i = tid; i < V; i += blockDim.x) online_add(m, s, to_float(x[i]));
   }
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
@@ -105,44 +111,62 @@ __global__ void __launch_bounds__(kBlock)
 
   // Pass 2: dlogits = dloss * (softmax - onehot).
   if (vec) {
-    const float4* x4 = reinterpret_cast<const float4*>(x);
-    float4* d4 = reinterpret_cast<float4*>(dx);
-    for (int i = tid; i < V / 4; i += blockDim.x) {
-      const float4 v = x4[i];
-      float4 g;
-      g.x = dloss * (__expf(v.x - lse) - (4 * i + 0 == target ? 1.f : 0.f));
-      g.y = dloss * (__expf(v.y - lse) - (4 * i + 1 == target ? 1.f : 0.f));
-      g.z = dloss * (__expf(v.z - lse) - (4 * i + 2 == target ? 1.f : 0.f));
-      g.w = dloss * (__expf(v.w - lse) - (4 * i + 3 == target ? 1.f : 0.f));
-      d4[i] = g;
+    for (int i = tid; i < V / W; i += blockDim.x) {
+      const Pack<S> v = cudak::load_pack(x + i * W);
+      Pack<S> g;
+#pragma unroll
+      for (int j = 0; j < W; ++j)
+        g.set(j, dloss * (__expf(v.get(j) - lse) - (W * i + j == target ? 1.f : 0.f)));
+      cudak::store_pack(dx + i * W, g);
     }
   } else {
     for (int i = tid; i < V; i += blockDim.x)
-      dx[i] = dloss * (__expf(x[i] - lse) - (i == target ? 1.f : 0.f));
+      dx[i] = from_float<S>(dloss * (__expf(to_float(x[i]) - lse) - (i == target ? 1.f : 0.f)));
   }
 }
 
 }  // namespace
 
-void CudaBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
-                                       int N, int V, int ignore_index) {
+template <class S>
+void CudaBackend::crossentropy_forward_impl(float* losses, const S* logits, const int32_t* targets,
+                                            int N, int V, int ignore_index) {
   if (N <= 0) return;
   begin_op("crossentropy_forward");
-  const bool vec = V % 4 == 0 && cudak::aligned16(logits);
-  crossentropy_kernel<false><<<N, kBlock, 0, stream_>>>(losses, nullptr, logits, targets, V, 0.f,
-                                                        ignore_index, vec, d_error_);
+  const bool vec = V % cudak::Pack<S>::kWidth == 0 && cudak::aligned16(logits);
+  crossentropy_kernel<false, S><<<N, kBlock, 0, stream_>>>(losses, nullptr, logits, targets, V,
+                                                           0.f, ignore_index, vec, d_error_);
   cudak::check_launch("crossentropy_forward");
 }
+void CudaBackend::crossentropy_forward(float* losses, const float* logits, const int32_t* targets,
+                                       int N, int V, int ignore_index) {
+  crossentropy_forward_impl(losses, logits, targets, N, V, ignore_index);
+}
+void CudaBackend::crossentropy_forward(float* losses, const bf16* logits, const int32_t* targets,
+                                       int N, int V, int ignore_index) {
+  crossentropy_forward_impl(losses, logits, targets, N, V, ignore_index);
+}
 
+template <class S>
+void CudaBackend::crossentropy_forward_backward_impl(float* losses, S* dlogits, const S* logits,
+                                                     const int32_t* targets, int N, int V,
+                                                     float dloss, int ignore_index) {
+  if (N <= 0) return;
+  begin_op("crossentropy_forward_backward");
+  const bool vec = V % cudak::Pack<S>::kWidth == 0 && cudak::aligned16(logits) &&
+                   cudak::aligned16(dlogits);
+  crossentropy_kernel<true, S><<<N, kBlock, 0, stream_>>>(losses, dlogits, logits, targets, V,
+                                                          dloss, ignore_index, vec, d_error_);
+  cudak::check_launch("crossentropy_forward_backward");
+}
 void CudaBackend::crossentropy_forward_backward(float* losses, float* dlogits, const float* logits,
                                                 const int32_t* targets, int N, int V, float dloss,
                                                 int ignore_index) {
-  if (N <= 0) return;
-  begin_op("crossentropy_forward_backward");
-  const bool vec = V % 4 == 0 && cudak::aligned16(logits) && cudak::aligned16(dlogits);
-  crossentropy_kernel<true><<<N, kBlock, 0, stream_>>>(losses, dlogits, logits, targets, V, dloss,
-                                                       ignore_index, vec, d_error_);
-  cudak::check_launch("crossentropy_forward_backward");
+  crossentropy_forward_backward_impl(losses, dlogits, logits, targets, N, V, dloss, ignore_index);
+}
+void CudaBackend::crossentropy_forward_backward(float* losses, bf16* dlogits, const bf16* logits,
+                                                const int32_t* targets, int N, int V, float dloss,
+                                                int ignore_index) {
+  crossentropy_forward_backward_impl(losses, dlogits, logits, targets, N, V, dloss, ignore_index);
 }
 
 }  // namespace gptcuda

@@ -8,8 +8,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <stdexcept>
 #include <string>
+
+#include "bf16.h"
 
 namespace gptcuda {
 namespace cudak {
@@ -112,6 +115,73 @@ __device__ __forceinline__ void grid_stride(size_t n, bool vec, F4 f4, F1 f1) {
   if (vec) {
     grid_stride(n / 4, f4);
     done = n / 4 * 4;
+  }
+  grid_stride(n, f1, done);
+}
+
+// ---- storage types ---------------------------------------------------------------------
+// The cuBLAS type of a storage type.
+template <class S>
+constexpr cudaDataType_t cuda_type();
+template <>
+constexpr cudaDataType_t cuda_type<float>() { return CUDA_R_32F; }
+template <>
+constexpr cudaDataType_t cuda_type<bf16>() { return CUDA_R_16BF; }
+
+// 16 bytes of storage (4 floats or 8 bf16) moved as one vector load or store;
+// elements are read and written widened to float.
+template <class S>
+struct alignas(16) Pack {
+  static constexpr int kWidth = 16 / sizeof(S);
+  S v[kWidth];
+  __device__ __forceinline__ float get(int i) const { return to_float(v[i]); }
+  __device__ __forceinline__ void set(int i, float x) { v[i] = from_float<S>(x); }
+};
+// Through int4, so that the access is one 128-bit load or store whatever S is.
+template <class S>
+__device__ __forceinline__ Pack<S> load_pack(const S* p) {
+  const int4 raw = *reinterpret_cast<const int4*>(p);
+  Pack<S> v;
+  memcpy(&v, &raw, sizeof v);
+  return v;
+}
+template <class S>
+__device__ __forceinline__ void store_pack(S* p, const Pack<S>& v) {
+  int4 raw;
+  memcpy(&raw, &v, sizeof raw);
+  *reinterpret_cast<int4*>(p) = raw;
+}
+
+// Four consecutive elements of S widened to a float4 and back: one 16-byte
+// access for float, one 8-byte access for bf16 (p aligned to 4 elements).
+struct alignas(8) Bf16x4 {
+  bf16 v[4];
+};
+__device__ __forceinline__ float4 load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ float4 load4(const bf16* p) {
+  const Bf16x4 x = *reinterpret_cast<const Bf16x4*>(p);
+  return make_float4(bf16_to_float(x.v[0]), bf16_to_float(x.v[1]), bf16_to_float(x.v[2]),
+                     bf16_to_float(x.v[3]));
+}
+__device__ __forceinline__ void store4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ void store4(bf16* p, float4 v) {
+  Bf16x4 x;
+  x.v[0] = float_to_bf16(v.x);
+  x.v[1] = float_to_bf16(v.y);
+  x.v[2] = float_to_bf16(v.z);
+  x.v[3] = float_to_bf16(v.w);
+  *reinterpret_cast<Bf16x4*>(p) = x;
+}
+
+// grid_stride(n, vec, f4, f1) for storage type S: fp(i) handles pack number i
+// (Pack<S>::kWidth elements) of the first whole packs, f1 the rest one by one.
+template <class S, typename FP, typename F1>
+__device__ __forceinline__ void grid_stride_packed(size_t n, bool vec, FP fp, F1 f1) {
+  constexpr size_t W = Pack<S>::kWidth;
+  size_t done = 0;
+  if (vec) {
+    grid_stride(n / W, fp);
+    done = n / W * W;
   }
   grid_stride(n, f1, done);
 }

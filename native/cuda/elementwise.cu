@@ -1,51 +1,69 @@
-// fill / scale / add / accumulate: grid-stride kernels, float4 when every
-// pointer is 16-byte aligned (the head is then vectorised and the last n % 4
-// elements are done one by one), plain floats otherwise.
+// fill / scale / add / accumulate: grid-stride kernels over the storage type S
+// (arithmetic in float), 16-byte packs (4 floats, 8 bf16) when every pointer is
+// 16-byte aligned (the head is then vectorised and the last elements are done
+// one by one), single elements otherwise.
 #include "backend_cuda.cuh"
 
 namespace gptcuda {
 namespace {
 
-__global__ void fill_kernel(float* x, size_t n, float value, bool vec) {
-  cudak::grid_stride(
-      n, vec,
-      [&](size_t i) { reinterpret_cast<float4*>(x)[i] = make_float4(value, value, value, value); },
-      [&](size_t i) { x[i] = value; });
-}
+using cudak::Pack;
 
-__global__ void scale_kernel(float* x, size_t n, float s, bool vec) {
-  cudak::grid_stride(
+template <class S>
+__global__ void fill_kernel(S* x, size_t n, float value, bool vec) {
+  cudak::grid_stride_packed<S>(
       n, vec,
       [&](size_t i) {
-        float4 v = reinterpret_cast<float4*>(x)[i];
-        v.x *= s; v.y *= s; v.z *= s; v.w *= s;
-        reinterpret_cast<float4*>(x)[i] = v;
+        Pack<S> v;
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) v.set(j, value);
+        cudak::store_pack(x + i * Pack<S>::kWidth, v);
       },
-      [&](size_t i) { x[i] *= s; });
+      [&](size_t i) { x[i] = from_float<S>(value); });
+}
+
+template <class S>
+__global__ void scale_kernel(S* x, size_t n, float s, bool vec) {
+  cudak::grid_stride_packed<S>(
+      n, vec,
+      [&](size_t i) {
+        Pack<S> v = cudak::load_pack(x + i * Pack<S>::kWidth);
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) v.set(j, v.get(j) * s);
+        cudak::store_pack(x + i * Pack<S>::kWidth, v);
+      },
+      [&](size_t i) { x[i] = from_float<S>(to_float(x[i]) * s); });
 }
 
 // out may alias a or b (out = a + b elementwise, each element read before written).
-__global__ void add_kernel(float* out, const float* a, const float* b, size_t n, bool vec) {
-  cudak::grid_stride(
+template <class S>
+__global__ void add_kernel(S* out, const S* a, const S* b, size_t n, bool vec) {
+  cudak::grid_stride_packed<S>(
       n, vec,
       [&](size_t i) {
-        const float4 u = reinterpret_cast<const float4*>(a)[i];
-        const float4 v = reinterpret_cast<const float4*>(b)[i];
-        reinterpret_cast<float4*>(out)[i] = make_float4(u.x + v.x, u.y + v.y, u.z + v.z, u.w + v.w);
+        const size_t at = i * Pack<S>::kWidth;
+        const Pack<S> u = cudak::load_pack(a + at), v = cudak::load_pack(b + at);
+        Pack<S> o;
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) o.set(j, u.get(j) + v.get(j));
+        cudak::store_pack(out + at, o);
       },
-      [&](size_t i) { out[i] = a[i] + b[i]; });
+      [&](size_t i) { out[i] = from_float<S>(to_float(a[i]) + to_float(b[i])); });
 }
 
-__global__ void accumulate_kernel(float* dst, const float* src, size_t n, bool vec) {
-  cudak::grid_stride(
+template <class S>
+__global__ void accumulate_kernel(S* dst, const S* src, size_t n, bool vec) {
+  cudak::grid_stride_packed<S>(
       n, vec,
       [&](size_t i) {
-        float4 d = reinterpret_cast<float4*>(dst)[i];
-        const float4 s = reinterpret_cast<const float4*>(src)[i];
-        d.x += s.x; d.y += s.y; d.z += s.z; d.w += s.w;
-        reinterpret_cast<float4*>(dst)[i] = d;
+        const size_t at = i * Pack<S>::kWidth;
+        Pack<S> d = cudak::load_pack(dst + at);
+        const Pack<S> s = cudak::load_pack(src + at);
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) d.set(j, d.get(j) + s.get(j));
+        cudak::store_pack(dst + at, d);
       },
-      [&](size_t i) { dst[i] += src[i]; });
+      [&](size_t i) { dst[i] = from_float<S>(to_float(dst[i]) + to_float(src[i])); });
 }
 
 __global__ void to_bf16_kernel(bf16* dst, const float* src, size_t n) {
@@ -58,25 +76,37 @@ __global__ void from_bf16_kernel(float* dst, const bf16* src, size_t n) {
 
 }  // namespace
 
-void CudaBackend::fill(float* x, size_t n, float value) {
+template <class S>
+void CudaBackend::fill_impl(S* x, size_t n, float value) {
   const bool vec = cudak::aligned16(x);
-  launch_grid_stride("fill", n, vec, fill_kernel, x, n, value, vec);
+  launch_grid_stride("fill", n, vec, fill_kernel<S>, x, n, value, vec);
 }
+void CudaBackend::fill(float* x, size_t n, float value) { fill_impl(x, n, value); }
+void CudaBackend::fill(bf16* x, size_t n, float value) { fill_impl(x, n, value); }
 
-void CudaBackend::scale(float* x, size_t n, float s) {
+template <class S>
+void CudaBackend::scale_impl(S* x, size_t n, float s) {
   const bool vec = cudak::aligned16(x);
-  launch_grid_stride("scale", n, vec, scale_kernel, x, n, s, vec);
+  launch_grid_stride("scale", n, vec, scale_kernel<S>, x, n, s, vec);
 }
+void CudaBackend::scale(float* x, size_t n, float s) { scale_impl(x, n, s); }
+void CudaBackend::scale(bf16* x, size_t n, float s) { scale_impl(x, n, s); }
 
-void CudaBackend::add(float* out, const float* a, const float* b, size_t n) {
+template <class S>
+void CudaBackend::add_impl(S* out, const S* a, const S* b, size_t n) {
   const bool vec = cudak::aligned16(out) && cudak::aligned16(a) && cudak::aligned16(b);
-  launch_grid_stride("add", n, vec, add_kernel, out, a, b, n, vec);
+  launch_grid_stride("add", n, vec, add_kernel<S>, out, a, b, n, vec);
 }
+void CudaBackend::add(float* out, const float* a, const float* b, size_t n) { add_impl(out, a, b, n); }
+void CudaBackend::add(bf16* out, const bf16* a, const bf16* b, size_t n) { add_impl(out, a, b, n); }
 
-void CudaBackend::accumulate(float* dst, const float* src, size_t n) {
+template <class S>
+void CudaBackend::accumulate_impl(S* dst, const S* src, size_t n) {
   const bool vec = cudak::aligned16(dst) && cudak::aligned16(src);
-  launch_grid_stride("accumulate", n, vec, accumulate_kernel, dst, src, n, vec);
+  launch_grid_stride("accumulate", n, vec, accumulate_kernel<S>, dst, src, n, vec);
 }
+void CudaBackend::accumulate(float* dst, const float* src, size_t n) { accumulate_impl(dst, src, n); }
+void CudaBackend::accumulate(bf16* dst, const bf16* src, size_t n) { accumulate_impl(dst, src, n); }
 
 void CudaBackend::to_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }
 void CudaBackend::from_storage(float* dst, const float* src, size_t n) { copy(dst, src, n * sizeof(float)); }

@@ -1,5 +1,6 @@
 // GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
-// Grid-stride elementwise kernels with float4 loads when the buffers allow.
+// Grid-stride elementwise kernels over the storage type (arithmetic in float),
+// with 16-byte loads when the buffers allow.
 #include "backend_cuda.cuh"
 
 namespace gptcuda {
@@ -25,44 +26,61 @@ __device__ __forceinline__ float gelu_grad(float x) {
   return 0.5f * (1.0f + th) + 0.5f * x * sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
-__global__ void gelu_forward_kernel(float* out, const float* inp, size_t n, bool vec) {
-  cudak::grid_stride(
+template <class S>
+__global__ void gelu_forward_kernel(S* out, const S* inp, size_t n, bool vec) {
+  using cudak::Pack;
+  cudak::grid_stride_packed<S>(
       n, vec,
       [&](size_t i) {
-        const float4 x = reinterpret_cast<const float4*>(inp)[i];
-        reinterpret_cast<float4*>(out)[i] = make_float4(gelu(x.x), gelu(x.y), gelu(x.z), gelu(x.w));
+        const size_t at = i * Pack<S>::kWidth;
+        const Pack<S> x = cudak::load_pack(inp + at);
+        Pack<S> o;
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) o.set(j, gelu(x.get(j)));
+        cudak::store_pack(out + at, o);
       },
-      [&](size_t i) { out[i] = gelu(inp[i]); });
+      [&](size_t i) { out[i] = from_float<S>(gelu(to_float(inp[i]))); });
 }
 
 // dinp += dout * gelu'(inp)
-__global__ void gelu_backward_kernel(float* dinp, const float* inp, const float* dout, size_t n,
-                                     bool vec) {
-  cudak::grid_stride(
+template <class S>
+__global__ void gelu_backward_kernel(S* dinp, const S* inp, const S* dout, size_t n, bool vec) {
+  using cudak::Pack;
+  cudak::grid_stride_packed<S>(
       n, vec,
       [&](size_t i) {
-        const float4 x = reinterpret_cast<const float4*>(inp)[i];
-        const float4 g = reinterpret_cast<const float4*>(dout)[i];
-        float4 d = reinterpret_cast<float4*>(dinp)[i];
-        d.x += g.x * gelu_grad(x.x);
-        d.y += g.y * gelu_grad(x.y);
-        d.z += g.z * gelu_grad(x.z);
-        d.w += g.w * gelu_grad(x.w);
-        reinterpret_cast<float4*>(dinp)[i] = d;
+        const size_t at = i * Pack<S>::kWidth;
+        const Pack<S> x = cudak::load_pack(inp + at), g = cudak::load_pack(dout + at);
+        Pack<S> d = cudak::load_pack(dinp + at);
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) d.set(j, d.get(j) + g.get(j) * gelu_grad(x.get(j)));
+        cudak::store_pack(dinp + at, d);
       },
-      [&](size_t i) { dinp[i] += dout[i] * gelu_grad(inp[i]); });
+      [&](size_t i) {
+        dinp[i] = from_float<S>(to_float(dinp[i]) + to_float(dout[i]) * gelu_grad(to_float(inp[i])));
+      });
 }
 
 }  // namespace
 
-void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) {
+template <class S>
+void CudaBackend::gelu_forward_impl(S* out, const S* inp, size_t n) {
   const bool vec = cudak::aligned16(out) && cudak::aligned16(inp);
-  launch_grid_stride("gelu_forward", n, vec, gelu_forward_kernel, out, inp, n, vec);
+  launch_grid_stride("gelu_forward", n, vec, gelu_forward_kernel<S>, out, inp, n, vec);
 }
+void CudaBackend::gelu_forward(float* out, const float* inp, size_t n) { gelu_forward_impl(out, inp, n); }
+void CudaBackend::gelu_forward(bf16* out, const bf16* inp, size_t n) { gelu_forward_impl(out, inp, n); }
 
-void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+template <class S>
+void CudaBackend::gelu_backward_impl(S* dinp, const S* inp, const S* dout, size_t n) {
   const bool vec = cudak::aligned16(dinp) && cudak::aligned16(inp) && cudak::aligned16(dout);
-  launch_grid_stride("gelu_backward", n, vec, gelu_backward_kernel, dinp, inp, dout, n, vec);
+  launch_grid_stride("gelu_backward", n, vec, gelu_backward_kernel<S>, dinp, inp, dout, n, vec);
+}
+void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
+  gelu_backward_impl(dinp, inp, dout, n);
+}
+void CudaBackend::gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n) {
+  gelu_backward_impl(dinp, inp, dout, n);
 }
 
 }  // namespace gptcuda

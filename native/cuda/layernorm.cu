@@ -2,8 +2,9 @@
 //
 // Forward: one warp per row. Pass 1 sums the row (mean), pass 2 sums squared
 // deviations (variance; two passes are more accurate than E[x^2] - mean^2, and
-// the re-read hits L1), pass 3 writes the output. float4 when C % 4 == 0 and
-// the buffers are aligned.
+// the re-read hits L1), pass 3 writes the output. 16-byte packs (4 floats or
+// 8 bf16) when C is a multiple of the pack and the buffers are aligned; bf16
+// values are widened and every sum is float.
 //
 // Backward: dinp with one warp per row (the row's two reductions, then the
 // write); dweight/dbias with the deterministic two-pass column reduction of
@@ -17,58 +18,68 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr float kEps = 1e-5f;
 
-__global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, const float* inp,
-                                         const float* weight, const float* bias, int N, int C,
-                                         bool vec) {
+// S: the storage type of out, inp, weight and bias; statistics are float.
+template <class S>
+__global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const S* inp,
+                                         const S* weight, const S* bias, int N, int C, bool vec) {
+  using cudak::Pack;
+  constexpr int W = Pack<S>::kWidth;
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= N) return;  // whole warp leaves together
-  const float* x = inp + static_cast<size_t>(row) * C;
-  float* y = out + static_cast<size_t>(row) * C;
+  const S* x = inp + static_cast<size_t>(row) * C;
+  S* y = out + static_cast<size_t>(row) * C;
 
   float sum = 0.f;
   if (vec) {
-    for (int c = lane * 4; c < C; c += 128) {
-      const float4 v = *reinterpret_cast<const float4*>(x + c);
-      sum += (v.x + v.y) + (v.z + v.w);
+    for (int c = lane * W; c < C; c += 32 * W) {
+      const Pack<S> v = cudak::load_pack(x + c);
+      float part = 0.f;
+#pragma unroll
+      for (int j = 0; j < W; j += 2) part += v.get(j) + v.get(j + 1);
+      sum += part;
     }
   } else {
-    for (int c = lane; c < C; c += 32) sum += x[c];
+    for (int c = lane; c < C; c += 32) sum += to_float(x[c]);
   }
   const float m = cudak::warp_sum(sum) / C;
 
   float sq = 0.f;
   if (vec) {
-    for (int c = lane * 4; c < C; c += 128) {
-      const float4 v = *reinterpret_cast<const float4*>(x + c);
-      const float a = v.x - m, b = v.y - m, d = v.z - m, e = v.w - m;
-      sq += (a * a + b * b) + (d * d + e * e);
+    for (int c = lane * W; c < C; c += 32 * W) {
+      const Pack<S> v = cudak::load_pack(x + c);
+      float part = 0.f;
+#pragma unroll
+      for (int j = 0; j < W; j += 2) {
+        const float a = v.get(j) - m, b = v.get(j + 1) - m;
+        part += a * a + b * b;
+      }
+      sq += part;
     }
   } else {
     for (int c = lane; c < C; c += 32) {
-      const float d = x[c] - m;
+      const float d = to_float(x[c]) - m;
       sq += d * d;
     }
   }
   const float s = rsqrtf(cudak::warp_sum(sq) / C + kEps);
 
   if (vec) {
-    for (int c = lane * 4; c < C; c += 128) {
-      const float4 v = *reinterpret_cast<const float4*>(x + c);
-      const float4 w = weight ? *reinterpret_cast<const float4*>(weight + c) : make_float4(1.f, 1.f, 1.f, 1.f);
-      const float4 b = bias ? *reinterpret_cast<const float4*>(bias + c) : make_float4(0.f, 0.f, 0.f, 0.f);
-      float4 o;
-      o.x = (v.x - m) * s * w.x + b.x;
-      o.y = (v.y - m) * s * w.y + b.y;
-      o.z = (v.z - m) * s * w.z + b.z;
-      o.w = (v.w - m) * s * w.w + b.w;
-      *reinterpret_cast<float4*>(y + c) = o;
+    for (int c = lane * W; c < C; c += 32 * W) {
+      const Pack<S> v = cudak::load_pack(x + c);
+      Pack<S> w, b, o;
+      if (weight) w = cudak::load_pack(weight + c);
+      if (bias) b = cudak::load_pack(bias + c);
+#pragma unroll
+      for (int j = 0; j < W; ++j)
+        o.set(j, (v.get(j) - m) * s * (weight ? w.get(j) : 1.f) + (bias ? b.get(j) : 0.f));
+      cudak::store_pack(y + c, o);
     }
   } else {
     for (int c = lane; c < C; c += 32) {
-      const float w = weight ? weight[c] : 1.f;
-      const float b = bias ? bias[c] : 0.f;
-      y[c] = (x[c] - m) * s * w + b;
+      const float w = weight ? to_float(weight[c]) : 1.f;
+      const float b = bias ? to_float(bias[c]) : 0.f;
+      y[c] = from_float<S>((to_float(x[c]) - m) * s * w + b);
     }
   }
   if (lane == 0) {
@@ -79,22 +90,23 @@ __global__ void layernorm_forward_kernel(float* out, float* mean, float* rstd, c
 
 // dinp[row] += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, with
 // norm = (x - mean) * rstd and dnorm = dout * weight.
-__global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, const float* inp,
-                                               const float* weight, const float* mean,
+template <class S>
+__global__ void layernorm_backward_dinp_kernel(S* dinp, const S* dout, const S* inp,
+                                               const S* weight, const float* mean,
                                                const float* rstd, int N, int C) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
   if (row >= N) return;
   const size_t off = static_cast<size_t>(row) * C;
-  const float* x = inp + off;
-  const float* g = dout + off;
-  float* dx = dinp + off;
+  const S* x = inp + off;
+  const S* g = dout + off;
+  S* dx = dinp + off;
   const float m = mean[row], s = rstd[row];
 
   float sum_dnorm = 0.f, sum_dnorm_norm = 0.f;
   for (int c = lane; c < C; c += 32) {
-    const float norm = (x[c] - m) * s;
-    const float dnorm = g[c] * (weight ? weight[c] : 1.f);
+    const float norm = (to_float(x[c]) - m) * s;
+    const float dnorm = to_float(g[c]) * (weight ? to_float(weight[c]) : 1.f);
     sum_dnorm += dnorm;
     sum_dnorm_norm += dnorm * norm;
   }
@@ -102,35 +114,46 @@ __global__ void layernorm_backward_dinp_kernel(float* dinp, const float* dout, c
   const float mean_dnorm_norm = cudak::warp_sum(sum_dnorm_norm) / C;
 
   for (int c = lane; c < C; c += 32) {
-    const float norm = (x[c] - m) * s;
-    const float dnorm = g[c] * (weight ? weight[c] : 1.f);
-    dx[c] += (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s;
+    const float norm = (to_float(x[c]) - m) * s;
+    const float dnorm = to_float(g[c]) * (weight ? to_float(weight[c]) : 1.f);
+    dx[c] = from_float<S>(to_float(dx[c]) + (dnorm - mean_dnorm - norm * mean_dnorm_norm) * s);
   }
 }
 
 }  // namespace
 
-void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
-                                    const float* weight, const float* bias, int N, int C) {
+template <class S>
+void CudaBackend::layernorm_forward_impl(S* out, float* mean, float* rstd, const S* inp,
+                                         const S* weight, const S* bias, int N, int C) {
   if (N == 0 || C == 0) return;
   begin_op("layernorm_forward");
-  const bool vec = C % 4 == 0 && cudak::aligned16(out) && cudak::aligned16(inp) &&
-                   (!weight || cudak::aligned16(weight)) && (!bias || cudak::aligned16(bias));
+  const bool vec = C % cudak::Pack<S>::kWidth == 0 && cudak::aligned16(out) &&
+                   cudak::aligned16(inp) && (!weight || cudak::aligned16(weight)) &&
+                   (!bias || cudak::aligned16(bias));
   const unsigned grid = cudak::ceil_div(N, kWarpsPerBlock);
-  layernorm_forward_kernel<<<grid, kWarpsPerBlock * 32, 0, stream_>>>(out, mean, rstd, inp, weight,
-                                                                      bias, N, C, vec);
+  layernorm_forward_kernel<S><<<grid, kWarpsPerBlock * 32, 0, stream_>>>(out, mean, rstd, inp,
+                                                                         weight, bias, N, C, vec);
   cudak::check_launch("layernorm_forward");
 }
+void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const float* inp,
+                                    const float* weight, const float* bias, int N, int C) {
+  layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
+}
+void CudaBackend::layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp,
+                                    const bf16* weight, const bf16* bias, int N, int C) {
+  layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
+}
 
-void CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                     const float* inp, const float* weight, const float* mean,
-                                     const float* rstd, int N, int C) {
+template <class S>
+void CudaBackend::layernorm_backward_impl(S* dinp, S* dweight, S* dbias, const S* dout,
+                                          const S* inp, const S* weight, const float* mean,
+                                          const float* rstd, int N, int C) {
   if (N == 0 || C == 0) return;
   const char* op = "layernorm_backward";
   begin_op(op);
   if (dinp) {
     const unsigned grid = cudak::ceil_div(N, kWarpsPerBlock);
-    layernorm_backward_dinp_kernel<<<grid, kWarpsPerBlock * 32, 0, stream_>>>(
+    layernorm_backward_dinp_kernel<S><<<grid, kWarpsPerBlock * 32, 0, stream_>>>(
         dinp, dout, inp, weight, mean, rstd, N, C);
     cudak::check_launch(op);
   }
@@ -142,13 +165,24 @@ void CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, 
     float* part_b = part + static_cast<size_t>(chunks) * C;
     dim3 grid1(cudak::ceil_div(C, 32), chunks);
     dim3 block1(32, cudak::kColLanes);
-    cudak::column_partials_kernel<true><<<grid1, block1, 0, stream_>>>(part_a, part_b, dout, inp,
-                                                                       mean, rstd, N, C);
+    cudak::column_partials_kernel<true, S><<<grid1, block1, 0, stream_>>>(part_a, part_b, dout, inp,
+                                                                          mean, rstd, N, C);
     cudak::check_launch(op);
-    cudak::column_finish_kernel<<<cudak::ceil_div(C, 256), 256, 0, stream_>>>(
+    // dweight and dbias: float32 sums over the rows, rounded to S once
+    cudak::column_finish_kernel<S><<<cudak::ceil_div(C, 256), 256, 0, stream_>>>(
         dweight, dbias, part_a, part_b, chunks, C);
     cudak::check_launch(op);
   }
+}
+void CudaBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                     const float* inp, const float* weight, const float* mean,
+                                     const float* rstd, int N, int C) {
+  layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+void CudaBackend::layernorm_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout,
+                                     const bf16* inp, const bf16* weight, const float* mean,
+                                     const float* rstd, int N, int C) {
+  layernorm_backward_impl(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
 }
 
 }  // namespace gptcuda

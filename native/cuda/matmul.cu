@@ -11,68 +11,99 @@
 // the pointers are not 16-byte aligned or cuBLASLt has no algorithm it falls
 // back to cublasGemmEx plus a bias kernel. matmul_backward accumulates dinp and
 // dweight with beta = 1, and dbias with the deterministic column reduction.
+//
+// bf16 storage: the same calls with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F
+// (float32 accumulation; the result, bias included, rounded to bf16 once).
+#include <type_traits>
+
 #include "backend_cuda.cuh"
 #include "column_reduce.cuh"
 
 namespace gptcuda {
 namespace {
 
-// out[r, c] += bias[c] over a row-major [M, N] matrix.
+// out[r, c] += bias[c] over a row-major [M, N] float matrix.
 __global__ void add_bias_kernel(float* out, const float* bias, int M, int N) {
   cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] += bias[i % N]; });
 }
 
+// out[r, c] = bias[c]: the bias in every row, for a GEMM that adds it (beta = 1).
+template <class S>
+__global__ void broadcast_bias_kernel(S* out, const S* bias, int M, int N) {
+  cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) { out[i] = bias[i % N]; });
+}
+
 // C[r, c] = beta * C[r, c] for a row-major [M, N] block with row stride ldc
 // (GEMM with K == 0). beta == 0 writes zeros, so NaNs in C do not survive.
-__global__ void scale_matrix_kernel(float* C, int M, int N, int ldc, float beta) {
+template <class S>
+__global__ void scale_matrix_kernel(S* C, int M, int N, int ldc, float beta) {
   cudak::grid_stride(static_cast<size_t>(M) * N, [&](size_t i) {
-    float* p = C + (i / N) * static_cast<size_t>(ldc) + (i % N);
-    *p = beta == 0.f ? 0.f : beta * *p;
+    S* p = C + (i / N) * static_cast<size_t>(ldc) + (i % N);
+    *p = from_float<S>(beta == 0.f ? 0.f : beta * to_float(*p));
   });
 }
 
 cublasOperation_t to_op(bool trans) { return trans ? CUBLAS_OP_T : CUBLAS_OP_N; }
 
+// The compute type for storage type S: TF32 tensor cores for float when on;
+// bf16 tensor cores accumulate in float32 whatever the setting.
+template <class S>
+cublasComputeType_t compute_type(bool tf32) {
+  return cudak::cuda_type<S>() == CUDA_R_32F && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                     : CUBLAS_COMPUTE_32F;
+}
+
 }  // namespace
 
+template <class S>
 void CudaBackend::gemm_rowmajor(const char* op, bool transA, bool transB, int M, int N, int K,
-                                float alpha, const float* A, int lda, const float* B, int ldb,
-                                float beta, float* C, int ldc) {
+                                float alpha, const S* A, int lda, const S* B, int ldb,
+                                float beta, S* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (beta == 1.f) return;
     const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
-    scale_matrix_kernel<<<grid, 256, 0, stream_>>>(C, M, N, ldc, beta);
+    scale_matrix_kernel<S><<<grid, 256, 0, stream_>>>(C, M, N, ldc, beta);
     cudak::check_launch(op);
     return;
   }
-  const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-  GPTCUDA_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B,
-                                 CUDA_R_32F, ldb, A, CUDA_R_32F, lda, &beta, C, CUDA_R_32F, ldc,
-                                 compute, CUBLAS_GEMM_DEFAULT));
+  constexpr cudaDataType_t type = cudak::cuda_type<S>();
+  GPTCUDA_CHECK(op, cublasGemmEx(cublas_, to_op(transB), to_op(transA), N, M, K, &alpha, B, type,
+                                 ldb, A, type, lda, &beta, C, type, ldc, compute_type<S>(tf32_),
+                                 CUBLAS_GEMM_DEFAULT));
 }
 
-void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
-                       int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+template <class S>
+void CudaBackend::gemm_impl(bool transA, bool transB, int M, int N, int K, float alpha, const S* A,
+                            int lda, const S* B, int ldb, float beta, S* C, int ldc) {
   begin_op("gemm");
   gemm_rowmajor("gemm", transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A,
+                       int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  gemm_impl(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const bf16* A,
+                       int lda, const bf16* B, int ldb, float beta, bf16* C, int ldc) {
+  gemm_impl(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
 
-bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weight,
-                                 const float* bias, int M, int K, int N) {
+template <class S>
+bool CudaBackend::matmul_bias_lt(S* out, const S* inp, const S* weight, const S* bias, int M, int K,
+                                 int N) {
+  constexpr cudaDataType_t type = cudak::cuda_type<S>();
   // Largest power of two (16 .. 256) dividing the bias address.
   const uintptr_t bias_addr = reinterpret_cast<uintptr_t>(bias);
   uint32_t bias_align = 256;
   while (bias_align > 16 && bias_addr % bias_align != 0) bias_align >>= 1;
-  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N, bias_align)];
+  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N, bias_align, static_cast<int>(type))];
   if (!plan.built) {
     // Build the plan once per shape and bias alignment: descriptors + the
     // heuristic's best algorithm.
     // Column-major view: D[N, M] = (stored [K, N] weight)^T x (stored [K, M] inp).
     // A failure anywhere leaves plan.ok false: this shape then always falls back.
     plan.built = true;
-    const cublasComputeType_t compute = tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
-    if (cublasLtMatmulDescCreate(&plan.op, compute, CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
+    if (cublasLtMatmulDescCreate(&plan.op, compute_type<S>(tf32_), CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
       plan.op = nullptr;
       return false;
     }
@@ -91,9 +122,11 @@ bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weig
     // (a "misaligned address" fault, which kills the context).
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                         sizeof bias));
-    if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_32F, K, N, K));
-    if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_32F, K, M, K));
-    if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, N, M, N));
+    // The bias is stored like the output (S): cuBLASLt's default bias type, so
+    // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE stays unset.
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, type, K, N, K));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, type, K, M, K));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, type, N, M, N));
     cublasLtMatmulPreference_t pref = nullptr;
     if (ok) step(cublasLtMatmulPreferenceCreate(&pref));
     if (ok) {
@@ -134,8 +167,9 @@ bool CudaBackend::matmul_bias_lt(float* out, const float* inp, const float* weig
   return true;
 }
 
-void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
-                                 const float* bias, int M, int K, int N) {
+template <class S>
+void CudaBackend::matmul_forward_impl(S* out, const S* inp, const S* weight, const S* bias, int M,
+                                      int K, int N) {
   const char* op = "matmul_forward";
   if (M <= 0 || N <= 0) return;
   begin_op(op);
@@ -143,17 +177,37 @@ void CudaBackend::matmul_forward(float* out, const float* inp, const float* weig
       cudak::aligned16(weight) && cudak::aligned16(bias) &&
       matmul_bias_lt(out, inp, weight, bias, M, K, N))
     return;
-  // out = inp weight^T (K == 0 gives zeros), then the bias.
-  gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, 0.f, out, N);
-  if (bias) {
-    const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
-    add_bias_kernel<<<grid, 256, 0, stream_>>>(out, bias, M, N);
-    cudak::check_launch(op);
+  // The fallback: out = inp weight^T (K == 0 gives zeros) plus the bias.
+  const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
+  if constexpr (std::is_same_v<S, float>) {
+    gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, 0.f, out, N);
+    if (bias) {
+      add_bias_kernel<<<grid, 256, 0, stream_>>>(out, bias, M, N);
+      cudak::check_launch(op);
+    }
+  } else {
+    // bf16: the bias goes in first and the GEMM adds it (beta = 1) in float32,
+    // so the result is rounded once, as the epilogue does; a bias added after
+    // a rounded product would round twice, by a whole ulp where it cancels.
+    if (bias) {
+      broadcast_bias_kernel<S><<<grid, 256, 0, stream_>>>(out, bias, M, N);
+      cudak::check_launch(op);
+    }
+    gemm_rowmajor(op, false, true, M, N, K, 1.f, inp, K, weight, K, bias ? 1.f : 0.f, out, N);
   }
 }
+void CudaBackend::matmul_forward(float* out, const float* inp, const float* weight,
+                                 const float* bias, int M, int K, int N) {
+  matmul_forward_impl(out, inp, weight, bias, M, K, N);
+}
+void CudaBackend::matmul_forward(bf16* out, const bf16* inp, const bf16* weight, const bf16* bias,
+                                 int M, int K, int N) {
+  matmul_forward_impl(out, inp, weight, bias, M, K, N);
+}
 
-void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                  const float* inp, const float* weight, int M, int K, int N) {
+template <class S>
+void CudaBackend::matmul_backward_impl(S* dinp, S* dweight, S* dbias, const S* dout, const S* inp,
+                                       const S* weight, int M, int K, int N) {
   const char* op = "matmul_backward";
   if (M <= 0 || N <= 0) return;
   begin_op(op);
@@ -164,18 +218,26 @@ void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, con
     gemm_rowmajor(op, true, false, N, K, M, 1.f, dout, N, inp, K, 1.f, dweight, K);
   if (dbias) column_sum_accumulate(op, dbias, dout, M, N);
 }
+void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                                  const float* inp, const float* weight, int M, int K, int N) {
+  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+}
+void CudaBackend::matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout,
+                                  const bf16* inp, const bf16* weight, int M, int K, int N) {
+  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+}
 
-void CudaBackend::column_sum_accumulate(const char* op, float* dst, const float* src, int rows,
-                                        int cols) {
+template <class S>
+void CudaBackend::column_sum_accumulate(const char* op, S* dst, const S* src, int rows, int cols) {
   const int chunks = cudak::column_chunks(rows);
   float* part = static_cast<float*>(
       scratch(kScratchReduce, static_cast<size_t>(chunks) * cols * sizeof(float)));
   dim3 grid1(cudak::ceil_div(cols, 32), chunks);
   dim3 block1(32, cudak::kColLanes);
-  cudak::column_partials_kernel<false><<<grid1, block1, 0, stream_>>>(part, nullptr, src, nullptr,
-                                                                      nullptr, nullptr, rows, cols);
+  cudak::column_partials_kernel<false, S><<<grid1, block1, 0, stream_>>>(
+      part, nullptr, src, nullptr, nullptr, nullptr, rows, cols);
   cudak::check_launch(op);
-  cudak::column_finish_kernel<<<cudak::ceil_div(cols, 256), 256, 0, stream_>>>(dst, nullptr, part,
+  cudak::column_finish_kernel<S><<<cudak::ceil_div(cols, 256), 256, 0, stream_>>>(dst, nullptr, part,
                                                                                nullptr, chunks, cols);
   cudak::check_launch(op);
 }

@@ -14,6 +14,10 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
+
+#include "bf16.h"
+
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -356,39 +360,82 @@ cudaError_t cudaStreamSynchronize(cudaStream_t) {
 namespace {
 float to_tf32(float x) { return nvcuda::wmma::__float_to_tf32(x); }
 
-// Column-major D[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C (+ bias[m]), in double.
+size_t type_size(cudaDataType_t t) { return t == CUDA_R_16BF ? 2 : 4; }
+
+// Element i of a float32 or bf16 matrix, widened (bf16 is exact in float).
+float load(const void* p, cudaDataType_t t, size_t i) {
+  return t == CUDA_R_16BF ? gptcuda::bf16_to_float(static_cast<const gptcuda::bf16*>(p)[i])
+                          : static_cast<const float*>(p)[i];
+}
+
+// v rounded to bf16 once, to nearest even. Going through float first would
+// round twice: a float that lands exactly halfway between two bf16 neighbours
+// may come from a double that was not, and then the tie rule must not apply.
+gptcuda::bf16 double_to_bf16(double v) {
+  const float f = static_cast<float>(v);
+  const uint32_t u = gptcuda::float_bits(f);
+  if ((u & 0xffffu) == 0x8000u && std::isfinite(v) && static_cast<double>(f) != v) {
+    const bool beyond = std::fabs(v) > std::fabs(static_cast<double>(f));  // above the tie in magnitude
+    return gptcuda::bf16{static_cast<uint16_t>((u >> 16) + (beyond ? 1 : 0))};
+  }
+  return gptcuda::float_to_bf16(f);
+}
+
+// Column-major D[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C (+ bias[m]), in
+// double, written to D's type with one rounding. A and B share a type, as do C,
+// D and the bias (the combinations the backend uses; the callers check).
 struct Gemm {
   bool ta, tb, tf32;
   int m, n, k;
   float alpha, beta;
-  const float *A, *B, *C, *bias;
+  const void *A, *B, *C, *bias;
   int lda, ldb, ldc, ldd;
-  float* D;
+  void* D;
+  cudaDataType_t ab_type = CUDA_R_32F, cd_type = CUDA_R_32F;
   void run() const {
-    std::vector<float> out(static_cast<size_t>(m) * n);
+    std::vector<double> out(static_cast<size_t>(m) * n);
     auto rd = [&](float x) { return tf32 ? to_tf32(x) : x; };
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) {
         double s = 0;
         for (int l = 0; l < k; ++l) {
-          const float a = ta ? A[i * static_cast<size_t>(lda) + l] : A[l * static_cast<size_t>(lda) + i];
-          const float b = tb ? B[l * static_cast<size_t>(ldb) + j] : B[j * static_cast<size_t>(ldb) + l];
+          const float a = load(A, ab_type, ta ? i * static_cast<size_t>(lda) + l : l * static_cast<size_t>(lda) + i);
+          const float b = load(B, ab_type, tb ? l * static_cast<size_t>(ldb) + j : j * static_cast<size_t>(ldb) + l);
           s += static_cast<double>(rd(a)) * rd(b);
         }
         double v = alpha * s;
-        if (beta != 0.f) v += static_cast<double>(beta) * C[j * static_cast<size_t>(ldc) + i];
-        if (bias) v += bias[i];
-        out[j * static_cast<size_t>(m) + i] = static_cast<float>(v);
+        if (beta != 0.f) v += static_cast<double>(beta) * load(C, cd_type, j * static_cast<size_t>(ldc) + i);
+        if (bias) v += load(bias, cd_type, i);
+        out[j * static_cast<size_t>(m) + i] = v;
       }
     for (int j = 0; j < n; ++j)
-      for (int i = 0; i < m; ++i) D[j * static_cast<size_t>(ldd) + i] = out[j * static_cast<size_t>(m) + i];
+      for (int i = 0; i < m; ++i) {
+        const size_t at = j * static_cast<size_t>(ldd) + i;
+        const double v = out[j * static_cast<size_t>(m) + i];
+        if (cd_type == CUDA_R_16BF)
+          static_cast<gptcuda::bf16*>(D)[at] = double_to_bf16(v);
+        else
+          static_cast<float*>(D)[at] = static_cast<float>(v);
+      }
   }
 };
 
 // Bytes spanned by a column-major rows x cols matrix with leading dimension ld.
-size_t span(int rows, int cols, int64_t ld) {
+size_t span(int rows, int cols, int64_t ld, size_t elem = sizeof(float)) {
   if (rows <= 0 || cols <= 0) return 0;
-  return (static_cast<size_t>(cols - 1) * ld + rows) * sizeof(float);
+  return (static_cast<size_t>(cols - 1) * ld + rows) * elem;
+}
+
+// The type combinations of cublasGemmEx / cublasLtMatmul that the emulator
+// runs, as the libraries' tables allow them for float32 scaling: all float32
+// (plain, pedantic or TF32 compute), or bf16 A and B with bf16 or float32 C
+// and float32 compute. Anything else is CUBLAS_STATUS_NOT_SUPPORTED.
+bool gemm_types_ok(cudaDataType_t a, cudaDataType_t b, cudaDataType_t c, cublasComputeType_t compute) {
+  if (a != b) return false;
+  const bool plain = compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC;
+  if (a == CUDA_R_32F) return c == CUDA_R_32F && (plain || compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+  if (a == CUDA_R_16BF) return (c == CUDA_R_16BF || c == CUDA_R_32F) && plain;
+  return false;
 }
 }  // namespace
 
@@ -451,22 +498,20 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t transa, cublasOp
   const bool ta = transa == CUBLAS_OP_T, tb = transb == CUBLAS_OP_T;
   if (lda < std::max(1, ta ? k : m) || ldb < std::max(1, tb ? n : k) || ldc < std::max(1, m))
     return CUBLAS_STATUS_INVALID_VALUE;
-  if (Atype != CUDA_R_32F || Btype != CUDA_R_32F || Ctype != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32 &&
-      compute != CUBLAS_COMPUTE_32F_PEDANTIC)
-    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!gemm_types_ok(Atype, Btype, Ctype, compute)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (h->pointer_mode != CUBLAS_POINTER_MODE_HOST || emu::is_device_pointer(alpha) ||
       emu::is_device_pointer(beta))
     return CUBLAS_STATUS_INVALID_VALUE;  // the emulator only does host scalars, as the backend uses
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
   Gemm g{ta, tb, false, m, n, k, *static_cast<const float*>(alpha), *static_cast<const float*>(beta),
-         static_cast<const float*>(A), static_cast<const float*>(B), static_cast<const float*>(C), nullptr,
-         lda, ldb, ldc, ldc, static_cast<float*>(C)};
-  g.tf32 = compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
-           (compute == CUBLAS_COMPUTE_32F && h->math == CUBLAS_TF32_TENSOR_OP_MATH);
-  if (!emu::is_device_range(C, span(m, n, ldc))) return CUBLAS_STATUS_INVALID_VALUE;
-  if (k > 0 && (!emu::is_device_range(A, ta ? span(k, m, lda) : span(m, k, lda)) ||
-                !emu::is_device_range(B, tb ? span(n, k, ldb) : span(k, n, ldb))))
+         A, B, C, nullptr, lda, ldb, ldc, ldc, C, Atype, Ctype};
+  // TF32 rounding only applies to float32 operands (bf16 values are exact in TF32 anyway).
+  g.tf32 = Atype == CUDA_R_32F && (compute == CUBLAS_COMPUTE_32F_FAST_TF32 ||
+                                   (compute == CUBLAS_COMPUTE_32F && h->math == CUBLAS_TF32_TENSOR_OP_MATH));
+  const size_t ea = type_size(Atype), ec = type_size(Ctype);
+  if (!emu::is_device_range(C, span(m, n, ldc, ec))) return CUBLAS_STATUS_INVALID_VALUE;
+  if (k > 0 && (!emu::is_device_range(A, ta ? span(k, m, lda, ea) : span(m, k, lda, ea)) ||
+                !emu::is_device_range(B, tb ? span(n, k, ldb, ea) : span(k, n, ldb, ea))))
     return CUBLAS_STATUS_INVALID_VALUE;
   emu::enqueue("cublasGemmEx", [g] { g.run(); });
   return CUBLAS_STATUS_SUCCESS;
@@ -479,11 +524,13 @@ struct cublasLtMatmulDescOpaque {
   cublasComputeType_t compute;
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-  const float* bias = nullptr;
+  const void* bias = nullptr;
+  int32_t bias_type = -1;  // -1: the default, D's type
 };
 struct cublasLtMatrixLayoutOpaque {
   uint64_t rows, cols;
   int64_t ld;
+  cudaDataType_t type;
 };
 struct cublasLtMatmulPreferenceOpaque {
   uint64_t workspace = 0;
@@ -536,7 +583,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
       if (size != sizeof(int32_t)) return CUBLAS_STATUS_INVALID_VALUE;
       int32_t t;
       std::memcpy(&t, buf, 4);
-      return t == CUDA_R_32F ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_NOT_SUPPORTED;
+      if (t != -1 && t != CUDA_R_32F && t != CUDA_R_16BF) return CUBLAS_STATUS_NOT_SUPPORTED;
+      d->bias_type = t;
+      return CUBLAS_STATUS_SUCCESS;
     }
     default:
       return CUBLAS_STATUS_NOT_SUPPORTED;  // (not emulated)
@@ -544,9 +593,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
 }
 cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType_t type, uint64_t rows,
                                           uint64_t cols, int64_t ld) {
-  if (type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (type != CUDA_R_32F && type != CUDA_R_16BF) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (ld < static_cast<int64_t>(std::max<uint64_t>(1, rows))) return CUBLAS_STATUS_INVALID_VALUE;
-  *l = new cublasLtMatrixLayoutOpaque{rows, cols, ld};
+  *l = new cublasLtMatrixLayoutOpaque{rows, cols, ld, type};
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
@@ -592,6 +641,17 @@ bool lt_shape(const cublasLtMatmulDescOpaque* d, const cublasLtMatrixLayoutOpaqu
   return true;
 }
 constexpr uint64_t kAlgoMagic = 0x67707463756461ull;
+
+// The layouts' types are a supported combination (C and D alike), and the bias
+// (when the epilogue adds one) is stored as D is: the one bias type the
+// emulator runs (cuBLASLt also takes a float32 bias for bf16 D; not used here).
+bool lt_types_ok(const cublasLtMatmulDescOpaque* d, const cublasLtMatrixLayoutOpaque* a,
+                 const cublasLtMatrixLayoutOpaque* b, const cublasLtMatrixLayoutOpaque* c,
+                 const cublasLtMatrixLayoutOpaque* dd) {
+  if (c->type != dd->type || !gemm_types_ok(a->type, b->type, dd->type, d->compute)) return false;
+  if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && d->bias_type != dd->type) return false;
+  return true;
+}
 }  // namespace
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
@@ -603,6 +663,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_INVALID_VALUE;
   int m, n, k;
   if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_types_ok(d, a, b, c, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
   *found = 1;
   std::memset(&results[0], 0, sizeof results[0]);
   results[0].state = CUBLAS_STATUS_SUCCESS;
@@ -621,24 +682,25 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   int m, n, k;
   if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
   if (algo && algo->data[0] != kAlgoMagic) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_types_ok(d, a, b, c, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const size_t eab = type_size(a->type), ecd = type_size(dd->type);
   const void* ptrs[4] = {A, B, C, D};
   for (int i = 0; algo && i < 4; ++i)
     if (reinterpret_cast<uintptr_t>(ptrs[i]) % algo->data[1 + i] != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (workspace_bytes > 0 && !emu::is_device_range(workspace, workspace_bytes)) return CUBLAS_STATUS_INVALID_VALUE;
   const bool with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS;
-  if (with_bias && (!d->bias || !emu::is_device_range(d->bias, static_cast<size_t>(m) * sizeof(float))))
+  if (with_bias && (!d->bias || !emu::is_device_range(d->bias, static_cast<size_t>(m) * ecd)))
     return CUBLAS_STATUS_INVALID_VALUE;
   const bool ta = d->ta == CUBLAS_OP_T, tb = d->tb == CUBLAS_OP_T;
-  if (!emu::is_device_range(A, span(static_cast<int>(a->rows), static_cast<int>(a->cols), a->ld)) ||
-      !emu::is_device_range(B, span(static_cast<int>(b->rows), static_cast<int>(b->cols), b->ld)) ||
-      !emu::is_device_range(D, span(m, n, dd->ld)))
+  if (!emu::is_device_range(A, span(static_cast<int>(a->rows), static_cast<int>(a->cols), a->ld, eab)) ||
+      !emu::is_device_range(B, span(static_cast<int>(b->rows), static_cast<int>(b->cols), b->ld, eab)) ||
+      !emu::is_device_range(D, span(m, n, dd->ld, ecd)))
     return CUBLAS_STATUS_INVALID_VALUE;
   const float fb = *static_cast<const float*>(beta);
-  if (fb != 0.f && !emu::is_device_range(C, span(m, n, c->ld))) return CUBLAS_STATUS_INVALID_VALUE;
-  Gemm g{ta, tb, d->compute == CUBLAS_COMPUTE_32F_FAST_TF32, m, n, k, *static_cast<const float*>(alpha), fb,
-         static_cast<const float*>(A), static_cast<const float*>(B), static_cast<const float*>(C),
-         with_bias ? d->bias : nullptr, static_cast<int>(a->ld), static_cast<int>(b->ld), static_cast<int>(c->ld),
-         static_cast<int>(dd->ld), static_cast<float*>(D)};
+  if (fb != 0.f && !emu::is_device_range(C, span(m, n, c->ld, ecd))) return CUBLAS_STATUS_INVALID_VALUE;
+  Gemm g{ta, tb, d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && a->type == CUDA_R_32F, m, n, k,
+         *static_cast<const float*>(alpha), fb, A, B, C, with_bias ? d->bias : nullptr, static_cast<int>(a->ld),
+         static_cast<int>(b->ld), static_cast<int>(c->ld), static_cast<int>(dd->ld), D, a->type, dd->type};
   emu::enqueue("cublasLtMatmul", [g] { g.run(); });
   return CUBLAS_STATUS_SUCCESS;
 }
