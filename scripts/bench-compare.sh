@@ -1,8 +1,9 @@
 #!/bin/sh
 # Side by side: gptcuda's native CPU backend vs PyTorch on the CPU, in the same
 # run, at the same GEMM shapes, on the book's model training step, and for
-# GPT-2 124M greedy generation (batch 1 and 8) vs Hugging Face transformers on
-# the same random weights (exported to safetensors) and prompts.
+# GPT-2 124M greedy generation (batch 1 and 8; fp32, and bf16 against our
+# fp32) vs Hugging Face transformers on the same random weights (exported to
+# safetensors) and prompts, and tokenization vs tiktoken (2 threads).
 #
 #   scripts/bench-compare.sh [--quick] [--train-steps N] [--gen-tokens N]
 #
@@ -54,6 +55,14 @@ echo "== PyTorch: python3 scripts/bench_torch.py --only gemm,train,generate --ge
 # shellcheck disable=SC2086
 python3 scripts/bench_torch.py --only gemm,train,generate --gen-dir "$tmp/gen" --json $extra | tee "$tmp/torch.txt"
 echo
+
+# Tokenization against tiktoken (2 threads) on the same text, ids compared: its own script, run here
+# so that one call prints every comparison; its table is printed with the others below.
+if python3 -c 'import tiktoken' 2>/dev/null; then
+  node scripts/bench-tokenizer.mjs --mb 8 --runs 3 > "$tmp/tokenizer.txt" 2>&1 || echo "(bench-tokenizer failed)" >> "$tmp/tokenizer.txt"
+else
+  echo "skipped: python3 cannot import tiktoken (pip install tiktoken)" > "$tmp/tokenizer.txt"
+fi
 
 python3 - "$tmp/ours.txt" "$tmp/torch.txt" <<'EOF'
 import json, sys
@@ -131,3 +140,6 @@ if "generate" in ours and "generate" in torch:
              f"{100 * h[k]['fraction_of_bound']:.0f}%"] for k in ("cached", "batched")], left=(0,))
         print(f"bf16 greedy tokens equal to fp32's at batch 1: {100 * h['ids_agreement']:.0f}%")
 EOF
+echo
+echo "tokenization: ours vs tiktoken, same text and run (node scripts/bench-tokenizer.mjs --mb 8 --runs 3)"
+cat "$tmp/tokenizer.txt"
