@@ -165,6 +165,17 @@ function pickOpenBlasCore(): void {
   else if (has('avx2') && has('fma')) process.env.OPENBLAS_CORETYPE = 'Haswell';
 }
 
+/**
+ * After each GEMM OpenBLAS's idle threads spin (sched_yield) for about 2^28
+ * cycles before sleeping, taking the cores from gptcuda's own thread pool,
+ * which runs every op between two GEMMs: 10% of a CPU training step of the
+ * book's model on 2 cores. 2^4 cycles makes them sleep at once, unless the
+ * user set it; OpenBLAS reads it when the addon loads it.
+ */
+function quietOpenBlasThreads(): void {
+  process.env.OPENBLAS_THREAD_TIMEOUT ??= '4';
+}
+
 export function native(): Addon {
   if (addon) return addon;
   const path = join(PACKAGE_ROOT, 'build', 'Release', 'gptcuda.node');
@@ -174,6 +185,7 @@ export function native(): Addon {
     );
   }
   pickOpenBlasCore();
+  quietOpenBlasThreads();
   addon = createRequire(import.meta.url)(path) as Addon;
   return addon;
 }
