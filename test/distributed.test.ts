@@ -148,6 +148,25 @@ describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => 
     expectClose(ev(two), ev(oneAccum), 'sharded evaluation');
   });
 
+  it('bf16: 2 ranks = 1 rank --grad-accum 2 within bf16 rounding (gradients reduced in float32), and it resumes on 1 rank', async () => {
+    const [o2, o1] = [tmp('bf16-two'), tmp('bf16-one')];
+    const bf16 = [...ACCEPTANCE.filter((a) => a !== '--json').slice(0, -2), '--max-steps', '6', '--json', '--dtype', 'bf16', '--save-every', '3'];
+    const [r2, r1] = await Promise.all([mpirun(2, [...bf16, '--out', o2]).done, single([...bf16, '--grad-accum', '2', '--out', o1])]);
+    ok(r2, '2 ranks, bf16');
+    ok(r1, '1 rank, bf16');
+    const l2 = events(r2.stdout, 'step').map((e) => e.loss!), l1 = events(r1.stdout, 'step').map((e) => e.loss!);
+    expect(l2).toHaveLength(6);
+    expect((records(r2.stdout).find((r) => r.event === 'start') as Rec & { dtype?: string }).dtype).toBe('bf16');
+    console.log(`bf16 data parallel: largest relative step-loss difference from 1 rank ${Math.max(...l2.map((l, i) => Math.abs(l - l1[i]!) / l1[i]!)).toExponential(2)}`);
+    // the ranks' bf16 gradients are summed in float32 and rounded once; one rank accumulates its two micro-batches in bf16
+    for (let i = 0; i < 6; i++) expect(Math.abs(l2[i]! - l1[i]!) / l1[i]!, `step ${i}: ${l2[i]} vs ${l1[i]}`).toBeLessThan(1e-2);
+    // saved at step 3 by the 2-rank job, resumed alone: the same steps 4..6 as the 2-rank job within the same rounding
+    const resumed = ok(await single(['train', '--resume', join(o2, 'ckpt-step00000003.tar'), '--max-steps', '6', '--json', '--out', tmp('bf16-resumed')]), 'bf16 resume on 1 rank');
+    const lr = events(resumed.stdout, 'step').map((e) => e.loss!);
+    expect(lr).toHaveLength(3);
+    for (let i = 0; i < 3; i++) expect(Math.abs(lr[i]! - l2[3 + i]!) / l2[3 + i]!).toBeLessThan(1e-2);
+  });
+
   it('(c) saved with 2 ranks, resumed with 1 and with 2 = the uninterrupted runs', async () => {
     const saved = tmp('saved');
     // Text mode: the first line names the world; rank 0 alone prints and logs.

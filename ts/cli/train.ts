@@ -219,7 +219,6 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
   const world = joinLaunchedJob();
   const isRoot = world?.isRoot ?? true;
   if (world && args.nproc !== undefined && args.nproc !== world.size) throw new Error(`--nproc ${args.nproc} but the launcher started ${world.size} ranks; drop --nproc under mpirun or srun`);
-  if (world && args.dtype === 'bf16') throw new Error('data-parallel training in bf16 is not supported yet (the gradients are reduced in float32 only); use --dtype fp32 with several ranks');
   world?.useNccl(device);
   // ----
   if (!args.resume && !args.initFrom && !args.modelsDir && args.model?.startsWith('gpt2-') && !args.json && isRoot)
@@ -283,12 +282,13 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       seed: loaderConfig.seed,
     }));
     const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device, dtype: args.dtype ?? 'fp32' });
-    if (world && model.dtype === 'bf16') throw new Error(`${resumePath} was trained in bf16, which data-parallel training does not support yet; resume it with --dtype fp32, or on one rank`);
 
     const options = trainOptions(args, resumed, world);
     const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0, model.dropoutSeed));
     if (world) {
       trainer.collective = world;
+      // Every rank starts from rank 0's weights: the master, and at bf16 the exact bf16 copy (a resume's stochastic rounding).
+      if (model.params.master && model.params.master !== model.params.flat) world.broadcast(model.params.master);
       world.broadcast(model.params.flat);
     }
     if (resumed?.trainState && resumed.optimizer) {

@@ -7,6 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { availableParallelism, constants as osConstants } from 'node:os';
 import { native } from '../tensor/native.js';
+import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /** The ranks of a job, as the launcher sets them (OpenMPI, MPICH/PMI, Slurm's srun). */
@@ -78,10 +79,33 @@ export class Collective {
     return true;
   }
 
-  /** In place: the sum over ranks. */
+  /**
+   * In place: the sum over ranks. A bfloat16 tensor (bf16 gradients) is
+   * widened into float32, summed there and rounded once: the collectives
+   * reduce float32 only, and a sum of bf16 parts in bf16 would round at every
+   * rank's addition.
+   */
   sum(t: Tensor): void {
+    if (t.dtype === 'bfloat16') return this.viaFloat32(t, (wide) => this.sum(wide));
     if (this.onCuda(t, 'sum')) native().nccl.allReduce(t.handle, 'sum');
     else native().mpi.allreduceSum(t.handle);
+  }
+
+  /** float32 staging for bfloat16 collectives, kept between steps (one per device and size). */
+  private staging = new Map<string, Tensor>();
+
+  /** f on a float32 copy of t, then t = that copy rounded (exact when f left bf16 values, as a broadcast does). */
+  private viaFloat32(t: Tensor, f: (wide: Tensor) => void): void {
+    const key = `${t.device}:${t.numel}`;
+    let wide = this.staging.get(key);
+    if (!wide) {
+      wide = Tensor.zeros([t.numel], { device: t.device });
+      this.staging.set(key, wide);
+    }
+    const flat = t.view(0, [t.numel]);
+    ops.convert(wide, flat);
+    f(wide);
+    ops.convert(flat, wide);
   }
 
   sumScalars(values: number[]): number[] {
@@ -90,8 +114,9 @@ export class Collective {
     return [...a];
   }
 
-  /** A CUDA tensor goes through host memory: this runs once, at the start of a run. */
+  /** A CUDA tensor goes through host memory: this runs once, at the start of a run. A bfloat16 one goes through float32, exactly. */
   broadcast(t: Tensor, root = 0): void {
+    if (t.dtype === 'bfloat16') return this.viaFloat32(t, (wide) => this.broadcast(wide, root));
     if (!this.onCuda(t, 'broadcast')) return native().mpi.broadcast(t.handle, root);
     const host = Tensor.from(t.toFloat32Array(), [t.numel]);
     try {
@@ -125,6 +150,8 @@ export class Collective {
   finish(): void {
     if (this.finished) return;
     this.finished = true;
+    for (const t of this.staging.values()) t.dispose();
+    this.staging.clear();
     native().mpi.barrier();
     if (this.ncclVersion) native().nccl.destroy();
     native().mpi.finalize();
