@@ -42,13 +42,7 @@ void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float
   const float keep_scale = 1.0f / (1.0f - p);
   const uint64_t base = L.drop_index(b, h, t, 0);
   int s = 0;
-  for (; s + kPhiloxLanes <= n; s += kPhiloxLanes) {
-    uint32_t word0[kPhiloxLanes];
-    philox_word0_lanes(rng.seed, rng.stream, base + s, word0);
-#pragma omp simd
-    for (int l = 0; l < kPhiloxLanes; ++l)
-      mult[s + l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p ? keep_scale : 0.f;
-  }
+  for (; s + kPhiloxLanes <= n; s += kPhiloxLanes) dropout_scales_lanes(rng.seed, rng.stream, base + s, p, keep_scale, mult + s);
   for (; s < n; ++s) mult[s] = dropout_keep(rng.seed, rng.stream, base + s, p) ? keep_scale : 0.f;
 }
 

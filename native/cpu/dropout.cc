@@ -7,18 +7,9 @@ namespace gptcuda {
 
 namespace {
 
-// A block of kPhiloxLanes elements from i on: their keep decisions from one
-// vectorised Philox call (the same masks as dropout_keep), as multipliers
-// 1/(1-p) or 0. Dropped elements are selected, not multiplied by 0, so the
-// results are those of the scalar form (+0, untouched gradients, no NaN from inf * 0).
-inline void keep_scales(size_t i, float p, float keep_scale, DropoutRng rng, float scale[kPhiloxLanes]) {
-  uint32_t word0[kPhiloxLanes];
-  philox_word0_lanes(rng.seed, rng.stream, i, word0);
-#pragma omp simd
-  for (int l = 0; l < kPhiloxLanes; ++l)
-    scale[l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p ? keep_scale : 0.0f;
-}
-
+// Masks kPhiloxLanes at a time (dropout_scales_lanes); dropped elements are
+// selected, not multiplied by 0, so results equal the scalar form (+0,
+// untouched gradients, no NaN from inf * 0).
 template <class S>
 void forward(S* out, const S* inp, size_t n, float p, DropoutRng rng) {
   float keep_scale = 1.0f / (1.0f - p);
@@ -26,7 +17,7 @@ void forward(S* out, const S* inp, size_t n, float p, DropoutRng rng) {
     size_t i = lo;
     for (; i + kPhiloxLanes <= hi; i += kPhiloxLanes) {
       float scale[kPhiloxLanes];
-      keep_scales(i, p, keep_scale, rng, scale);
+      dropout_scales_lanes(rng.seed, rng.stream, i, p, keep_scale, scale);
 #pragma omp simd
       for (int l = 0; l < kPhiloxLanes; ++l) out[i + l] = from_float<S>(scale[l] != 0.0f ? to_float(inp[i + l]) * scale[l] : 0.0f);
     }
@@ -42,7 +33,7 @@ void backward(S* dinp, const S* dout, size_t n, float p, DropoutRng rng) {
     size_t i = lo;
     for (; i + kPhiloxLanes <= hi; i += kPhiloxLanes) {
       float scale[kPhiloxLanes];
-      keep_scales(i, p, keep_scale, rng, scale);
+      dropout_scales_lanes(rng.seed, rng.stream, i, p, keep_scale, scale);
 #pragma omp simd
       for (int l = 0; l < kPhiloxLanes; ++l)
         dinp[i + l] = scale[l] != 0.0f ? from_float<S>(to_float(dinp[i + l]) + to_float(dout[i + l]) * scale[l]) : dinp[i + l];

@@ -92,13 +92,15 @@ __attribute__((always_inline)) inline void philox_word0_lanes(uint64_t seed, uin
 }
 #undef GPTCUDA_PX
 
-// dropout_keep (philox.h) for elements index0..index0+kPhiloxLanes-1.
-__attribute__((always_inline)) inline void dropout_keep_lanes(uint64_t seed, uint64_t stream, uint64_t index0, float p,
-                                                              bool keep[kPhiloxLanes]) {
+// Dropout's multipliers for elements index0..index0+kPhiloxLanes-1: keep_scale
+// where dropout_keep (philox.h) keeps the element, else 0.
+__attribute__((always_inline)) inline void dropout_scales_lanes(uint64_t seed, uint64_t stream, uint64_t index0, float p,
+                                                                float keep_scale, float scale[kPhiloxLanes]) {
   uint32_t word0[kPhiloxLanes];
   philox_word0_lanes(seed, stream, index0, word0);
+#pragma omp simd
   for (int l = 0; l < kPhiloxLanes; ++l)
-    keep[l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p;
+    scale[l] = static_cast<float>(word0[l] >> 8) * (1.0f / 16777216.0f) >= p ? keep_scale : 0.0f;
 }
 
 }  // namespace gptcuda

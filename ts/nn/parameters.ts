@@ -102,21 +102,18 @@ export class ParameterStore {
   /** Sets every parameter from float32 values (the model's bf16 copy rounded to nearest even). */
   writeAll(data: Float32Array): void {
     if (data.length !== this.numel) throw new Error(`expected ${this.numel} parameter values, got ${data.length}`);
-    if (this.precision === 'fp32') return this.flat.write(data);
-    const staging = this.master ?? Tensor.zeros([this.numel], { device: this.device });
-    try {
-      staging.write(data);
-      ops.convert(this.flat, staging);
-    } finally {
-      if (staging !== this.master) staging.dispose();
-    }
+    this.writeRange(0, data);
   }
 
   /** Sets one parameter from float32 values (as writeAll, for loaders that go tensor by tensor). */
   writeParameter(name: string, data: Float32Array, offset = 0): void {
     const p = this.get(name);
     if (offset < 0 || offset + data.length > p.numel) throw new Error(`${name}: ${data.length} values at ${offset} do not fit its ${p.numel}`);
-    const at = p.offset + offset;
+    this.writeRange(p.offset + offset, data);
+  }
+
+  /** Flat elements at..at+data.length from float32: into the master (if any) and, at bf16, rounded into the copy. */
+  private writeRange(at: number, data: Float32Array): void {
     if (this.precision === 'fp32') return this.flat.view(at, [data.length]).write(data);
     const staging = this.master ? this.master.view(at, [data.length]) : Tensor.zeros([data.length], { device: this.device });
     try {

@@ -12,11 +12,18 @@ export const PRECISIONS: readonly Precision[] = ['fp32', 'bf16'];
 /** The tensor dtype that parameters, activations and gradients are stored in at a precision. */
 export const storageDType = (p: Precision): DType => (p === 'bf16' ? 'bfloat16' : 'float32');
 
-/** bfloat16 bit patterns widened to float32 (exact: bf16 is the top half of a float32). */
+/** bfloat16 bit patterns widened into dst (exact: bf16 is the top half of a float32). */
+export function bfloat16ToFloat32(src: Uint16Array, dst: Float32Array): void {
+  if (dst.length < src.length) throw new RangeError('bfloat16ToFloat32: destination too short');
+  const bits = new Uint32Array(dst.buffer, dst.byteOffset, src.length);
+  for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
+}
+
+/** The same into a new array. */
 export function bfloat16BitsToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = bits[i]! << 16;
-  return new Float32Array(out.buffer);
+  const out = new Float32Array(bits.length);
+  bfloat16ToFloat32(bits, out);
+  return out;
 }
 
 export interface TensorOptions {

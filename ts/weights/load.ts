@@ -11,10 +11,10 @@ import { loadCheckpoint, loadLatestCheckpoint } from '../checkpoint/checkpoint.j
 import { readSafetensorsFile, type NamedTensor } from '../checkpoint/safetensors.js';
 import { BOOK_CONFIG, validateConfig, type GPTConfig } from '../model/config.js';
 import { GPTModel } from '../model/gpt.js';
-import type { Device, Precision } from '../tensor/tensor.js';
+import { bfloat16ToFloat32, type Device, type Precision } from '../tensor/tensor.js';
 import { GPT2_HEADS_BY_WIDTH, gpt2Tensors, transpose2d } from './gpt2-layout.js';
 import { OPENAI_SIZE_OF_PRESET } from './openai-models.js';
-import { bfloat16ToFloat32, float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
+import { float16ToFloat32, openTfCheckpoint } from './tf-checkpoint.js';
 
 export type WeightsFormat = 'gptcuda-checkpoint' | 'openai-tf' | 'hf-safetensors';
 

@@ -20,6 +20,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { LITTLE_ENDIAN_HOST } from '../io/bytes.js';
 import { readFully } from '../io/files.js';
+import { bfloat16ToFloat32 } from '../tensor/tensor.js';
 import { crc32cUpdate, unmaskCrc } from './crc32c.js';
 import { OPENAI_MODEL_SIZES } from './openai-models.js';
 import { SnappyError, snappyDecompress } from './snappy.js';
@@ -920,11 +921,4 @@ export function float16ToFloat32(src: Uint16Array, dst: Float32Array): void {
   }
   const t = halfTable;
   for (let i = 0; i < src.length; i++) dst[i] = t[src[i]!]!;
-}
-
-/** bfloat16 is the top half of a float32, so widening is a shift. */
-export function bfloat16ToFloat32(src: Uint16Array, dst: Float32Array): void {
-  if (dst.length < src.length) throw new RangeError('bfloat16ToFloat32: destination too short');
-  const bits = new Uint32Array(dst.buffer, dst.byteOffset, src.length);
-  for (let i = 0; i < src.length; i++) bits[i] = src[i]! << 16;
 }
