@@ -159,12 +159,12 @@ describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => 
     expect((records(r2.stdout).find((r) => r.event === 'start') as Rec & { dtype?: string }).dtype).toBe('bf16');
     console.log(`bf16 data parallel: largest relative step-loss difference from 1 rank ${Math.max(...l2.map((l, i) => Math.abs(l - l1[i]!) / l1[i]!)).toExponential(2)}`);
     // the ranks' bf16 gradients are summed in float32 and rounded once; one rank accumulates its two micro-batches in bf16
-    for (let i = 0; i < 6; i++) expect(Math.abs(l2[i]! - l1[i]!) / l1[i]!, `step ${i}: ${l2[i]} vs ${l1[i]}`).toBeLessThan(1e-2);
+    for (let i = 0; i < 6; i++) expect(Math.abs(l2[i]! - l1[i]!) / l1[i]!, `step ${i}: ${l2[i]} vs ${l1[i]}`).toBeLessThan(1e-3);
     // saved at step 3 by the 2-rank job, resumed alone: the same steps 4..6 as the 2-rank job within the same rounding
     const resumed = ok(await single(['train', '--resume', join(o2, 'ckpt-step00000003.tar'), '--max-steps', '6', '--json', '--out', tmp('bf16-resumed')]), 'bf16 resume on 1 rank');
     const lr = events(resumed.stdout, 'step').map((e) => e.loss!);
     expect(lr).toHaveLength(3);
-    for (let i = 0; i < 3; i++) expect(Math.abs(lr[i]! - l2[3 + i]!) / l2[3 + i]!).toBeLessThan(1e-2);
+    for (let i = 0; i < 3; i++) expect(Math.abs(lr[i]! - l2[3 + i]!) / l2[3 + i]!).toBeLessThan(1e-3);
   });
 
   it('(c) saved with 2 ranks, resumed with 1 and with 2 = the uninterrupted runs', async () => {
