@@ -14,6 +14,7 @@ import * as ops from '../ts/tensor/ops.js';
 import { Tensor } from '../ts/tensor/tensor.js';
 import { AdamW } from '../ts/train/optimizer.js';
 import * as R from './helpers/reference.js';
+import { roundingBits } from './helpers/op-cases/bf16.js';
 
 const cuda = native().backends().cuda;
 if (!cuda.available) console.warn(`bf16 CUDA ops skipped: ${cuda.reason ?? 'CUDA is not available'}`);
@@ -362,11 +363,6 @@ describe.skipIf(!cuda.available)('the whole model in bf16 on CUDA', () => {
   });
 });
 
-/** The 16 random bits of element i: word i % 4 of Philox4x32-10 at counter (i / 4, stream), key seed. */
-function roundingBits(seed: number, stream: number, i: number): number {
-  const [c0, c1] = R.split64(Math.floor(i / 4)), [s0, s1] = R.split64(stream), [k0, k1] = R.split64(seed);
-  return R.philox4x32_10([c0, c1, s0, s1], [k0, k1])[i % 4]! & 0xffff;
-}
 
 const f32buf = new Float32Array(1), u32buf = new Uint32Array(f32buf.buffer);
 /** The float value of bf16 bits h (the top half of a float32). */

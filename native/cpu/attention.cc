@@ -37,13 +37,15 @@ struct Layout {
 };
 
 // mult[s] = 1/(1-p) where element (t, s) is kept, else 0 (dropout_keep's
-// masks, drawn kPhiloxLanes at a time).
+// masks, a window of Philox blocks at a time).
 void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float p, DropoutRng rng) {
   const float keep_scale = 1.0f / (1.0f - p);
   const uint64_t base = L.drop_index(b, h, t, 0);
-  int s = 0;
-  for (; s + kPhiloxLanes <= n; s += kPhiloxLanes) dropout_scales_lanes(rng.seed, rng.stream, base + s, p, keep_scale, mult + s);
-  for (; s < n; ++s) mult[s] = dropout_keep(rng.seed, rng.stream, base + s, p) ? keep_scale : 0.f;
+  for (int s = 0; s < n;) {
+    const int m = std::min(n - s, kPhiloxWindow - int((base + uint64_t(s)) & 3));
+    dropout_scales_lanes(rng.seed, rng.stream, base + uint64_t(s), m, p, keep_scale, mult + s);
+    s += m;
+  }
 }
 
 // Query rows in blocks of kQueryBlock: the block's scores against the keys it

@@ -42,14 +42,10 @@ GPTCUDA_HD Philox4 philox4(uint64_t seed, uint64_t stream, uint64_t index) {
   return Philox4{{c0, c1, c2, c3}};
 }
 
-// The first word: dropout's draw for element `index`.
-GPTCUDA_HD uint32_t philox_u32(uint64_t seed, uint64_t stream, uint64_t index) {
-  return philox4(seed, stream, index).w[0];
-}
-
-// Uniform in [0, 1) with 24 bits of resolution.
+// Uniform in [0, 1) with 24 bits of resolution, from word 0 of block `index`
+// (fill_uniform's draw).
 GPTCUDA_HD float philox_uniform(uint64_t seed, uint64_t stream, uint64_t index) {
-  return static_cast<float>(philox_u32(seed, stream, index) >> 8) * (1.0f / 16777216.0f);
+  return static_cast<float>(philox4(seed, stream, index).w[0] >> 8) * (1.0f / 16777216.0f);
 }
 
 // Standard normal sample number `index`: Box-Muller on words 0 and 1 of the
@@ -64,15 +60,26 @@ GPTCUDA_HD float philox_normal(uint64_t seed, uint64_t stream, uint64_t index) {
   return radius * ((index & 1) ? sinf(angle) : cosf(angle));
 }
 
-// Dropout keeps an element when its uniform draw is >= p.
+// Element `index`'s 32 random bits, for dropout and stochastic rounding: word
+// index % 4 of the Philox block index / 4, so one block serves four
+// consecutive elements (a quarter of the work of one block per element).
+GPTCUDA_HD uint32_t philox_element_bits(uint64_t seed, uint64_t stream, uint64_t index) {
+  return philox4(seed, stream, index >> 2).w[index & 3];
+}
+
+// Dropout keeps element `index` when its uniform draw (the top 24 of its
+// element bits, / 2^24) is >= p.
+GPTCUDA_HD bool dropout_keep_bits(uint32_t bits, float p) {
+  return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f) >= p;
+}
 GPTCUDA_HD bool dropout_keep(uint64_t seed, uint64_t stream, uint64_t index, float p) {
-  return philox_uniform(seed, stream, index) >= p;
+  return dropout_keep_bits(philox_element_bits(seed, stream, index), p);
 }
 
 // The 16 random bits stochastic rounding uses for element `index` (AdamW's
-// bf16 parameter copy, backend_ops_typed.def): word index % 4 of block index / 4.
+// bf16 parameter copy, backend_ops_typed.def): the low half of its element bits.
 GPTCUDA_HD uint32_t philox_rounding_bits(uint64_t seed, uint64_t stream, uint64_t index) {
-  return philox4(seed, stream, index >> 2).w[index & 3] & 0xffffu;
+  return philox_element_bits(seed, stream, index) & 0xffffu;
 }
 
 }  // namespace gptcuda

@@ -433,9 +433,16 @@ export function philoxUniform(seed: number, stream: number, index: number): numb
   return (philox4x32_10([i0, i1, s0, s1], [k0, k1])[0] >>> 8) / 16777216;
 }
 
-/** Dropout keeps element `index` iff its uniform draw is >= p (p as the float32 the op receives). */
+/** Element `index`'s 32 random bits: word index % 4 of the Philox block index / 4 (key seed, counter (block, stream)). */
+export function philoxElementBits(seed: number, stream: number, index: number): number {
+  const block = Math.floor(index / 4);
+  const [i0, i1] = split64(block), [s0, s1] = split64(stream), [k0, k1] = split64(seed);
+  return philox4x32_10([i0, i1, s0, s1], [k0, k1])[index % 4]! >>> 0;
+}
+
+/** Dropout keeps element `index` iff the top 24 of its element bits, / 2^24, are >= p (p as the float32 the op receives). */
 export function dropoutKeep(seed: number, stream: number, index: number, p: number): boolean {
-  return philoxUniform(seed, stream, index) >= Math.fround(p);
+  return (philoxElementBits(seed, stream, index) >>> 8) / 16777216 >= Math.fround(p);
 }
 
 /** The attention dropout predicate: element index ((b*NH+h)*T+t)*T+s of the [B,NH,T,T] probabilities. */

@@ -45,8 +45,7 @@ export function bf16Stochastic(x: number, r: number): number {
   return Math.abs(upValue) === 2 ** 128 ? down : up;
 }
 
-/** The 16 random bits for element i: word i % 4 of Philox block floor(i / 4) at (seed, stream) (backend_ops_typed.def). */
+/** The 16 random bits for element i: the low half of its Philox element bits (backend_ops_typed.def). */
 export function roundingBits(seed: number, stream: number, i: number): number {
-  const [b0, b1] = R.split64(Math.floor(i / 4)), [s0, s1] = R.split64(stream), [k0, k1] = R.split64(seed);
-  return R.philox4x32_10([b0, b1, s0, s1], [k0, k1])[i % 4]! & 0xffff;
+  return R.philoxElementBits(seed, stream, i) & 0xffff;
 }
