@@ -336,10 +336,11 @@ void MatmulBackward(Args& a) {
   a.expect_shape(dinp, "dinp", inp->shape());
   a.expect_shape(dw, "dweight", {d.N, d.K});
   a.expect_shape(db, "dbias", {d.N});
+  const bool accumulate = a.boolean(6, "accumulate");
   typed(inp, [&](auto s) {
     using S = decltype(s);
     LAUNCH(a, matmul_backward, ptr<S>(dinp), ptr<S>(dw), ptr<S>(db), static_cast<const S*>(ptr<S>(dout)),
-           static_cast<const S*>(ptr<S>(inp)), static_cast<const S*>(ptr<S>(w)), d.M, d.K, d.N);
+           static_cast<const S*>(ptr<S>(inp)), static_cast<const S*>(ptr<S>(w)), d.M, d.K, d.N, accumulate);
   });
 }
 

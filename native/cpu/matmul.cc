@@ -116,12 +116,13 @@ void CpuBackend::matmul_forward(bf16* out, const bf16* inp, const bf16* weight, 
 }
 
 void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                 const float* inp, const float* weight, int M, int K, int N) {
+                                 const float* inp, const float* weight, int M, int K, int N, bool accumulate) {
   if (dinp) gemm(false, false, M, K, N, 1.0f, dout, N, weight, K, 1.0f, dinp, K);
-  if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
+  if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, accumulate ? 1.0f : 0.0f, dweight, K);
   if (dbias) {
     // Column sums, parallel over column ranges so each thread owns its outputs.
     parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
+      if (!accumulate) std::fill(dbias + lo, dbias + hi, 0.0f);
       for (int i = 0; i < M; ++i) {
         const float* row = dout + size_t(i) * N;
         for (size_t j = lo; j < hi; ++j) dbias[j] += row[j];
@@ -134,13 +135,13 @@ void CpuBackend::matmul_backward(float* dinp, float* dweight, float* dbias, cons
 // whole float32 sums in the tile GEMMs, added to the old value and rounded
 // once; dbias's column sums likewise, in float32 per thread-owned column range.
 void CpuBackend::matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout, const bf16* inp,
-                                 const bf16* weight, int M, int K, int N) {
+                                 const bf16* weight, int M, int K, int N, bool accumulate) {
   if (dinp) gemm(false, false, M, K, N, 1.0f, dout, N, weight, K, 1.0f, dinp, K);
-  if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, 1.0f, dweight, K);
+  if (dweight) gemm(true, false, N, K, M, 1.0f, dout, N, inp, K, accumulate ? 1.0f : 0.0f, dweight, K);
   if (dbias) {
     parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
-      std::vector<float> acc(hi - lo);
-      widen(acc.data(), dbias + lo, hi - lo);
+      std::vector<float> acc(hi - lo, 0.0f);
+      if (accumulate) widen(acc.data(), dbias + lo, hi - lo);
       for (int i = 0; i < M; ++i) {
         const bf16* row = dout + size_t(i) * N;
         for (size_t j = lo; j < hi; ++j) acc[j - lo] += bf16_to_float(row[j]);

@@ -110,11 +110,11 @@ class CudaBackend final : public Backend {
   // cuBLASLt has no algorithm for this case (the caller then falls back).
   template <class S>
   bool matmul_bias_lt(S* out, const S* inp, const S* weight, const S* bias, int M, int K, int N);
-  // dst[c] += sum over rows r of src[r*cols + c]: the deterministic two-pass
+  // dst[c] (+)= sum over rows r of src[r*cols + c]: the deterministic two-pass
   // column reduction of column_reduce.cuh (matmul dbias), summed in float32
-  // and rounded to S once per column.
+  // and rounded to S once per column; written instead when !accumulate.
   template <class S>
-  void column_sum_accumulate(const char* op, S* dst, const S* src, int rows, int cols);
+  void column_sum(const char* op, S* dst, const S* src, int rows, int cols, bool accumulate);
 
   // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims
   // (float storage; bf16 attention always runs on the CUDA-core kernels).

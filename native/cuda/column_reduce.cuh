@@ -65,21 +65,21 @@ __global__ void column_partials_kernel(float* part_a, float* part_b, const S* do
   }
 }
 
-// dst_a[c] += sum_k part_a[k, c]; same for b when dst_b is given.
+// dst_a[c] += sum_k part_a[k, c] (= when !accumulate); same for b when dst_b is given.
 template <class S>
 __global__ void column_finish_kernel(S* dst_a, S* dst_b, const float* part_a, const float* part_b,
-                                     int chunks, int C) {
+                                     int chunks, int C, bool accumulate) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= C) return;
   if (dst_a) {
     float a = 0.f;
     for (int k = 0; k < chunks; ++k) a += part_a[static_cast<size_t>(k) * C + c];
-    dst_a[c] = from_float<S>(to_float(dst_a[c]) + a);
+    dst_a[c] = from_float<S>(accumulate ? to_float(dst_a[c]) + a : a);
   }
   if (dst_b) {
     float b = 0.f;
     for (int k = 0; k < chunks; ++k) b += part_b[static_cast<size_t>(k) * C + c];
-    dst_b[c] = from_float<S>(to_float(dst_b[c]) + b);
+    dst_b[c] = from_float<S>(accumulate ? to_float(dst_b[c]) + b : b);
   }
 }
 

@@ -170,7 +170,7 @@ void CudaBackend::layernorm_backward_impl(S* dinp, S* dweight, S* dbias, const S
     cudak::check_launch(op);
     // dweight and dbias: float32 sums over the rows, rounded to S once
     cudak::column_finish_kernel<S><<<cudak::ceil_div(C, 256), 256, 0, stream_>>>(
-        dweight, dbias, part_a, part_b, chunks, C);
+        dweight, dbias, part_a, part_b, chunks, C, /*accumulate=*/true);
     cudak::check_launch(op);
   }
 }

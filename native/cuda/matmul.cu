@@ -9,8 +9,9 @@
 //
 // matmul_forward with a bias uses cuBLASLt's BIAS epilogue (one kernel); when
 // the pointers are not 16-byte aligned or cuBLASLt has no algorithm it falls
-// back to cublasGemmEx plus a bias kernel. matmul_backward accumulates dinp and
-// dweight with beta = 1, and dbias with the deterministic column reduction.
+// back to cublasGemmEx plus a bias kernel. matmul_backward accumulates dinp with
+// beta = 1, and dweight (beta = 1, or 0 when not accumulating) and dbias with
+// the deterministic column reduction.
 //
 // bf16 storage: the same calls with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F
 // (float32 accumulation; the result, bias included, rounded to bf16 once).
@@ -207,28 +208,30 @@ void CudaBackend::matmul_forward(bf16* out, const bf16* inp, const bf16* weight,
 
 template <class S>
 void CudaBackend::matmul_backward_impl(S* dinp, S* dweight, S* dbias, const S* dout, const S* inp,
-                                       const S* weight, int M, int K, int N) {
+                                       const S* weight, int M, int K, int N, bool accumulate) {
   const char* op = "matmul_backward";
   if (M <= 0 || N <= 0) return;
   begin_op(op);
   // dinp[M, K] += dout[M, N] weight[N, K]
   if (dinp && K > 0) gemm_rowmajor(op, false, false, M, K, N, 1.f, dout, N, weight, K, 1.f, dinp, K);
-  // dweight[N, K] += dout^T[N, M] inp[M, K]
+  // dweight[N, K] (+)= dout^T[N, M] inp[M, K]
   if (dweight && K > 0)
-    gemm_rowmajor(op, true, false, N, K, M, 1.f, dout, N, inp, K, 1.f, dweight, K);
-  if (dbias) column_sum_accumulate(op, dbias, dout, M, N);
+    gemm_rowmajor(op, true, false, N, K, M, 1.f, dout, N, inp, K, accumulate ? 1.f : 0.f, dweight, K);
+  if (dbias) column_sum(op, dbias, dout, M, N, accumulate);
 }
 void CudaBackend::matmul_backward(float* dinp, float* dweight, float* dbias, const float* dout,
-                                  const float* inp, const float* weight, int M, int K, int N) {
-  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+                                  const float* inp, const float* weight, int M, int K, int N,
+                                  bool accumulate) {
+  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N, accumulate);
 }
 void CudaBackend::matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const bf16* dout,
-                                  const bf16* inp, const bf16* weight, int M, int K, int N) {
-  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N);
+                                  const bf16* inp, const bf16* weight, int M, int K, int N,
+                                  bool accumulate) {
+  matmul_backward_impl(dinp, dweight, dbias, dout, inp, weight, M, K, N, accumulate);
 }
 
 template <class S>
-void CudaBackend::column_sum_accumulate(const char* op, S* dst, const S* src, int rows, int cols) {
+void CudaBackend::column_sum(const char* op, S* dst, const S* src, int rows, int cols, bool accumulate) {
   const int chunks = cudak::column_chunks(rows);
   float* part = static_cast<float*>(
       scratch(kScratchReduce, static_cast<size_t>(chunks) * cols * sizeof(float)));
@@ -238,7 +241,7 @@ void CudaBackend::column_sum_accumulate(const char* op, S* dst, const S* src, in
       part, nullptr, src, nullptr, nullptr, nullptr, rows, cols);
   cudak::check_launch(op);
   cudak::column_finish_kernel<S><<<cudak::ceil_div(cols, 256), 256, 0, stream_>>>(dst, nullptr, part,
-                                                                               nullptr, chunks, cols);
+                                                                               nullptr, chunks, cols, accumulate);
   cudak::check_launch(op);
 }
 

@@ -136,7 +136,8 @@ export function profileTrainStep(device: Device, batch = 2, context = 256, timin
     type Lin = ReturnType<typeof linear>;
     const fwdBwd = (l: Lin, inp: Tensor, out: Tensor, dinp: Tensor) => {
       ops.matmulForward(out, inp, l.w, l.b);
-      ops.matmulBackward(dinp, l.dw, l.db, out, inp, l.w);
+      // as the step's backward after zeroGrad(): the weight gradients written, not accumulated
+      ops.matmulBackward(dinp, l.dw, l.db, out, inp, l.w, { accumulate: false });
     };
     const gemmMs = ms(() => {
       perLayer((l) => {

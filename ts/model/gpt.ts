@@ -72,6 +72,8 @@ export class GPTModel {
   private readonly blocks: BlockParams[] = [];
   private readonly finalNorm: { scale: Param; shift: Param };
   private readonly outHead: Param;
+  /** Gradients no matmulBackward writes (LayerNorms, embeddings), as few contiguous views. */
+  private readonly onlyAccumulated: Tensor[];
   private readonly pool: ActivationPool;
   private last: { acts: Activations; training: boolean; grad: boolean; stream0: number } | null = null;
 
@@ -100,6 +102,7 @@ export class GPTModel {
     }
     this.finalNorm = { scale: p('final_norm.scale'), shift: p('final_norm.shift') };
     this.outHead = config.tieWeights ? this.tokEmb : p('out_head.weight');
+    this.onlyAccumulated = this.gradientsOnlyAccumulated();
     this.pool = new ActivationPool(config, this.device, this.dtype);
     if (!init.skipInit) this.initialize(init.seed ?? 123);
   }
@@ -177,6 +180,29 @@ export class GPTModel {
     } finally {
       if (target !== store.master) target.dispose();
     }
+  }
+
+  /**
+   * The gradients backward() only adds to, merged into contiguous runs: the
+   * ones it zeroes when it claims zeroed gradients, while the Linear layers'
+   * (and the LM head's, first of all) are written by their matmulBackward.
+   */
+  private gradientsOnlyAccumulated(): Tensor[] {
+    const written = new Set<string>([this.config.tieWeights ? 'tok_emb.weight' : 'out_head.weight']);
+    for (let l = 0; l < this.config.nLayers; l++) {
+      const pre = `trf_blocks.${l}`;
+      for (const n of ['W_query', 'W_key', 'W_value']) written.add(`${pre}.att.${n}.weight`).add(`${pre}.att.${n}.bias`);
+      for (const n of ['att.out_proj', 'ff.layers.0', 'ff.layers.2']) written.add(`${pre}.${n}.weight`).add(`${pre}.${n}.bias`);
+    }
+    const runs: [start: number, end: number][] = [];
+    for (const q of this.params.params) {
+      if (written.has(q.name)) continue;
+      const last = runs[runs.length - 1];
+      if (last && last[1] === q.offset) last[1] += q.numel;
+      else runs.push([q.offset, q.offset + q.numel]);
+    }
+    const grads = this.params.flatGrad;
+    return runs.map(([start, end]) => grads.view(start, [end - start]));
   }
 
   get numParameters(): number {
@@ -291,9 +317,14 @@ export class GPTModel {
       return g.dC2;
     };
 
+    // After zeroGrad() the Linear layers' gradients are written, not added to zeros (ParameterStore.zeroGrad).
+    const fresh = this.params.claimGradients();
+    if (fresh) for (const t of this.onlyAccumulated) ops.fill(t, 0);
+    const acc = { accumulate: !fresh };
+
     ops.fill(g.region, 0);
     ops.fill(g.dres, 0);
-    ops.matmulBackward(g.dC, this.outHead.grad, null, acts.logits, acts.lnf, this.outHead.value);
+    ops.matmulBackward(g.dC, this.outHead.grad, null, acts.logits, acts.lnf, this.outHead.value, acc);
     const embOut = p > 0 ? acts.embDrop : acts.emb;
     const lastX = cfg.nLayers > 0 ? acts.layers[cfg.nLayers - 1].res3 : embOut;
     ops.layernormBackward(g.dres, this.finalNorm.scale.grad, this.finalNorm.shift.grad, g.dC, lastX,
@@ -304,16 +335,16 @@ export class GPTModel {
       const x = l > 0 ? acts.layers[l - 1].res3 : embOut;
       ops.fill(g.region, 0);
       // MLP branch: out = res2 + drop(fcProj(gelu(fc(norm2(res2)))))
-      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, undropped(3 + 3 * l), a.gelu, w.fcProj.weight.value);
+      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, undropped(3 + 3 * l), a.gelu, w.fcProj.weight.value, acc);
       ops.geluBackward(g.d4C2, a.fc, g.d4C);
-      ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C2, a.ln2, w.fc.weight.value);
+      ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C2, a.ln2, w.fc.weight.value, acc);
       ops.layernormBackward(g.dres, w.norm2.scale.grad, w.norm2.shift.grad, g.dC, a.res2, w.norm2.scale.value, a.ln2Mean, a.ln2Rstd);
       // Attention branch: res2 = x + drop(outProj(att(qkv(norm1(x)))))
       ops.fill(g.region, 0);
-      ops.matmulBackward(g.dC, w.outProj.weight.grad, w.outProj.bias.grad, undropped(2 + 3 * l), a.att, w.outProj.weight.value);
+      ops.matmulBackward(g.dC, w.outProj.weight.grad, w.outProj.bias.grad, undropped(2 + 3 * l), a.att, w.outProj.weight.value, acc);
       ops.attentionBackward(g.dqkv, g.dC, a.qkv, a.att, a.lse, cfg.nHeads, p, rng(1 + 3 * l));
       ops.fill(g.dC, 0);
-      ops.matmulBackward(g.dC, w.qkvWeight.grad, w.qkvBias?.grad ?? null, g.dqkv, a.ln1, w.qkvWeight.value);
+      ops.matmulBackward(g.dC, w.qkvWeight.grad, w.qkvBias?.grad ?? null, g.dqkv, a.ln1, w.qkvWeight.value, acc);
       ops.layernormBackward(g.dres, w.norm1.scale.grad, w.norm1.shift.grad, g.dC, x, w.norm1.scale.value, a.ln1Mean, a.ln1Rstd);
     }
     let demb = g.dres;

@@ -33,12 +33,14 @@ export class ParameterStore {
   readonly params: Parameter[] = [];
   readonly byName = new Map<string, Parameter>();
   readonly flat: Tensor;
-  readonly flatGrad: Tensor;
   readonly numel: number;
   readonly device: Device;
   readonly precision: Precision;
   /** The float32 values AdamW updates: `flat` itself at fp32; at bf16 a separate copy, or null without one. */
   readonly master: Tensor | null;
+  private readonly grads: Tensor;
+  /** zeroGrad() was called and the zeros are not written yet (see zeroGrad). */
+  private zeroPending = false;
 
   constructor(specs: ParameterSpec[], device: Device, precision: Precision = 'fp32', options: { masterWeights?: boolean } = {}) {
     this.device = device;
@@ -56,14 +58,12 @@ export class ParameterStore {
     this.numel = offset;
     const dtype = storageDType(precision);
     this.flat = Tensor.zeros([offset], { device, dtype });
-    this.flatGrad = Tensor.zeros([offset], { device, dtype });
+    this.grads = Tensor.zeros([offset], { device, dtype });
     this.master = precision === 'fp32' ? this.flat : options.masterWeights === false ? null : Tensor.zeros([offset], { device });
     for (const p of laid) {
-      const param: Parameter = {
-        ...p,
-        value: this.flat.view(p.offset, p.shape),
-        grad: this.flatGrad.view(p.offset, p.shape),
-      };
+      const grad = this.grads.view(p.offset, p.shape);
+      const param = { ...p, value: this.flat.view(p.offset, p.shape) } as Parameter;
+      Object.defineProperty(param, 'grad', { enumerable: true, get: () => (this.settleGradients(), grad) });
       this.params.push(param);
       this.byName.set(p.name, param);
     }
@@ -83,8 +83,37 @@ export class ParameterStore {
     return { value: this.flat.view(a.offset, shape), grad: this.flatGrad.view(a.offset, shape) };
   }
 
+  /** All gradients, back to back as the parameters (zeroed first when zeroGrad() left that pending). */
+  get flatGrad(): Tensor {
+    this.settleGradients();
+    return this.grads;
+  }
+
+  /**
+   * Sets the gradients to zero, lazily: whatever reads them first (flatGrad,
+   * a parameter's grad) writes the zeros, and a backward pass that claims
+   * them (claimGradients) writes its gradients instead of adding to zeros,
+   * saving a pass over every gradient (650 MB for GPT-2 124M) per step.
+   */
   zeroGrad(): void {
-    ops.fill(this.flatGrad, 0);
+    this.zeroPending = true;
+  }
+
+  /**
+   * For a backward pass, before it touches a gradient: true when they are
+   * due to be zero, and the caller then writes every gradient (or zeroes
+   * the ones it only adds to) instead of accumulating.
+   */
+  claimGradients(): boolean {
+    const due = this.zeroPending;
+    this.zeroPending = false;
+    return due;
+  }
+
+  private settleGradients(): void {
+    if (!this.zeroPending) return;
+    this.zeroPending = false;
+    ops.fill(this.grads, 0);
   }
 
   /** The master weights, for what updates them (the optimizer); an inference-only bf16 store has none. */
@@ -144,6 +173,6 @@ export class ParameterStore {
   dispose(): void {
     if (this.master && this.master !== this.flat) this.master.dispose();
     this.flat.dispose();
-    this.flatGrad.dispose();
+    this.grads.dispose();
   }
 }

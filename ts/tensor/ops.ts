@@ -46,9 +46,14 @@ export const gemm = (c: Tensor, a: Tensor, b: Tensor, transA = false, transB = f
 /** out = inp weight^T + bias, weight [out_features, in_features] as PyTorch's Linear. */
 export const matmulForward = (out: Tensor, inp: Tensor, weight: Tensor, bias: Tensor | null = null) =>
   o().matmulForward(h(out), h(inp), h(weight), hOpt(bias));
+/**
+ * Accumulates into dinp, and into dweight and dbias unless `accumulate` is
+ * false: then they are written (the first backward after zeroing gradients).
+ */
 export const matmulBackward = (
   dinp: Tensor | null, dweight: Tensor | null, dbias: Tensor | null, dout: Tensor, inp: Tensor, weight: Tensor,
-) => o().matmulBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight));
+  options: { accumulate?: boolean } = {},
+) => o().matmulBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight), options.accumulate ?? true);
 
 export const geluForward = (out: Tensor, inp: Tensor) => o().geluForward(h(out), h(inp));
 export const geluBackward = (dinp: Tensor, inp: Tensor, dout: Tensor) => o().geluBackward(h(dinp), h(inp), h(dout));

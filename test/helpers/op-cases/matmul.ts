@@ -71,39 +71,44 @@ const matmulForward: OpEntry = {
 };
 
 type Want = 'all' | 'dinp' | 'dweight' | 'dbias' | 'none';
+// accumulate: false writes dweight and dbias over NaN-filled buffers (never read) and still accumulates dinp.
 const matmulBackward: OpEntry = {
   op: 'matmulBackward',
   cases: LINEAR_CASES.flatMap((c) => (['all', 'dinp', 'dweight', 'dbias', 'none'] as Want[])
     .filter((want) => want === 'all' || sizes(c).M * sizes(c).K * sizes(c).N < 1e6)
-    .map((want) => ({
-      name: `${label(c)} ${want === 'all' ? 'dinp, dweight, dbias' : want === 'none' ? 'nothing wanted' : `${want} alone`}, accumulates`,
+    .flatMap((want) => [true, false].filter((accumulate) => accumulate || want === 'all').map((accumulate) => ({
+      name: `${label(c)} ${want === 'all' ? 'dinp, dweight, dbias' : want === 'none' ? 'nothing wanted' : `${want} alone`}, ${accumulate ? 'accumulates' : 'writes dweight and dbias'}`,
       run(k: OpContext) {
         const { M, K, N, outShape } = sizes(c), off = c.offset ?? 0;
         const { rng, x, W, b } = inputs(k, c);
         const dout = k.round(rng.floats(M * N));
         const x64 = R.f64(x), W64 = R.f64(W), b64 = R.f64(b), d64 = R.f64(dout);
         const pre = { dinp: k.round(rng.floats(M * K, 0.5)), dweight: k.round(rng.floats(N * K, 0.5)), dbias: k.round(rng.floats(N, 0.5)) };
+        if (!accumulate) {
+          pre.dweight = new Float32Array(N * K).fill(NaN);
+          pre.dbias = new Float32Array(N).fill(NaN);
+        }
         const dinp = k.placed(pre.dinp, off, c.inShape), dweight = k.placed(pre.dweight, off, [N, K]), dbias = k.placed(pre.dbias, off, [N]);
         const pick = (name: Want, t: typeof dinp) => (want === 'all' || want === name ? t.view : null);
         ops.matmulBackward(pick('dinp', dinp), pick('dweight', dweight), pick('dbias', dbias), k.placed(dout, off, outShape).view,
-          k.placed(x, off, c.inShape).view, k.placed(W, off, [N, K]).view);
+          k.placed(x, off, c.inShape).view, k.placed(W, off, [N, K]).view, { accumulate });
         const g = R.linearBackwardRef(d64, x64, W64, M, K, N);
         const L = (xx: R.F64, ww: R.F64, bb: R.F64) => R.dot(d64, R.linearRef(xx, ww, bb, M, K, N));
         // each central difference costs two M K N forwards: the largest cases check only the
         // directional derivative (the same analytic backward is checked per coordinate on the smaller ones)
         const coords = Math.min(400, Math.floor(3e7 / (M * K * N)));
         const outputs = [
-          ['dinp', dinp, g.dx, (v: R.F64) => L(v, W64, b64), x, 'matmul'],
-          ['dweight', dweight, g.dW, (v: R.F64) => L(x64, v, b64), W, 'matmul'],
-          ['dbias', dbias, g.db, (v: R.F64) => L(x64, W64, v), b, 'reduction'],
+          ['dinp', dinp, g.dx, (v: R.F64) => L(v, W64, b64), x, 'matmul', true],
+          ['dweight', dweight, g.dW, (v: R.F64) => L(x64, v, b64), W, 'matmul', accumulate],
+          ['dbias', dbias, g.db, (v: R.F64) => L(x64, W64, v), b, 'reduction', accumulate],
         ] as const;
-        for (const [name, t, analytic, loss, at, cls] of outputs) {
+        for (const [name, t, analytic, loss, at, cls, accumulated] of outputs) {
           const got = t.read(name);
           if (want !== 'all' && want !== name) k.exact(`${name} (not wanted) untouched`, got, pre[name]);
-          else k.gradient(`matmul ${name}`, got, analytic, cls, { loss, at, coords }, pre[name]);
+          else k.gradient(`matmul ${name}`, got, analytic, cls, { loss, at, coords }, accumulated ? pre[name] : undefined);
         }
       },
-    }))),
+    })))),
 };
 
 export const MATMUL: OpEntry[] = [gemm, matmulForward, matmulBackward];
