@@ -54,14 +54,29 @@ void dropout_row(float* mult, const Layout& L, int b, int h, int t, int n, float
 // products run at GEMM speed instead of as row-by-row dot products.
 constexpr int kQueryBlock = 64;
 
-// Qf, Kf, Vf [T, hs]: head h of batch b, widened to float and contiguous.
-template <class S>
-void load_head(float* Qf, float* Kf, float* Vf, const S* qkv, const Layout& L, int b, int h) {
+// Head h of batch b as float32 matrices [T, hs] with row stride ld: float
+// storage is read in place from qkv (stride 3C), bf16 is widened into the
+// task's own contiguous buffers.
+struct HeadMats {
+  const float *q, *k, *v;
+  int ld;
+};
+
+inline HeadMats load_head(std::vector<float>&, std::vector<float>&, std::vector<float>&, const float* qkv,
+                          const Layout& L, int b, int h) {
+  return {L.q(qkv, b, 0, h), L.k(qkv, b, 0, h), L.v(qkv, b, 0, h), int(L.row3())};
+}
+
+inline HeadMats load_head(std::vector<float>& Qf, std::vector<float>& Kf, std::vector<float>& Vf, const bf16* qkv,
+                          const Layout& L, int b, int h) {
+  const size_t head = size_t(L.T) * L.hs;
+  Qf.resize(head), Kf.resize(head), Vf.resize(head);
   for (int t = 0; t < L.T; ++t) {
-    widen(Qf + size_t(t) * L.hs, L.q(qkv, b, t, h), L.hs);
-    widen(Kf + size_t(t) * L.hs, L.k(qkv, b, t, h), L.hs);
-    widen(Vf + size_t(t) * L.hs, L.v(qkv, b, t, h), L.hs);
+    widen(Qf.data() + size_t(t) * L.hs, L.q(qkv, b, t, h), L.hs);
+    widen(Kf.data() + size_t(t) * L.hs, L.k(qkv, b, t, h), L.hs);
+    widen(Vf.data() + size_t(t) * L.hs, L.v(qkv, b, t, h), L.hs);
   }
+  return {Qf.data(), Kf.data(), Vf.data(), L.hs};
 }
 
 template <class S>
@@ -69,15 +84,13 @@ void forward(S* out, float* lse, const S* qkv, int B, int T, int C, int NH, floa
   Layout L{T, C, NH, C / NH};
   const float scale = 1.0f / std::sqrt(float(L.hs));
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
-    const size_t head = size_t(T) * L.hs;
-    std::vector<float> Qf(head), Kf(head), Vf(head), P(size_t(kQueryBlock) * T), O(size_t(kQueryBlock) * L.hs), mult(T);
+    std::vector<float> Qf, Kf, Vf, P(size_t(kQueryBlock) * T), O(size_t(kQueryBlock) * L.hs), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
-      load_head(Qf.data(), Kf.data(), Vf.data(), qkv, L, b, h);
+      const HeadMats H = load_head(Qf, Kf, Vf, qkv, L, b, h);
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int rows = std::min(kQueryBlock, T - t0), n = t0 + rows;  // keys 0..n-1 are visible to some row
-        sgemm_blocked(false, true, rows, n, L.hs, scale, Qf.data() + size_t(t0) * L.hs, L.hs, Kf.data(), L.hs, 0.0f,
-                      P.data(), n);
+        sgemm_blocked(false, true, rows, n, L.hs, scale, H.q + size_t(t0) * H.ld, H.ld, H.k, H.ld, 0.0f, P.data(), n);
         for (int r = 0; r < rows; ++r) {
           const int t = t0 + r, visible = t + 1;
           float* row = P.data() + size_t(r) * n;
@@ -96,7 +109,7 @@ void forward(S* out, float* lse, const S* qkv, int B, int T, int C, int NH, floa
           }
           for (int s = visible; s < n; ++s) row[s] = 0.f;  // the causal mask
         }
-        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, P.data(), n, Vf.data(), L.hs, 0.0f, O.data(), L.hs);
+        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, P.data(), n, H.v, H.ld, 0.0f, O.data(), L.hs);
         for (int r = 0; r < rows; ++r) narrow(out + L.o(b, t0 + r, h), O.data() + size_t(r) * L.hs, L.hs);
       }
     }
@@ -125,11 +138,11 @@ void backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* l
   const float scale = 1.0f / std::sqrt(float(L.hs));
   parallel_for(size_t(B) * NH, 1, [&](size_t lo, size_t hi) {
     const size_t head = size_t(T) * L.hs, block = size_t(kQueryBlock) * T;
-    std::vector<float> Qf(head), Kf(head), Vf(head), dOf(head), dKf(head), dVf(head), D(T), orow(L.hs);
+    std::vector<float> Qf, Kf, Vf, dOf(head), dKf(head), dVf(head), D(T), orow(L.hs);
     std::vector<float> P(block), dP(block), dQ(size_t(kQueryBlock) * L.hs), mult(T);
     for (size_t bh = lo; bh < hi; ++bh) {
       int b = int(bh / NH), h = int(bh % NH);
-      load_head(Qf.data(), Kf.data(), Vf.data(), qkv, L, b, h);
+      const HeadMats H = load_head(Qf, Kf, Vf, qkv, L, b, h);
       for (int t = 0; t < T; ++t) {
         widen(dOf.data() + size_t(t) * L.hs, dout + L.o(b, t, h), L.hs);
         widen(orow.data(), out + L.o(b, t, h), L.hs);
@@ -139,10 +152,10 @@ void backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* l
       std::fill(dVf.begin(), dVf.end(), 0.f);
       for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
         const int rows = std::min(kQueryBlock, T - t0), n = t0 + rows;
-        const float* Qb = Qf.data() + size_t(t0) * L.hs;
+        const float* Qb = H.q + size_t(t0) * H.ld;
         const float* dOb = dOf.data() + size_t(t0) * L.hs;
-        sgemm_blocked(false, true, rows, n, L.hs, scale, Qb, L.hs, Kf.data(), L.hs, 0.0f, P.data(), n);
-        sgemm_blocked(false, true, rows, n, L.hs, 1.0f, dOb, L.hs, Vf.data(), L.hs, 0.0f, dP.data(), n);
+        sgemm_blocked(false, true, rows, n, L.hs, scale, Qb, H.ld, H.k, H.ld, 0.0f, P.data(), n);
+        sgemm_blocked(false, true, rows, n, L.hs, 1.0f, dOb, L.hs, H.v, H.ld, 0.0f, dP.data(), n);
         for (int r = 0; r < rows; ++r) {
           const int t = t0 + r, visible = t + 1;
           float* p = P.data() + size_t(r) * n;  // P, then (after dS is formed) P'
@@ -163,8 +176,8 @@ void backward(S* dqkv, const S* dout, const S* qkv, const S* out, const float* l
           }
           for (int s = visible; s < n; ++s) p[s] = dp[s] = 0.f;  // the causal mask
         }
-        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, dP.data(), n, Kf.data(), L.hs, 0.0f, dQ.data(), L.hs);
-        sgemm_blocked(true, false, n, L.hs, rows, 1.0f, dP.data(), n, Qb, L.hs, 1.0f, dKf.data(), L.hs);
+        sgemm_blocked(false, false, rows, L.hs, n, 1.0f, dP.data(), n, H.k, H.ld, 0.0f, dQ.data(), L.hs);
+        sgemm_blocked(true, false, n, L.hs, rows, 1.0f, dP.data(), n, Qb, H.ld, 1.0f, dKf.data(), L.hs);
         sgemm_blocked(true, false, n, L.hs, rows, 1.0f, P.data(), n, dOb, L.hs, 1.0f, dVf.data(), L.hs);
         for (int r = 0; r < rows; ++r)
           accumulate_row(dqkv + (L.q(qkv, b, t0 + r, h) - qkv), dQ.data() + size_t(r) * L.hs, L.hs);
