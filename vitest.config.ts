@@ -13,7 +13,8 @@ const shared = {
 // The CUDA suites run twice more against the emulated CUDA backend (the real
 // native/cuda sources on a CPU SIMT emulator, see native/cuda/emu/), so the
 // CUDA code is exercised on every machine, GPU or not: as on an H100 (TF32
-// tensor cores), with TF32 off (the float32 attention kernels), and as on an
+// tensor cores, and bf16 ones for bf16 attention), with TF32 off (the CUDA-core
+// attention kernels, float32 and bf16), and as on an
 // A100 (sm_80's smaller shared memory per block); and the op table's
 // tensor-core ops once more with the emulator's TF32 rounding off.
 const cudaSuites = ['test/op-table.test.ts', 'test/cuda-model.test.ts', 'test/cuda-errors.test.ts', 'test/cuda-bf16.test.ts'];

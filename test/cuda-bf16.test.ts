@@ -196,7 +196,7 @@ describe.skipIf(!cuda.available)('bf16 ops on CUDA', () => {
       });
   });
 
-  describe('attention (CUDA-core kernels: float32 tiles and softmax, bf16 in global memory)', () => {
+  describe('attention (bf16 tensor cores for hs <= 64 unless GPTCUDA_TF32=0, else CUDA cores; float32 softmax, bf16 in global memory)', () => {
     for (const [B, T, C, NH, p] of [[2, 37, 32, 2, 0], [1, 70, 128, 2, 0], [2, 19, 40, 2, 0.1], [1, 9, 12, 2, 0]] as const)
       it(`forward and backward B=${B} T=${T} C=${C} NH=${NH} dropout=${p}`, () => {
         const rng = new R.SeededRandom(B * T + C + NH);

@@ -1,7 +1,8 @@
 // The attention ops' entry points: validation, the D pre-pass of the backward,
 // and the kernel family for the head size (attn::dispatch). The kernels and
-// their layout: attention_common.cuh; decode: attention_decode.cu. bf16 storage
-// takes the CUDA-core family whatever the head size.
+// their layout: attention_common.cuh; decode: attention_decode.cu. Both storage
+// types take the same family for a head size: tensor cores (TF32 or bf16) when
+// use_tc_attention says so, else CUDA cores.
 #include <type_traits>
 
 #include "attention_common.cuh"
@@ -31,16 +32,13 @@ __global__ void attention_backward_d_kernel(float* D, const S* dout, const S* ou
 }
 
 // Runs the forward (ForwardArgsT) or the backward (BackwardArgsT) of the family
-// for the head size; bf16 always on CUDA cores (the tensor-core kernels are
-// TF32 on float tiles).
+// for the head size.
 template <class S, class Args>
 void run_family(int hs, bool tensor_cores, const Args& a) {
-  auto run = [&](auto family) {
+  attn::dispatch(hs, tensor_cores, [&](auto family) {
     if constexpr (std::is_same_v<Args, attn::ForwardArgsT<S>>) family.forward(a);
     else family.backward(a);
-  };
-  if constexpr (std::is_same_v<S, float>) attn::dispatch(hs, tensor_cores, run);
-  else attn::dispatch_cuda_core(hs, run);
+  });
 }
 
 }  // namespace

@@ -1,15 +1,16 @@
 // Fused causal self-attention in the FlashAttention manner (float32 or bf16 data in
-// global memory, float32 in shared memory and in every product and softmax; products on
-// TF32 tensor cores or on CUDA cores; bf16 always runs on the CUDA-core family). This header holds what the kernel families
-// share; the families live in
+// global memory; products on tensor cores or on CUDA cores, float32 softmax and
+// accumulation everywhere). This header holds what the kernel families share; the
+// families live in
 //   attention_cuda_core.cu    tiled forward/backward, float32 products (any hs <= 256)
-//   attention_tensor_core.cu  the same on TF32 tensor cores through WMMA (hs <= 64)
+//   attention_tensor_core.cu  the same on tensor cores through WMMA (hs <= 64): TF32
+//                             for float storage, bf16 for bf16 storage
 //   attention_decode.cu       KV-cache decode, one block per new query
 // attention.cu has the forward/backward entry points (validation, the D pre-pass of
 // the backward) and attention_decode.cu the decode one; all three choose the family
-// through the one head-size dispatch, attn::dispatch below. With TF32 enabled (the
-// default on Ampere and newer; GPTCUDA_TF32=0 turns it off) and hs <= 64 that is
-// the tensor-core family, otherwise the CUDA-core one.
+// through the one head-size dispatch, attn::dispatch below. With attention's tensor
+// cores on (Ampere and newer unless GPTCUDA_TF32=0, for either storage type) and
+// hs <= 64 that is the tensor-core family, otherwise the CUDA-core one.
 //
 // Layout: qkv[B, T, 3C] with Q, K, V of head h at columns h*hs (+0, +C, +2C);
 // out[B, T, C]; lse[B, NH, T] = log(sum_{s<=t} exp(q_t . k_s / sqrt(hs))) (natural
@@ -216,6 +217,8 @@ using HeadBlock = HeadBlockT<float>;
 // lse and D of the current query rows.
 struct BackwardSmem {
   float *own0, *own1, *vis0, *vis1, *s0, *s1, *lse, *D;
+  // Pointers set by the kernel (the tensor-core kernels, whose operand tiles may be bf16).
+  BackwardSmem() = default;
   __device__ BackwardSmem(float4* smem, int LD, int BN, int LDT)
       : own0(reinterpret_cast<float*>(smem)), own1(own0 + kRows * LD), vis0(own1 + kRows * LD),
         vis1(vis0 + BN * LD), s0(vis1 + BN * LD), s1(s0 + kRows * LDT), lse(s1 + kRows * LDT),
@@ -393,7 +396,7 @@ struct BackwardRole {
 namespace attn {
 
 // What every launcher needs; ForwardArgs and BackwardArgs add the op's tensors,
-// stored as S (the tensor-core family takes float only).
+// stored as S.
 template <class S>
 struct ProblemT {
   const S* qkv;
@@ -448,16 +451,18 @@ struct CudaCore {
   template <class S>
   static void backward(const BackwardArgsT<S>& a);
 };
-// The TF32 tensor-core kernels, heads of at most 64 dims (attention_tensor_core.cu).
+// The tensor-core kernels, heads of at most 64 dims (attention_tensor_core.cu):
+// TF32 for float storage, bf16 for bf16.
 struct TensorCore {
-  static void forward(const ForwardArgs& a);
-  static void backward(const BackwardArgs& a);
+  template <class S>
+  static void forward(const ForwardArgsT<S>& a);
+  template <class S>
+  static void backward(const BackwardArgsT<S>& a);
 };
 
 // The one head-size dispatch: calls f with the family that runs heads of hs
 // dims (tensor_cores: the caller's choice, see CudaBackend::use_tc_attention).
-// The CUDA-core family only (bf16 storage: the tensor-core kernels are TF32 on
-// float tiles).
+// dispatch_cuda_core: the CUDA-core family only.
 template <typename F>
 void dispatch_cuda_core(int hs, F f) {
   if (hs <= 32) f(CudaCore<32>{});

@@ -1,8 +1,8 @@
 // The CUDA-core attention kernels (layout and algorithms: attention_common.cuh),
 // one instance per padded head size HSP in {32, 64, 128, 256} and storage type S
 // (float or bf16 in global memory; shared tiles, products and the softmax are
-// float32). They run when TF32 is off, the head has more than 64 dims, or the
-// storage is bf16.
+// float32). They run when attention's tensor cores are off (GPTCUDA_TF32=0, or
+// before sm_80) or the head has more than 64 dims, for either storage type.
 #include "attention_common.cuh"
 
 namespace gptcuda {

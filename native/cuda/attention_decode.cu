@@ -4,7 +4,6 @@
 // keeps an online softmax and a partial output (lane = dims), and the 8 warps are
 // merged at the end. A prefill from position 0 (32 or more new positions) runs
 // the tiled forward kernels instead.
-#include <type_traits>
 
 #include "attention_common.cuh"
 
@@ -141,10 +140,7 @@ void CudaBackend::attention_decode_impl(S* out, S* kcache, S* vcache, const S* q
     // block per query. lse is not needed.
     const attn::ForwardArgsT<S> a{
         {qkv, B, Tn, C, NH, 0.f, DropoutRng{}, stream_, max_smem_optin_, op}, out, nullptr};
-    if constexpr (std::is_same_v<S, float>)
-      attn::dispatch(hs, use_tc_attention(hs), [&](auto family) { family.forward(a); });
-    else
-      attn::dispatch_cuda_core(hs, [&](auto family) { family.forward(a); });
+    attn::dispatch(hs, use_tc_attention(hs), [&](auto family) { family.forward(a); });
     return;
   }
   const bool vec = hs % 4 == 0 && cudak::aligned16(kcache);

@@ -116,8 +116,9 @@ class CudaBackend final : public Backend {
   template <class S>
   void column_sum(const char* op, S* dst, const S* src, int rows, int cols, bool accumulate);
 
-  // Attention on TF32 tensor cores (WMMA) when TF32 is on and the head fits 64 dims
-  // (float storage; bf16 attention always runs on the CUDA-core kernels).
+  // Attention on tensor cores (WMMA: TF32 for float storage, bf16 for bf16) on
+  // sm_80+ when the head fits 64 dims, unless GPTCUDA_TF32=0: one switch for both
+  // storage types, so that the CUDA-core kernels of either stay reachable.
   bool use_tc_attention(int hs) const { return tf32_ && cc_major_ >= 8 && hs <= 64; }
 
   // Frees cached blocks (after waiting for the stream) so cudaMalloc can retry.

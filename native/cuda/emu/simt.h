@@ -305,14 +305,23 @@ inline int atomicExch(int* p, int v) { int o = *p; *p = v; return o; }
 inline int atomicAdd(int* p, int v) { int o = *p; *p += v; return o; }
 inline float atomicAdd(float* p, float v) { float o = *p; *p += v; return o; }
 
-// ---- WMMA (TF32) --------------------------------------------------------------------
+// ---- WMMA (TF32 here, bf16 in shim/mma.h) ------------------------------------------
 // Fragments hold the whole tile in every lane (the kernels only use them through
 // load/store/mma and element-wise conversions, which is what makes that
 // faithful); loads and stores check the 256-bit pointer and ldm rules, and
 // __float_to_tf32 rounds like cvt.rna.tf32 unless g_emu_tf32 is false
 // (GPTCUDA_EMU_TF32_EXACT=1: the cuda-emulated-tc-exact tests check the
 // tensor-core kernels' arithmetic at float32 tolerances that way).
+//
+// mma_sync's arithmetic: each product is exact (a TF32 or bf16 product has at
+// most 22 significant bits, float holds 24), the K products of an output element
+// and its accumulator are summed in double and rounded once to float. The
+// hardware's order and internal width inside one mma are not documented (only
+// "float32 accumulation"), so it may differ from this by a few float32 ulps of
+// the terms; every tolerance the tests use for tensor-core results is far
+// above that. Between mma_sync calls the accumulator is float, as on the GPU.
 inline bool g_emu_tf32 = std::getenv("GPTCUDA_EMU_TF32_EXACT") == nullptr;
+struct __nv_bfloat16;  // shim/cuda_bf16.h; its fragments load from bf16 memory only (shim/mma.h)
 namespace nvcuda {
 namespace wmma {
 struct matrix_a {};
@@ -331,18 +340,29 @@ struct fragment {
   static constexpr int num_elements = R * Cc;
   float x[R * Cc];
 };
-inline void check_ptr(const float* p, unsigned ldm) {
-  if ((reinterpret_cast<uintptr_t>(p) & 31) != 0 || ldm % 4 != 0)
+// ldm is in elements and must span a multiple of 16 bytes (4 floats, 8 bf16).
+template <class E>
+inline void check_ptr(const E* p, unsigned ldm) {
+  constexpr unsigned per16 = 16 / sizeof(E);
+  if ((reinterpret_cast<uintptr_t>(p) & 31) != 0 || ldm % per16 != 0)
     emu::fatal(std::string("kernel ") + emu::g_kernel_name + ": wmma pointer not 256-bit aligned or ldm " +
-               std::to_string(ldm) + " not a multiple of 4");
+               std::to_string(ldm) + " not a multiple of " + std::to_string(per16));
 }
 template <class Use, int M, int N, int K, class T, class L>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const float* p, unsigned ldm) {
+  static_assert(!std::is_same_v<T, ::__nv_bfloat16>, "a bf16 fragment loads from __nv_bfloat16 memory");
   check_ptr(p, ldm);
   using F = fragment<Use, M, N, K, T, L>;
   for (int r = 0; r < F::R; ++r)
     for (int c = 0; c < F::Cc; ++c)
       f.x[r * F::Cc + c] = std::is_same_v<L, col_major> ? p[c * ldm + r] : p[r * ldm + c];
+}
+template <int M, int N, int K, class T>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T, void>& f, const float* p, unsigned ldm,
+                             layout_t l) {
+  check_ptr(p, ldm);
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c) f.x[r * N + c] = l == mem_row_major ? p[r * ldm + c] : p[c * ldm + r];
 }
 template <class Use, int M, int N, int K, class T, class L>
 inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, float v) {
@@ -366,6 +386,11 @@ template <int M, int N, int K, class TA, class LA, class LB>
 inline void mma_sync(fragment<accumulator, M, N, K, float, void>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
                      const fragment<matrix_b, M, N, K, TA, LB>& b,
                      const fragment<accumulator, M, N, K, float, void>& c) {
+  // The shapes the kernels use (the GPU has more): TF32 m16n16k8, bf16 m16n16k16.
+  static_assert(M == 16 && N == 16 &&
+                    ((std::is_same_v<TA, precision::tf32> && K == 8) ||
+                     (std::is_same_v<TA, ::__nv_bfloat16> && K == 16)),
+                "a WMMA type or shape the emulator does not provide");
   float t[M * N];
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < N; ++j) {

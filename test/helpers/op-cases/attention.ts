@@ -1,8 +1,8 @@
 // Causal self-attention forward (out and lse), backward (dqkv, accumulated),
 // with and without dropout, and decoding with a KV cache. Head sizes cover
-// each branch of the CUDA dispatch (native/cuda/attention.cu): the TF32
-// tensor-core kernels (hs <= 64 when TF32 is on) and the CUDA-core kernels
-// padded to HSP = 32, 64, 128 and 256; T = 1 and T past the 64-row tiles;
+// each branch of the CUDA dispatch (native/cuda/attention.cu): the tensor-core
+// kernels (hs <= 64 when TF32 is on: TF32 in float32, bf16 in bfloat16) and the
+// CUDA-core kernels padded to HSP = 32, 64, 128 and 256; T = 1 and T past the 64-row tiles;
 // head sizes that are not a multiple of 4 (the scalar loads); unaligned qkv.
 // Decoding covers the tiled prefill (pos0 = 0 and >= 32 new positions), the
 // one-query-per-block decode kernel, multi-token chunks and a full cache.

@@ -71,7 +71,8 @@ const TOLERANCE_BF16: Record<TolClass, number> = {
   cancellation: 1.05 * BF16_ULP_HALF,
   // float32 GEMM sums rounded once
   matmul: 1.05 * BF16_ULP_HALF,
-  // float32 softmax and sums, each stored result rounded once (the backward's reference takes the rounded out it is given)
+  // float32 softmax and sums, each stored result rounded once (the backward's reference takes the rounded out it is given);
+  // on bf16 tensor cores too, whose products take P and dS as bf16 pairs hi + lo (2^-18 relative, attention_tensor_core.cu)
   attention: 1.05 * BF16_ULP_HALF,
   sharpAttention: 1.05 * BF16_ULP_HALF,
   // AdamW's master and moments are float32 whatever the storage: the float32 budgets (see adamw's case)
