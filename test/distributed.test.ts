@@ -420,7 +420,7 @@ console.log(JSON.stringify({ world, msgs, x: [...x.toFloat32Array()] }));
 // the real native/cuda sources on the CPU SIMT emulator, whose library also holds
 // an NCCL over MPI (native/cuda/emu/nccl.cc) that collectives.cu finds first.
 // (e) 2 ranks over NCCL make the updates of 1 rank with --grad-accum 2;
-// (f) ZeRO-1 over NCCL makes those of plain data parallel;
+// (f) ZeRO-1 over NCCL makes those of plain data parallel (in bf16 bit for bit);
 // (g) the addon's NCCL collectives: sums, averages, parts that do not divide evenly, one-line errors;
 // (h) the emulated NCCL refuses bad arguments as NCCL documents (a C++ caller, mpicxx).
 const EMU_ENV = { ...MPI_ENV, GPTCUDA_CUDA_LIBRARY: emulatedLibrary };
@@ -472,6 +472,18 @@ describe.skipIf(skipReason !== '')('data parallel over NCCL, 2 ranks on the emul
     expectClose(steps(z).map((e) => e.grad_norm), steps(r1).map((e) => e.grad_norm), 'gradient norms');
     expect(Math.min(...steps(r1).map((e) => e.grad_norm))).toBeGreaterThan(0.5);
     expect(await expectSameMoments(join(zo, 'ckpt-step00000004.tar'), join(on, 'ckpt-step00000004.tar'))).toBe(4);
+  });
+
+  it('(f) bf16: ZeRO-1 over NCCL = plain data parallel over NCCL bit for bit (losses; bf16 weights, master, moments)', async () => {
+    const bf16 = [...CUDA_RUN, '--json', '--dtype', 'bf16'];
+    const [zo, po] = [tmp('nccl-zero-bf16'), tmp('nccl-plain-bf16')];
+    const [z, p] = await Promise.all([mpirun(2, [...bf16, '--zero', '1', '--out', zo], EMU_ENV).done, mpirun(2, [...bf16, '--out', po], EMU_ENV).done]);
+    ok(z, 'ZeRO-1 over NCCL, bf16');
+    ok(p, 'plain data parallel over NCCL, bf16');
+    const losses = (r: CliResult) => events(r.stdout, 'step').map((e) => e.loss!);
+    expect(losses(z)).toHaveLength(4);
+    expect(losses(z)).toEqual(losses(p));
+    await expectSameState(join(zo, checkpointName(4)), join(po, checkpointName(4)), 4);
   });
 
   it("(g) the addon's NCCL collectives: sums, averages, uneven parts, one-line errors", async () => {
