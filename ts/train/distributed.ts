@@ -145,7 +145,8 @@ export class Collective {
   /**
    * shard = this rank's part of the sum over ranks of full. bfloat16 (ZeRO-1's
    * bf16 gradients) as sum(): summed in float32 and rounded once, so the part
-   * holds the same values as plain data parallel's sum.
+   * holds plain data parallel's values (bit for bit where MPI or NCCL adds the
+   * ranks' parts in the same order for both collectives, as with 2 ranks).
    */
   reduceScatter(full: Tensor, shard: Tensor): void {
     if (full.dtype !== shard.dtype) throw new Error(`reduceScatter: full is ${full.dtype} but shard is ${shard.dtype}`);

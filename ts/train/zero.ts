@@ -11,9 +11,11 @@
 // updates the master part and writes the bf16 part by stochastic rounding
 // with the draws of the part's global element indices (the adamw op's
 // rounding offset), and the bf16 parameters are gathered (through float32,
-// exactly). So every value — bf16 weights, master, moments — is bit for bit
-// that of plain data parallel on the same ranks. Checkpoints gather the
-// master too and keep the exact bf16 copy.
+// exactly). So every value — bf16 weights, master, moments — is that of
+// plain data parallel on the same ranks, bit for bit as long as the
+// reduce-scatter adds the ranks' gradients in the all-reduce's order (always
+// with 2 ranks; tested). Checkpoints gather the master too and keep the exact
+// bf16 copy.
 import type { ParameterStore } from '../nn/parameters.js';
 import * as ops from '../tensor/ops.js';
 import { Tensor } from '../tensor/tensor.js';
