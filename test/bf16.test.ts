@@ -194,6 +194,28 @@ describe('bf16 training', () => {
       model.dispose();
     }
   });
+
+  it("ZeRO-1's part of the master weights: the part's values kept, whole-master reads and writes refused", () => {
+    const model = new GPTModel(CONFIG, { seed: 3, dtype: 'bf16' });
+    const fp32 = new GPTModel({ ...CONFIG, nLayers: 1 }, { seed: 3 });
+    try {
+      const p = model.params;
+      const all = p.readAll(), bf16Bits = Uint16Array.from(p.readStorageBits()!);
+      const [start, length] = [1001, 5003];
+      expect(() => p.shardMaster(start, p.numel)).toThrow(/is not a non-empty part of the \d+ parameters/);
+      const part = p.shardMaster(start, length);
+      expect(p.master).toBe(part);
+      expect(p.masterShard).toEqual({ start, length });
+      expect(part.toFloat32Array()).toEqual(all.subarray(start, start + length));
+      expect(Buffer.from(p.readStorageBits()!.buffer).equals(Buffer.from(bf16Bits.buffer))).toBe(true);
+      for (const f of [() => p.readAll(), () => p.writeAll(all), () => p.requireMaster('AdamW'), () => new AdamW(p)])
+        expect(f).toThrow(/keeps only its ZeRO-1 part of the float32 master weights; gather them/);
+      expect(() => fp32.params.shardMaster(0, 1)).toThrow(/at fp32 the master weights are the parameters themselves/);
+    } finally {
+      model.dispose();
+      fp32.dispose();
+    }
+  });
 });
 
 describe('bf16 checkpoints', () => {

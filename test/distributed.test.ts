@@ -3,7 +3,9 @@
 //     (dropout and shuffling on): step and eval losses within 1e-5 relative,
 //     and step events printed once — the issue's acceptance command;
 // (b) ZeRO-1 (`--zero 1`) makes the same updates as plain data parallel, and
-//     its checkpoint holds the full moments, as a 1-rank run's;
+//     its checkpoint holds the full moments, as a 1-rank run's; in bf16 it is
+//     plain data parallel bit for bit (weights, master, moments), and its
+//     checkpoint resumes on 1 rank and on 2;
 // (c) a run saved with 2 ranks resumes with 1 and with 2 ranks exactly as the
 //     uninterrupted runs on those world sizes continue;
 // (d) SIGINT to the launcher (`train --nproc 2`) or to mpirun itself: one
@@ -121,6 +123,24 @@ async function expectSameMoments(pathA: string, pathB: string): Promise<number> 
   }
 }
 
+const checkpointName = (step: number) => `ckpt-step${String(step).padStart(8, '0')}.tar`;
+const bits = (a: Float32Array | Uint16Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+
+/** Two bf16 checkpoints hold the same bits: float32 master weights, AdamW moments and the exact bf16 copy. */
+async function expectSameState(pathA: string, pathB: string, step: number): Promise<void> {
+  const [a, b] = await Promise.all([loadCheckpoint(pathA), loadCheckpoint(pathB)]);
+  try {
+    expect(a.model.dtype).toBe('bf16');
+    expect([a.optimizer!.step, b.optimizer!.step]).toEqual([step, step]);
+    expect(bits(a.model.params.readAll()).equals(bits(b.model.params.readAll())), `step ${step}: master weights`).toBe(true);
+    expect(bits(a.model.params.readStorageBits()!).equals(bits(b.model.params.readStorageBits()!)), `step ${step}: bf16 weights`).toBe(true);
+    for (const k of ['m', 'v'] as const) expect(bits(a.optimizer![k]).equals(bits(b.optimizer![k])), `step ${step}: moment ${k}`).toBe(true);
+  } finally {
+    a.model.dispose();
+    b.model.dispose();
+  }
+}
+
 describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => {
   // Shared by (a) and (c): the uninterrupted 10-step runs on 2 ranks and on 1 rank.
   let two: Rec[];
@@ -148,23 +168,69 @@ describe.skipIf(skipReason !== '')('data parallel over MPI, 2 CPU ranks', () => 
     expectClose(ev(two), ev(oneAccum), 'sharded evaluation');
   });
 
-  it('bf16: 2 ranks = 1 rank --grad-accum 2 within bf16 rounding (gradients reduced in float32), and it resumes on 1 rank', async () => {
-    const [o2, o1] = [tmp('bf16-two'), tmp('bf16-one')];
+  describe('bf16', () => {
+    // Shared: 6 steps saved at 3 and 6 on 2 ranks (plain data parallel and ZeRO-1) and on 1 rank --grad-accum 2.
     const bf16 = [...ACCEPTANCE.filter((a) => a !== '--json').slice(0, -2), '--max-steps', '6', '--json', '--dtype', 'bf16', '--save-every', '3'];
-    const [r2, r1] = await Promise.all([mpirun(2, [...bf16, '--out', o2]).done, single([...bf16, '--grad-accum', '2', '--out', o1])]);
-    ok(r2, '2 ranks, bf16');
-    ok(r1, '1 rank, bf16');
-    const l2 = events(r2.stdout, 'step').map((e) => e.loss!), l1 = events(r1.stdout, 'step').map((e) => e.loss!);
-    expect(l2).toHaveLength(6);
-    expect((records(r2.stdout).find((r) => r.event === 'start') as Rec & { dtype?: string }).dtype).toBe('bf16');
-    console.log(`bf16 data parallel: largest relative step-loss difference from 1 rank ${Math.max(...l2.map((l, i) => Math.abs(l - l1[i]!) / l1[i]!)).toExponential(2)}`);
-    // the ranks' bf16 gradients are summed in float32 and rounded once; one rank accumulates its two micro-batches in bf16
-    for (let i = 0; i < 6; i++) expect(Math.abs(l2[i]! - l1[i]!) / l1[i]!, `step ${i}: ${l2[i]} vs ${l1[i]}`).toBeLessThan(1e-3);
-    // saved at step 3 by the 2-rank job, resumed alone: the same steps 4..6 as the 2-rank job within the same rounding
-    const resumed = ok(await single(['train', '--resume', join(o2, 'ckpt-step00000003.tar'), '--max-steps', '6', '--json', '--out', tmp('bf16-resumed')]), 'bf16 resume on 1 rank');
-    const lr = events(resumed.stdout, 'step').map((e) => e.loss!);
-    expect(lr).toHaveLength(3);
-    for (let i = 0; i < 3; i++) expect(Math.abs(lr[i]! - l2[3 + i]!) / l2[3 + i]!).toBeLessThan(1e-3);
+    let o2: string, o1: string, oz: string;
+    let r2: CliResult, r1: CliResult, rz: CliResult;
+    beforeAll(async () => {
+      [o2, o1, oz] = [tmp('bf16-two'), tmp('bf16-one'), tmp('bf16-zero')];
+      [r2, r1, rz] = await Promise.all([mpirun(2, [...bf16, '--out', o2]).done, single([...bf16, '--grad-accum', '2', '--out', o1]), mpirun(2, [...bf16, '--zero', '1', '--out', oz]).done]);
+      ok(r2, '2 ranks, bf16');
+      ok(r1, '1 rank, bf16');
+      ok(rz, 'ZeRO-1 on 2 ranks, bf16');
+    });
+    const losses = (r: CliResult) => events(r.stdout, 'step').map((e) => e.loss!);
+    const worstRel = (a: number[], b: number[]) => Math.max(...a.map((l, i) => Math.abs(l - b[i]!) / b[i]!));
+
+    it('2 ranks = 1 rank --grad-accum 2 within bf16 rounding (gradients reduced in float32), and it resumes on 1 rank', async () => {
+      const l2 = losses(r2), l1 = losses(r1);
+      expect(l2).toHaveLength(6);
+      expect((records(r2.stdout).find((r) => r.event === 'start') as Rec & { dtype?: string }).dtype).toBe('bf16');
+      console.log(`bf16 data parallel: largest relative step-loss difference from 1 rank ${worstRel(l2, l1).toExponential(2)}`);
+      // the ranks' bf16 gradients are summed in float32 and rounded once; one rank accumulates its two micro-batches in bf16
+      for (let i = 0; i < 6; i++) expect(Math.abs(l2[i]! - l1[i]!) / l1[i]!, `step ${i}: ${l2[i]} vs ${l1[i]}`).toBeLessThan(1e-3);
+      // saved at step 3 by the 2-rank job, resumed alone: the same steps 4..6 as the 2-rank job within the same rounding
+      const resumed = ok(await single(['train', '--resume', join(o2, 'ckpt-step00000003.tar'), '--max-steps', '6', '--json', '--out', tmp('bf16-resumed')]), 'bf16 resume on 1 rank');
+      const lr = losses(resumed);
+      expect(lr).toHaveLength(3);
+      for (let i = 0; i < 3; i++) expect(Math.abs(lr[i]! - l2[3 + i]!) / l2[3 + i]!).toBeLessThan(1e-3);
+    });
+
+    it('ZeRO-1 = plain data parallel bit for bit (losses; bf16 weights, float32 master and moments in both checkpoints), = 1 rank within bf16 rounding', async () => {
+      // The parts' gradients are summed in float32 and rounded once, as plain data parallel's; each part's
+      // stochastic rounding draws by global element index: the same values, not merely close ones.
+      expect(losses(rz)).toHaveLength(6);
+      expect(losses(rz)).toEqual(losses(r2));
+      const ev = (r: CliResult) => events(r.stdout, 'eval').flatMap((e) => [e.train_loss!, e.val_loss!]);
+      expect(ev(rz).length).toBeGreaterThan(0);
+      expect(ev(rz)).toEqual(ev(r2));
+      console.log(`bf16 ZeRO-1: largest relative step-loss difference from 1 rank ${worstRel(losses(rz), losses(r1)).toExponential(2)}`);
+      for (const [i, l] of losses(rz).entries()) expect(Math.abs(l - losses(r1)[i]!) / losses(r1)[i]!, `step ${i}`).toBeLessThan(1e-3);
+      for (const step of [3, 6]) await expectSameState(join(oz, checkpointName(step)), join(o2, checkpointName(step)), step);
+    });
+
+    it('a ZeRO-1 checkpoint resumes on 1 rank from the exact weights, and on 2 ranks with and without --zero 1 bit for bit', async () => {
+      const ckpt = join(oz, checkpointName(3));
+      const [onTwo, onTwoPlain] = [tmp('bf16-zero-resumed-2'), tmp('bf16-zero-resumed-2-plain')];
+      const [one, two, plain] = await Promise.all([
+        single(['train', '--resume', ckpt, '--max-steps', '6', '--json', '--out', tmp('bf16-zero-resumed-1')]),
+        mpirun(2, ['train', '--resume', ckpt, '--max-steps', '6', '--json', '--zero', '1', '--out', onTwo]).done,
+        mpirun(2, ['train', '--resume', ckpt, '--max-steps', '6', '--json', '--out', onTwoPlain]).done,
+      ]);
+      ok(one, 'ZeRO-1 bf16 checkpoint resumed on 1 rank');
+      ok(two, 'ZeRO-1 bf16 checkpoint resumed on 2 ranks, --zero 1');
+      ok(plain, 'ZeRO-1 bf16 checkpoint resumed on 2 ranks, --zero 0');
+      const l1 = losses(one), lz = losses(rz);
+      expect(l1).toHaveLength(3);
+      // Step 4's loss is the forward pass of the restored bf16 weights (the gradients' sums then differ by world size).
+      expect(l1[0]).toBe(lz[3]);
+      for (let i = 1; i < 3; i++) expect(Math.abs(l1[i]! - lz[3 + i]!) / lz[3 + i]!, `step ${3 + i}`).toBeLessThan(1e-3);
+      expect(losses(two)).toEqual(lz.slice(3));
+      expect(losses(plain)).toEqual(lz.slice(3));
+      await expectSameState(join(onTwo, checkpointName(6)), join(oz, checkpointName(6)), 6);
+      await expectSameState(join(onTwoPlain, checkpointName(6)), join(oz, checkpointName(6)), 6);
+    });
   });
 
   it('(c) saved with 2 ranks, resumed with 1 and with 2 = the uninterrupted runs', async () => {
@@ -354,7 +420,7 @@ console.log(JSON.stringify({ world, msgs, x: [...x.toFloat32Array()] }));
 // the real native/cuda sources on the CPU SIMT emulator, whose library also holds
 // an NCCL over MPI (native/cuda/emu/nccl.cc) that collectives.cu finds first.
 // (e) 2 ranks over NCCL make the updates of 1 rank with --grad-accum 2;
-// (f) ZeRO-1 over NCCL makes those of plain data parallel;
+// (f) ZeRO-1 over NCCL makes those of plain data parallel (in bf16 bit for bit);
 // (g) the addon's NCCL collectives: sums, averages, parts that do not divide evenly, one-line errors;
 // (h) the emulated NCCL refuses bad arguments as NCCL documents (a C++ caller, mpicxx).
 const EMU_ENV = { ...MPI_ENV, GPTCUDA_CUDA_LIBRARY: emulatedLibrary };
@@ -406,6 +472,18 @@ describe.skipIf(skipReason !== '')('data parallel over NCCL, 2 ranks on the emul
     expectClose(steps(z).map((e) => e.grad_norm), steps(r1).map((e) => e.grad_norm), 'gradient norms');
     expect(Math.min(...steps(r1).map((e) => e.grad_norm))).toBeGreaterThan(0.5);
     expect(await expectSameMoments(join(zo, 'ckpt-step00000004.tar'), join(on, 'ckpt-step00000004.tar'))).toBe(4);
+  });
+
+  it('(f) bf16: ZeRO-1 over NCCL = plain data parallel over NCCL bit for bit (losses; bf16 weights, master, moments)', async () => {
+    const bf16 = [...CUDA_RUN, '--json', '--dtype', 'bf16'];
+    const [zo, po] = [tmp('nccl-zero-bf16'), tmp('nccl-plain-bf16')];
+    const [z, p] = await Promise.all([mpirun(2, [...bf16, '--zero', '1', '--out', zo], EMU_ENV).done, mpirun(2, [...bf16, '--out', po], EMU_ENV).done]);
+    ok(z, 'ZeRO-1 over NCCL, bf16');
+    ok(p, 'plain data parallel over NCCL, bf16');
+    const losses = (r: CliResult) => events(r.stdout, 'step').map((e) => e.loss!);
+    expect(losses(z)).toHaveLength(4);
+    expect(losses(z)).toEqual(losses(p));
+    await expectSameState(join(zo, checkpointName(4)), join(po, checkpointName(4)), 4);
   });
 
   it("(g) the addon's NCCL collectives: sums, averages, uneven parts, one-line errors", async () => {

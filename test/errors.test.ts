@@ -302,6 +302,9 @@ describe('bad scalars', () => {
     expectThrows(() => ops.adamw(z([2]), z([2]), z([2]), z([2]), { ...adam, lr: NaN }), /^adamw:/, /lr must be finite/);
     expectThrows(() => ops.adamw(z([2]), z([2]), z([2]), z([2]), { ...adam, step: 0 }), /^adamw:/, /step must be an integer/);
     expectThrows(() => ops.adamw(z([2]), z([2]), z([2]), z([2]), { ...adam, beta2: 1 }), /^adamw:/, /beta2 must be in/);
+    const low = (offset: number) => ({ params: z([2], 'bfloat16'), rounding: { seed: 1, stream: 2 }, offset });
+    for (const offset of [-4, 0.5, 2 ** 53, NaN])
+      expectThrows(() => ops.adamw(z([2]), z([2], 'bfloat16'), z([2]), z([2]), adam, low(offset)), /^adamw:/, /roundingOffset must be/);
     stillWorks();
   });
 

@@ -26,6 +26,8 @@ class Args {
   int integer(size_t i, const char* name, int64_t lo, int64_t hi);
   uint64_t uint53(size_t i, const char* name);
   bool boolean(size_t i, const char* name);
+  // Whether optional argument i was passed (not missing or undefined).
+  bool present(size_t i) const { return i < info_.Length() && !info_[i].IsUndefined(); }
 
   // Shape checks. dims are the expected shape; -1 matches anything.
   void expect_shape(NativeTensor* t, const char* name, const std::vector<int64_t>& dims);

@@ -506,9 +506,10 @@ void CrossentropyForwardBackward(Args& a) {
 }
 
 // ---- optimizer --------------------------------------------------------------------------------
-// adamw(master, grads, m, v, lr, beta1, beta2, eps, weightDecay, t[, params, seed, stream]):
+// adamw(master, grads, m, v, lr, beta1, beta2, eps, weightDecay, t[, params, seed, stream[, roundingOffset]]):
 // master, m and v are float32; grads float32 or bfloat16. With bfloat16 grads,
-// params (the model's bfloat16 copy) and the rounding RNG are required.
+// params (the model's bfloat16 copy) and the rounding RNG are required;
+// roundingOffset (default 0) numbers the elements' draws from there.
 void Adamw(Args& a) {
   auto grads = a.storage_tensor(1, "grads");
   auto master = a.tensor(0, "master"), m = a.tensor(2, "m"), v = a.tensor(3, "v");
@@ -524,15 +525,17 @@ void Adamw(Args& a) {
   a.expect_numel(v, "v", n);
   NativeTensor* params = nullptr;
   DropoutRng rounding{};
+  uint64_t offset = 0;
   if (grads->dtype() == DType::BF16) {
     params = a.tensor(10, "params", DType::BF16);
     a.expect_numel(params, "params", n);
     rounding = rng_arg(a, 11);
+    if (a.present(13)) offset = a.uint53(13, "roundingOffset");
   }
   typed(grads, [&](auto s) {
     using S = decltype(s);
     LAUNCH(a, adamw, f32(master), static_cast<const S*>(ptr<S>(grads)), f32(m), f32(v), ptr<S>(params), n, lr,
-           b1, b2, eps, wd, t, rounding);
+           b1, b2, eps, wd, t, rounding, offset);
   });
 }
 

@@ -14,7 +14,8 @@ namespace {
 
 template <class S>
 void adamw_impl(CpuBackend& be, float* master, const S* grads, float* m, float* v, S* params, size_t n, float lr,
-                float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
+                float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding,
+                uint64_t rounding_offset) {
   // Bias corrections in double: beta^t for large t loses precision in float.
   // PyTorch's formulation: p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps), which
   // needs one sqrt and one division per element.
@@ -36,16 +37,19 @@ void adamw_impl(CpuBackend& be, float* master, const S* grads, float* m, float* 
     }
     if constexpr (std::is_same_v<S, bf16>) {
       if (!params) return;
-      // One Philox block serves four elements (philox_rounding_bits' layout).
+      // One Philox block serves four elements (philox_rounding_bits' layout),
+      // numbered from rounding_offset.
       for (size_t i = lo; i < hi;) {
-        const Philox4 r = philox4(rounding.seed, rounding.stream, i >> 2);
-        for (size_t j = i & 3; j < 4 && i < hi; ++j, ++i)
+        const uint64_t g = rounding_offset + i;
+        const Philox4 r = philox4(rounding.seed, rounding.stream, g >> 2);
+        for (size_t j = g & 3; j < 4 && i < hi; ++j, ++i)
           params[i] = float_to_bf16_stochastic(master[i], r.w[j] & 0xffffu);
       }
     }
   });
   if constexpr (std::is_same_v<S, float>) {
     (void)rounding;
+    (void)rounding_offset;
     if (params && params != master) be.copy(params, master, n * sizeof(float));
   }
 }
@@ -75,12 +79,14 @@ void sum_squares_impl(float* out, const S* x, size_t n) {
 }  // namespace
 
 void CpuBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n, float lr,
-                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
-  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding);
+                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding,
+                       uint64_t rounding_offset) {
+  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding, rounding_offset);
 }
 void CpuBackend::adamw(float* master, const bf16* grads, float* m, float* v, bf16* params, size_t n, float lr,
-                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding) {
-  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding);
+                       float beta1, float beta2, float eps, float weight_decay, int t, DropoutRng rounding,
+                       uint64_t rounding_offset) {
+  adamw_impl(*this, master, grads, m, v, params, n, lr, beta1, beta2, eps, weight_decay, t, rounding, rounding_offset);
 }
 
 void CpuBackend::sum_squares(float* out, const float* x, size_t n) { sum_squares_impl(out, x, n); }

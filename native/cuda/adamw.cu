@@ -55,13 +55,14 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
 
 // bf16 parameters: the fp32 master is updated as above, then the bf16 copy is
 // written from it by stochastic rounding with philox_rounding_bits (philox.h),
-// element i taking word i % 4 of block i / 4 — one Philox block per group of
-// four, which is what the vectorised path draws. grads and params are bf16.
+// element i taking word j % 4 of block j / 4, j = offset + i — one Philox block
+// per group of four, which is what the vectorised path draws (it runs only for
+// offsets that are multiples of 4). grads and params are bf16.
 using cudak::Bf16x4;
 
 __global__ void adamw_bf16_kernel(float* master, const bf16* grads, float* m, float* v,
                                   bf16* params, size_t n, AdamParams a, uint64_t seed,
-                                  uint64_t stream, bool vec) {
+                                  uint64_t stream, uint64_t offset, bool vec) {
   cudak::grid_stride(
       n, vec,
       [&](size_t i) {
@@ -77,7 +78,7 @@ __global__ void adamw_bf16_kernel(float* master, const bf16* grads, float* m, fl
         reinterpret_cast<float4*>(m)[i] = mm;
         reinterpret_cast<float4*>(v)[i] = vv;
         if (params) {
-          const Philox4 r = philox4(seed, stream, i);  // elements 4i .. 4i+3
+          const Philox4 r = philox4(seed, stream, offset / 4 + i);  // elements offset + 4i .. +3
           Bf16x4 out;
           out.v[0] = float_to_bf16_stochastic(p.x, r.w[0]);
           out.v[1] = float_to_bf16_stochastic(p.y, r.w[1]);
@@ -92,7 +93,7 @@ __global__ void adamw_bf16_kernel(float* master, const bf16* grads, float* m, fl
         master[i] = p;
         m[i] = mm;
         v[i] = vv;
-        if (params) params[i] = float_to_bf16_stochastic(p, philox_rounding_bits(seed, stream, i));
+        if (params) params[i] = float_to_bf16_stochastic(p, philox_rounding_bits(seed, stream, offset + i));
       });
 }
 
@@ -154,7 +155,7 @@ AdamParams adam_params(float lr, float beta1, float beta2, float eps, float weig
 
 void CudaBackend::adamw(float* master, const float* grads, float* m, float* v, float* params, size_t n,
                         float lr, float beta1, float beta2, float eps, float weight_decay, int t,
-                        DropoutRng /*rounding: float needs none*/) {
+                        DropoutRng /*rounding: float needs none*/, uint64_t /*rounding_offset*/) {
   const AdamParams a = adam_params(lr, beta1, beta2, eps, weight_decay, t);
   const bool vec = cudak::aligned16(master) && cudak::aligned16(grads) && cudak::aligned16(m) &&
                    cudak::aligned16(v);
@@ -164,13 +165,14 @@ void CudaBackend::adamw(float* master, const float* grads, float* m, float* v, f
 
 void CudaBackend::adamw(float* master, const bf16* grads, float* m, float* v, bf16* params,
                         size_t n, float lr, float beta1, float beta2, float eps,
-                        float weight_decay, int t, DropoutRng rounding) {
+                        float weight_decay, int t, DropoutRng rounding,
+                        uint64_t rounding_offset) {
   const AdamParams a = adam_params(lr, beta1, beta2, eps, weight_decay, t);
   const bool vec = cudak::aligned16(master) && cudak::aligned16(m) && cudak::aligned16(v) &&
                    reinterpret_cast<uintptr_t>(grads) % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(params) % 8 == 0;
+                   reinterpret_cast<uintptr_t>(params) % 8 == 0 && rounding_offset % 4 == 0;
   launch_grid_stride("adamw", n, vec, adamw_bf16_kernel, master, grads, m, v, params, n, a,
-                     rounding.seed, rounding.stream, vec);
+                     rounding.seed, rounding.stream, rounding_offset, vec);
 }
 
 template <class S>

@@ -33,7 +33,7 @@ const arity = {
   embeddingForward: 5, embeddingBackward: 5, layernormForward: 6, layernormBackward: 8,
   gemm: 7, matmulForward: 4, matmulBackward: 7, geluForward: 2, geluBackward: 3,
   dropoutForward: 5, dropoutBackward: 5, attentionForward: 7, attentionBackward: 9,
-  attentionDecode: 5, crossentropyForward: 4, crossentropyForwardBackward: 6, adamw: 12,
+  attentionDecode: 5, crossentropyForward: 4, crossentropyForwardBackward: 6, adamw: 13,
   sumSquares: 2, clipByNorm: 3, convert: 2,
 };
 for (const name of Object.keys(ops)) if (!(name in arity)) throw new Error(`fuzz: no arity for new op ${name}`);

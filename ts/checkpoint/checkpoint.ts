@@ -73,6 +73,8 @@ export interface SaveCheckpointInput {
    */
   saveDtype?: Precision;
   optimizer?: { step: number; m: Float32Array; v: Float32Array; hyper: TrainOptions['optimizer'] };
+  /** The full float32 master weights where the model keeps only its ZeRO-1 part of them (gathered by every rank). */
+  master?: Float32Array;
   train?: { state: TrainState; options: TrainOptions; seed: number; loaderConfig: Record<string, unknown> };
   extra?: Record<string, unknown>;
 }
@@ -87,15 +89,17 @@ function modelTensors(model: GPTModel, flat: Float32Array | Uint16Array): NamedT
 }
 
 /** All parameters rounded to bf16 (nearest even, on the model's device): their bit patterns. */
-function bf16Weights(model: GPTModel): Uint16Array {
+function bf16Weights(model: GPTModel, master?: Float32Array): Uint16Array {
   const { params } = model;
   if (params.precision === 'bf16' && !params.master) return params.readStorageBits()!;
   const rounded = Tensor.zeros([params.numel], { device: model.device, dtype: 'bfloat16' });
+  const given = master ? Tensor.from(master, [master.length], { device: model.device }) : null;
   try {
-    ops.convert(rounded, params.master ?? params.flat);
+    ops.convert(rounded, given ?? params.master ?? params.flat);
     return rounded.handle.read() as Uint16Array;
   } finally {
     rounded.dispose();
+    given?.dispose();
   }
 }
 
@@ -105,7 +109,9 @@ export async function saveCheckpoint(path: string, input: SaveCheckpointInput): 
   const saveDtype = input.saveDtype ?? 'fp32';
   if (saveDtype === 'bf16' && input.optimizer)
     throw new Error('saveCheckpoint: bf16 weights are for inference only; a training checkpoint keeps float32 weights to resume exactly');
-  const flat = saveDtype === 'bf16' ? bf16Weights(model) : model.params.readAll();
+  if (input.master && input.master.length !== model.params.numel)
+    throw new Error(`saveCheckpoint: master has ${input.master.length} values; the model has ${model.params.numel} parameters`);
+  const flat = saveDtype === 'bf16' ? bf16Weights(model, input.master) : (input.master ?? model.params.readAll());
   const files = [{ name: 'model.safetensors', tensors: modelTensors(model, flat) }];
   if (input.optimizer) {
     const storage = model.params.readStorageBits();

@@ -50,8 +50,11 @@ export interface RunCheckpointerOptions {
   /** Stored in each manifest; pruning then touches only this run's checkpoints. */
   runId?: string;
   keep: number;
-  /** The full AdamW moments to save (default: the optimizer's own); called on every rank, so it may gather. */
-  moments?: (t: Trainer) => { m: Float32Array; v: Float32Array };
+  /**
+   * The full AdamW moments to save (default: the optimizer's own), and the full
+   * master weights where the model keeps only its part; called on every rank, so it may gather.
+   */
+  moments?: (t: Trainer) => { m: Float32Array; v: Float32Array; master?: Float32Array };
   /** The training options to save (default `options`). */
   trainOptions?: TrainOptions;
   /** false on the ranks of a data-parallel job other than rank 0: they record the step but write nothing. */
@@ -74,7 +77,7 @@ export class RunCheckpointer {
   readonly save = async (t: Trainer, why: 'interval' | 'end' | 'stop'): Promise<void> => {
     const { runDir, model, options, runId } = this.o;
     if (why !== 'interval' && this.savedStep === t.state.step) return;
-    const { m, v } = this.o.moments?.(t) ?? { m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array() };
+    const { m, v, master } = this.o.moments?.(t) ?? { m: t.optimizer.m.toFloat32Array(), v: t.optimizer.v.toFloat32Array() };
     if (this.o.writes === false) {
       this.savedStep = t.state.step;
       return;
@@ -84,6 +87,7 @@ export class RunCheckpointer {
       await saveCheckpoint(path, {
         model,
         optimizer: { step: t.optimizer.step, m, v, hyper: options.optimizer },
+        ...(master ? { master } : {}),
         train: { state: t.state, options: this.o.trainOptions ?? options, seed: this.o.seed, loaderConfig: this.o.loaderConfig },
         ...(runId !== undefined ? { extra: { run_id: runId } } : {}),
       });

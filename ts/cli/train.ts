@@ -16,7 +16,7 @@ import { saveCheckpoint } from '../checkpoint/checkpoint.js';
 import { PACKAGE_ROOT, native } from '../tensor/native.js';
 import { BOOK_ADAMW } from '../train/optimizer.js';
 import { assignLocalGpu, joinLaunchedJob, optionsForWorld, worldIndependentOptions, type Collective } from '../train/distributed.js';
-import { createOptimizer, fullMoments, loadMoments } from '../train/zero.js';
+import { createOptimizer, fullMaster, fullOptimizerState, loadMoments } from '../train/zero.js';
 import { RunDirectory, claimForNewRun, newRunId } from '../checkpoint/run-dir.js';
 import { EXIT_CODES, StopOnSignals } from './stop-signals.js';
 import { Trainer, type TrainEvent, type TrainOptions, type TrainSummary } from '../train/trainer.js';
@@ -284,13 +284,14 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
     const model: GPTModel = loadedModel ?? new GPTModel(newConfig!, { seed: args.seed, device, dtype: args.dtype ?? 'fp32' });
 
     const options = trainOptions(args, resumed, world);
-    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0, model.dropoutSeed));
     if (world) {
-      trainer.collective = world;
       // Every rank starts from rank 0's weights: the master, and at bf16 the exact bf16 copy (a resume's stochastic rounding).
+      // Before the optimizer: ZeRO-1 at bf16 keeps only the rank's part of the master.
       if (model.params.master && model.params.master !== model.params.flat) world.broadcast(model.params.master);
       world.broadcast(model.params.flat);
     }
+    const trainer = new Trainer(model, loaders.train, loaders.val, options, createOptimizer(model.params, options.optimizer, world, args.zero ?? 0, model.dropoutSeed));
+    if (world) trainer.collective = world;
     if (resumed?.trainState && resumed.optimizer) {
       loadMoments(trainer.optimizer, resumed.optimizer.m, resumed.optimizer.v);
       trainer.restore(resumed.trainState, resumed.optimizer.step);
@@ -334,8 +335,8 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       runDir, model, options, seed: args.seed, loaderConfig, runId, keep: args.keepCheckpoints,
       // Only rank 0 writes the run directory; the other ranks just follow the same steps.
       writes: isRoot,
-      // ZeRO-1: gathering the moments takes every rank; the saved options hold no world size.
-      moments: (t) => fullMoments(t.optimizer),
+      // ZeRO-1: gathering the moments (and at bf16 the master) takes every rank; the saved options hold no world size.
+      moments: (t) => fullOptimizerState(t.optimizer),
       trainOptions: worldIndependentOptions(options, world),
       onSaved: async (record) => {
         out.record(record);
@@ -402,9 +403,11 @@ export async function runTrain(args: TrainArgs): Promise<TrainSummary> {
       );
     }
     await out.writePlot(trainer.state);
+    // ZeRO-1 at bf16: every rank takes part in gathering the master.
+    const master = args.saveDtype === 'bf16' ? fullMaster(trainer.optimizer) : undefined;
     if (args.saveDtype === 'bf16' && isRoot) {
       const path = join(runDir, 'model-bf16.tar');
-      await saveCheckpoint(path, { model, saveDtype: 'bf16', ...(runId !== undefined ? { extra: { run_id: runId } } : {}) });
+      await saveCheckpoint(path, { model, saveDtype: 'bf16', ...(master ? { master } : {}), ...(runId !== undefined ? { extra: { run_id: runId } } : {}) });
       out.record({ event: 'export', dtype: 'bf16', path });
       say(`bf16 weights: ${path}`);
     }

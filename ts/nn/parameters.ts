@@ -5,7 +5,8 @@
 // At bf16 precision the flat buffer and its gradients are bfloat16 and a
 // float32 master copy holds the authoritative values (llm.c's recipe): the
 // optimizer updates the master and rounds it into the model's copy, and
-// checkpoints save the master. An inference-only store has no master.
+// checkpoints save the master. An inference-only store has no master. Under
+// ZeRO-1 a rank keeps only its part of the master (shardMaster).
 import { Tensor, storageDType, type Device, type Precision } from '../tensor/tensor.js';
 import * as ops from '../tensor/ops.js';
 
@@ -37,7 +38,12 @@ export class ParameterStore {
   readonly device: Device;
   readonly precision: Precision;
   /** The float32 values AdamW updates: `flat` itself at fp32; at bf16 a separate copy, or null without one. */
-  readonly master: Tensor | null;
+  get master(): Tensor | null {
+    return this.masterValues;
+  }
+  private masterValues: Tensor | null;
+  /** Set by shardMaster: `master` then holds elements [start, start + length) of the flat buffer only. */
+  masterShard: { start: number; length: number } | null = null;
   private readonly grads: Tensor;
   /** zeroGrad() was called and the zeros are not written yet (see zeroGrad). */
   private zeroPending = false;
@@ -59,7 +65,7 @@ export class ParameterStore {
     const dtype = storageDType(precision);
     this.flat = Tensor.zeros([offset], { device, dtype });
     this.grads = Tensor.zeros([offset], { device, dtype });
-    this.master = precision === 'fp32' ? this.flat : options.masterWeights === false ? null : Tensor.zeros([offset], { device });
+    this.masterValues = precision === 'fp32' ? this.flat : options.masterWeights === false ? null : Tensor.zeros([offset], { device });
     for (const p of laid) {
       const grad = this.grads.view(p.offset, p.shape);
       const param = { ...p, value: this.flat.view(p.offset, p.shape) } as Parameter;
@@ -118,13 +124,39 @@ export class ParameterStore {
 
   /** The master weights, for what updates them (the optimizer); an inference-only bf16 store has none. */
   requireMaster(what: string): Tensor {
-    if (!this.master)
+    if (!this.masterValues)
       throw new Error(`${what}: this bf16 model was loaded for inference, without float32 master weights; load it with masterWeights: true (or --dtype fp32) to train`);
-    return this.master;
+    this.unsharded(what);
+    return this.masterValues;
+  }
+
+  /**
+   * ZeRO-1 at bf16: keeps only elements [start, start + length) of the master
+   * weights (this rank's part, which its optimizer updates) and frees the
+   * rest; returns that part. The whole master is then only ever gathered
+   * (ts/train/zero.ts), and what needs it here refuses.
+   */
+  shardMaster(start: number, length: number): Tensor {
+    if (this.precision === 'fp32') throw new Error('shardMaster: at fp32 the master weights are the parameters themselves');
+    if (!(Number.isInteger(start) && Number.isInteger(length) && start >= 0 && length > 0 && start + length <= this.numel))
+      throw new Error(`shardMaster: [${start}, ${start + length}) is not a non-empty part of the ${this.numel} parameters`);
+    const full = this.requireMaster('shardMaster');
+    const part = Tensor.zeros([length], { device: this.device });
+    ops.copy(part, full.view(start, [length]));
+    full.dispose();
+    this.masterValues = part;
+    this.masterShard = { start, length };
+    return part;
+  }
+
+  private unsharded(what: string): void {
+    if (this.masterShard)
+      throw new Error(`${what}: this rank keeps only its ZeRO-1 part of the float32 master weights; gather them across ranks first (fullOptimizerState in ts/train/zero.ts)`);
   }
 
   /** Host copy of all parameter values as float32: the master weights where there are any (one transfer). */
   readAll(): Float32Array {
+    this.unsharded('readAll');
     return (this.master ?? this.flat).toFloat32Array();
   }
 
@@ -143,6 +175,7 @@ export class ParameterStore {
 
   /** Flat elements at..at+data.length from float32: into the master (if any) and, at bf16, rounded into the copy. */
   private writeRange(at: number, data: Float32Array): void {
+    this.unsharded('writeAll');
     if (this.precision === 'fp32') return this.flat.view(at, [data.length]).write(data);
     const staging = this.master ? this.master.view(at, [data.length]) : Tensor.zeros([data.length], { device: this.device });
     try {

@@ -69,7 +69,7 @@ export interface NativeOps {
   crossentropyForwardBackward(losses: T, dlogits: T, logits: T, targets: T, dloss: number, ignoreIndex: number): void;
   adamw(
     master: T, grads: T, m: T, v: T, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number,
-    step: number, params?: T, seed?: number, stream?: number,
+    step: number, params?: T, seed?: number, stream?: number, roundingOffset?: number,
   ): void;
   sumSquares(out: T, x: T): void;
   clipByNorm(x: T, normSq: T, maxNorm: number): void;

@@ -94,15 +94,17 @@ export interface AdamWParams {
 /**
  * AdamW on the float32 master weights. With bfloat16 grads, `lowPrecision`
  * names the model's bfloat16 parameters, written from the new master by
- * stochastic rounding drawn from `rounding` (the same on every backend).
+ * stochastic rounding drawn from `rounding` (the same on every backend);
+ * `offset` (default 0) is the first element's index in the draws' numbering:
+ * a ZeRO-1 shard's start in the flat buffer, so it rounds as the whole update.
  */
 export const adamw = (
   master: Tensor, grads: Tensor, m: Tensor, v: Tensor, a: AdamWParams,
-  lowPrecision?: { params: Tensor; rounding: DropoutRng },
+  lowPrecision?: { params: Tensor; rounding: DropoutRng; offset?: number },
 ) =>
   lowPrecision
     ? o().adamw(h(master), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step,
-      h(lowPrecision.params), lowPrecision.rounding.seed, lowPrecision.rounding.stream)
+      h(lowPrecision.params), lowPrecision.rounding.seed, lowPrecision.rounding.stream, lowPrecision.offset ?? 0)
     : o().adamw(h(master), h(grads), h(m), h(v), a.lr, a.beta1, a.beta2, a.eps, a.weightDecay, a.step);
 /** out[0] = sum(x^2), written on the device. */
 export const sumSquares = (out: Tensor, x: Tensor) => o().sumSquares(h(out), h(x));

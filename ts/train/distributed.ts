@@ -91,21 +91,29 @@ export class Collective {
     else native().mpi.allreduceSum(t.handle);
   }
 
-  /** float32 staging for bfloat16 collectives, kept between steps (one per device and size). */
+  /** float32 staging for bfloat16 collectives, kept between steps (one per device, size and use). */
   private staging = new Map<string, Tensor>();
 
-  /** f on a float32 copy of t, then t = that copy rounded (exact when f left bf16 values, as a broadcast does). */
-  private viaFloat32(t: Tensor, f: (wide: Tensor) => void): void {
-    const key = `${t.device}:${t.numel}`;
+  private stagingFor(t: Tensor, use: string): Tensor {
+    const key = `${t.device}:${t.numel}:${use}`;
     let wide = this.staging.get(key);
     if (!wide) {
       wide = Tensor.zeros([t.numel], { device: t.device });
       this.staging.set(key, wide);
     }
+    return wide;
+  }
+
+  /**
+   * f on a float32 copy of t, then (unless f only read it) t = that copy
+   * rounded: exact where f left bf16 values, as a broadcast or gather does.
+   */
+  private viaFloat32(t: Tensor, f: (wide: Tensor) => void, writeBack = true): void {
+    const wide = this.stagingFor(t, 'full');
     const flat = t.view(0, [t.numel]);
     ops.convert(wide, flat);
     f(wide);
-    ops.convert(flat, wide);
+    if (writeBack) ops.convert(flat, wide);
   }
 
   sumScalars(values: number[]): number[] {
@@ -134,14 +142,26 @@ export class Collective {
     return { start, length: Math.min(per, n - start) };
   }
 
-  /** shard = this rank's part of the sum over ranks of full. */
+  /**
+   * shard = this rank's part of the sum over ranks of full. bfloat16 (ZeRO-1's
+   * bf16 gradients) as sum(): summed in float32 and rounded once, so the part
+   * holds plain data parallel's values (bit for bit where MPI or NCCL adds the
+   * ranks' parts in the same order for both collectives, as with 2 ranks).
+   */
   reduceScatter(full: Tensor, shard: Tensor): void {
+    if (full.dtype !== shard.dtype) throw new Error(`reduceScatter: full is ${full.dtype} but shard is ${shard.dtype}`);
+    if (full.dtype === 'bfloat16') {
+      const wideShard = this.stagingFor(shard, 'shard');
+      this.viaFloat32(full, (wide) => this.reduceScatter(wide, wideShard), false);
+      return ops.convert(shard, wideShard);
+    }
     if (this.onCuda(full, 'reduceScatter')) native().nccl.reduceScatterSum(full.handle, shard.handle);
     else native().mpi.reduceScatterSum(full.handle, shard.handle);
   }
 
-  /** In place: every rank's part of full copied to all ranks. */
+  /** In place: every rank's part of full copied to all ranks (a bfloat16 one through float32, exactly). */
   allgather(full: Tensor): void {
+    if (full.dtype === 'bfloat16') return this.viaFloat32(full, (wide) => this.allgather(wide));
     if (this.onCuda(full, 'allgather')) native().nccl.allgather(full.handle);
     else native().mpi.allgather(full.handle);
   }

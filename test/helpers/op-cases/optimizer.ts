@@ -26,6 +26,8 @@ interface AdamCase {
   first: number;
   steps: number;
   offset?: number;
+  /** bf16: the first element's index in the rounding draws (a ZeRO-1 shard's start). */
+  roundingOffset?: number;
 }
 const ADAM_CASES: AdamCase[] = [
   { shape: [1], hyper: HYPERS[0]!, first: 1, steps: 3 },
@@ -34,12 +36,15 @@ const ADAM_CASES: AdamCase[] = [
   { shape: [5003], hyper: HYPERS[1]!, first: 1, steps: 3, offset: 1 }, // unaligned: the scalar path
   { shape: [64], hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01 }, first: 1000, steps: 1 }, // late bias correction
   { shape: [100_003], hyper: HYPERS[1]!, first: 1, steps: 3 },
+  // draws numbered from a shard's start: a multiple of 4 (CUDA's vectorised path), and not one, past 2^32
+  { shape: [1003], hyper: HYPERS[1]!, first: 1, steps: 2, roundingOffset: 1028 },
+  { shape: [1003], hyper: HYPERS[1]!, first: 1, steps: 2, roundingOffset: 2 ** 33 + 7 },
 ];
 
 const adamw: OpEntry = {
   op: 'adamw',
   cases: ADAM_CASES.map((c) => ({
-    name: `${JSON.stringify(c.shape)} lr=${c.hyper.lr} wd=${c.hyper.weightDecay} steps ${c.first}..${c.first + c.steps - 1}${c.offset ? ` offset=${c.offset}` : ''}`,
+    name: `${JSON.stringify(c.shape)} lr=${c.hyper.lr} wd=${c.hyper.weightDecay} steps ${c.first}..${c.first + c.steps - 1}${c.offset ? ` offset=${c.offset}` : ''}${c.roundingOffset ? ` rounding from element ${c.roundingOffset}` : ''}`,
     run(k: OpContext) {
       const n = c.shape.reduce((a, b) => a * b, 1), off = c.offset ?? 0, h32 = f32Hyper(c.hyper);
       const rng = new R.SeededRandom(n + c.first + Math.round(c.hyper.lr * 1e4 + c.hyper.weightDecay * 10));
@@ -59,7 +64,7 @@ const adamw: OpEntry = {
         k.write(g, grad);
         const before = { p: R.f64(p.read('params')), m: R.f64(m.read('m')), v: R.f64(v.read('v')) };
         const rounding = { seed: 2 ** 33 + n, stream: t };
-        ops.adamw(p.view, g, m.view, v.view, { ...c.hyper, step: t }, low ? { params: low.view, rounding } : undefined);
+        ops.adamw(p.view, g, m.view, v.view, { ...c.hyper, step: t }, low ? { params: low.view, rounding, offset: c.roundingOffset } : undefined);
         R.adamwRef(P, R.f64(grad), M, Vr, h32, t);
         const exp = { p: Float64Array.from(before.p), m: Float64Array.from(before.m), v: Float64Array.from(before.v) };
         R.adamwRef(exp.p, R.f64(grad), exp.m, exp.v, h32, t);
@@ -67,10 +72,11 @@ const adamw: OpEntry = {
         k.close(`step ${t} update p_new - p_old`, got.map((x, i) => x - before.p[i]!), exp.p.map((x, i) => x - before.p[i]!), 'update', 0.1, f32('update'));
         k.close(`step ${t} m`, m.read('m'), exp.m, 'moments', 0.1, f32('moments'));
         k.close(`step ${t} v`, v.read('v'), exp.v, 'moments', 0.1, f32('moments'));
-        // the bf16 copy: the op's new master (just checked) rounded with draws (seed, stream t, element i)
+        // the bf16 copy: the op's new master (just checked) rounded with draws (seed, stream t, element roundingOffset + i)
+        const from = c.roundingOffset ?? 0;
         if (low)
           k.exact(`step ${t} bfloat16 params (stochastic rounding of the master)`, low.read('bf16 params'),
-            Float32Array.from(got, (x, i) => bf16Value(bf16Stochastic(x, roundingBits(rounding.seed, rounding.stream, i)))));
+            Float32Array.from(got, (x, i) => bf16Value(bf16Stochastic(x, roundingBits(rounding.seed, rounding.stream, from + i)))));
       }
       k.close(`params after ${c.steps} steps`, p.read('params'), P, 'moments', 0.1, f32('moments'));
       k.close(`m after ${c.steps} steps`, m.read('m'), M, 'reduction', 0.1, f32('reduction'));
