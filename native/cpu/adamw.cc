@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -5,6 +6,7 @@
 #include "backend_cpu.h"
 #include "parallel.h"
 #include "philox.h"
+#include "philox_lanes.h"
 
 namespace gptcuda {
 
@@ -37,13 +39,19 @@ void adamw_impl(CpuBackend& be, float* master, const S* grads, float* m, float* 
     }
     if constexpr (std::is_same_v<S, bf16>) {
       if (!params) return;
-      // One Philox block serves four elements (philox_rounding_bits' layout),
-      // numbered from rounding_offset.
+      // philox_rounding_bits' layout, elements numbered from rounding_offset,
+      // a window of Philox blocks at a time (philox_lanes.h): a scalar block
+      // per four elements cost more than the whole update.
+      alignas(64) uint32_t bits[kPhiloxWindow];
       for (size_t i = lo; i < hi;) {
         const uint64_t g = rounding_offset + i;
-        const Philox4 r = philox4(rounding.seed, rounding.stream, g >> 2);
-        for (size_t j = g & 3; j < 4 && i < hi; ++j, ++i)
-          params[i] = float_to_bf16_stochastic(master[i], r.w[j] & 0xffffu);
+        const int skip = int(g & 3);
+        const int m = int(std::min<size_t>(hi - i, size_t(kPhiloxWindow - skip)));
+        philox_element_bits_lanes(rounding.seed, rounding.stream, g >> 2, bits);
+        bf16* out = params + i;
+        const float* w = master + i;
+        for (int j = 0; j < m; ++j) out[j] = float_to_bf16_stochastic(w[j], bits[skip + j] & 0xffffu);
+        i += size_t(m);
       }
     }
   });
