@@ -1,4 +1,5 @@
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backend_cpu.h"
@@ -11,6 +12,25 @@ constexpr float kEps = 1e-5f;
 
 namespace {
 
+// One row's statistics and output from its float values x. Shared by both
+// forwards, so that the fused one computes exactly what add + layernorm give.
+inline void normalize_row(float* o, float* mean, float* rstd, const float* x, const float* weight,
+                          const float* bias, int C) {
+  float m = 0.f;
+  for (int c = 0; c < C; ++c) m += x[c];
+  m /= C;
+  float var = 0.f;
+  for (int c = 0; c < C; ++c) {
+    float d = x[c] - m;
+    var += d * d;
+  }
+  var /= C;  // biased, as PyTorch's LayerNorm
+  float s = 1.0f / std::sqrt(var + kEps);
+  for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+  *mean = m;
+  *rstd = s;
+}
+
 template <class S>
 void forward(S* out, float* mean, float* rstd, const S* inp, const S* weight_s, const S* bias_s, int N, int C) {
   std::vector<float> wbuf, bbuf;
@@ -21,21 +41,41 @@ void forward(S* out, float* mean, float* rstd, const S* inp, const S* weight_s, 
     FloatRow<S> orow;
     for (size_t i = lo; i < hi; ++i) {
       const float* x = as_float(inp + i * C, C, xbuf);
-      float m = 0.f;
-      for (int c = 0; c < C; ++c) m += x[c];
-      m /= C;
-      float var = 0.f;
-      for (int c = 0; c < C; ++c) {
-        float d = x[c] - m;
-        var += d * d;
-      }
-      var /= C;  // biased, as PyTorch's LayerNorm
-      float s = 1.0f / std::sqrt(var + kEps);
-      float* o = orow.overwrite(out + i * C, C);
-      for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * weight[c] + bias[c];
+      normalize_row(orow.overwrite(out + i * C, C), mean + i, rstd + i, x, weight, bias, C);
       orow.store();
-      mean[i] = m;
-      rstd[i] = s;
+    }
+  });
+}
+
+// The residual row is summed, stored, and normalised while it is in L1; for
+// bf16 the normalisation reads it back as stored (rounded), as a separate
+// layernorm_forward would.
+template <class S>
+void residual_forward(S* res, S* out, float* mean, float* rstd, const S* a, const S* b, const S* weight_s,
+                      const S* bias_s, int N, int C) {
+  std::vector<float> wbuf, bbuf;
+  const float* weight = as_float(weight_s, C, wbuf);
+  const float* bias = as_float(bias_s, C, bbuf);
+  parallel_for(size_t(N), 8, [&](size_t lo, size_t hi) {
+    std::vector<float> abuf, bbuf2, rbuf;
+    FloatRow<S> orow;
+    for (size_t i = lo; i < hi; ++i) {
+      const float* x = as_float(a + i * C, C, abuf);
+      const float* y = as_float(b + i * C, C, bbuf2);
+      float* r;
+      if constexpr (std::is_same_v<S, float>) {
+        r = res + i * C;  // x or y may be r itself: each element is read before it is written
+      } else {
+        if (rbuf.size() < size_t(C)) rbuf.resize(C);
+        r = rbuf.data();
+      }
+      for (int c = 0; c < C; ++c) r[c] = x[c] + y[c];
+      if constexpr (!std::is_same_v<S, float>) {
+        narrow(res + i * C, r, C);
+        widen(r, res + i * C, C);
+      }
+      normalize_row(orow.overwrite(out + i * C, C), mean + i, rstd + i, r, weight, bias, C);
+      orow.store();
     }
   });
 }
@@ -108,6 +148,16 @@ void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const f
 void CpuBackend::layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
                                    const bf16* bias, int N, int C) {
   forward(out, mean, rstd, inp, weight, bias, N, C);
+}
+void CpuBackend::residual_layernorm_forward(float* residual_out, float* ln_out, float* mean, float* rstd,
+                                            const float* a, const float* b, const float* weight,
+                                            const float* bias, int N, int C) {
+  residual_forward(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
+}
+void CpuBackend::residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, float* rstd,
+                                            const bf16* a, const bf16* b, const bf16* weight, const bf16* bias,
+                                            int N, int C) {
+  residual_forward(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
 }
 void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, const float* mean,
