@@ -68,7 +68,7 @@ describe('the addon', () => {
     expect(ops).toEqual(
       [
         'fill', 'scale', 'add', 'accumulate', 'copy', 'fillNormal', 'fillUniform', 'embeddingForward', 'embeddingBackward', 'layernormForward',
-        'layernormBackward', 'gemm', 'matmulForward', 'matmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
+        'layernormBackward', 'residualLayernormForward', 'gemm', 'matmulForward', 'matmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
         'dropoutBackward', 'attentionForward', 'attentionBackward', 'attentionDecode', 'crossentropyForward',
         'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm', 'convert',
       ].sort(),
@@ -117,6 +117,38 @@ describe('wrong shapes name the op and the shapes', () => {
       () => ops.layernormBackward(z([2, 4]), null, null, z([2, 3]), z([2, 3]), z([3]), z([2]), z([2])),
       /^layernormBackward:/, /dinp must have shape \[2, 3\] but has \[2, 4\]/,
     );
+    stillWorks();
+  });
+
+  it('residualLayernormForward (shapes, dtypes, overlapping outputs, disposed inputs)', () => {
+    const fused = (res: Tensor, out: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, w: Tensor, bias: Tensor) =>
+      ops.residualLayernormForward(res, out, mean, rstd, a, b, w, bias);
+    const ok = () => [z([2, 3]), z([2, 3]), z([2]), z([2]), z([2, 3]), z([2, 3]), z([3]), z([3])] as const;
+    const [res, out, mean, rstd, a, b, w, bias] = ok();
+    expectThrows(() => fused(res, out, mean, rstd, a, z([2, 4]), w, bias), /^residualLayernormForward:/, /b must have shape \[2, 3\] but has \[2, 4\]/);
+    expectThrows(() => fused(z([3, 2]), out, mean, rstd, a, b, w, bias), /^residualLayernormForward:/, /residual_out must have shape \[2, 3\] but has \[3, 2\]/);
+    expectThrows(() => fused(res, z([6]), mean, rstd, a, b, w, bias), /^residualLayernormForward:/, /ln_out must have shape \[2, 3\] but has \[6\]/);
+    expectThrows(() => fused(res, out, mean, rstd, a, b, z([4]), bias), /^residualLayernormForward:/, /weight must have shape \[3\] but has \[4\]/);
+    expectThrows(() => fused(res, out, mean, rstd, a, b, w, z([2])), /^residualLayernormForward:/, /bias must have shape \[3\] but has \[2\]/);
+    expectThrows(() => fused(res, out, z([3]), rstd, a, b, w, bias), /^residualLayernormForward:/, /mean must have 2 elements but has shape \[3\]/);
+    expectThrows(() => fused(res, out, mean, rstd, a, z([2, 3], 'bfloat16'), w, bias), /^residualLayernormForward:/, /b must be float32 but is bfloat16/);
+    expectThrows(() => fused(res, out, z([2], 'bfloat16'), rstd, a, b, w, bias), /^residualLayernormForward:/, /mean must be float32 but is bfloat16/);
+    expectThrows(() => fused(res, out, mean, rstd, z([2, 3], 'int32'), b, w, bias), /^residualLayernormForward:/, /a must be float32 or bfloat16 but is int32/);
+    // ln_out may not share memory with anything it is computed from; residual_out may only be a or b exactly
+    expectThrows(() => fused(res, res, mean, rstd, a, b, w, bias), /^residualLayernormForward:/, /ln_out overlaps residual_out/);
+    expectThrows(() => fused(res, b, mean, rstd, a, b, w, bias), /^residualLayernormForward:/, /ln_out overlaps b/);
+    const buf = z([13]);
+    expectThrows(() => fused(buf.view(1, [2, 3]), out, mean, rstd, buf.view(0, [2, 3]), b, w, bias), /^residualLayernormForward:/, /residual_out partly overlaps a/);
+    expectThrows(() => fused(res, buf.view(4, [2, 3]), mean, rstd, a, buf.view(7, [2, 3]), w, bias), /^residualLayernormForward:/, /ln_out overlaps b/);
+    const gone = Tensor.zeros([2, 3]);
+    gone.dispose();
+    expectThrows(() => fused(res, out, mean, rstd, a, gone, w, bias), /^residualLayernormForward:/, /b was disposed/);
+    // nothing was written by the refused calls; in place on a is allowed
+    expect([...res.toFloat32Array(), ...out.toFloat32Array()]).toEqual(new Array(12).fill(0));
+    const x = f([1, 2, 3, 4, 5, 6], [2, 3]);
+    fused(x, out, mean, rstd, x, f([1, 1, 1, 0, 0, 0], [2, 3]), f([1, 1, 1], [3]), f([0, 0, 0], [3]));
+    expect([...x.toFloat32Array()]).toEqual([2, 3, 4, 4, 5, 6]);
+    expect([...mean.toFloat32Array()]).toEqual([3, 5]);
     stillWorks();
   });
 

@@ -223,6 +223,13 @@ void EmbeddingBackward(Args& a) {
   });
 }
 
+// Whether two tensors' elements share any byte.
+bool overlap(NativeTensor* p, NativeTensor* q) {
+  auto lo = [](NativeTensor* t) { return reinterpret_cast<uintptr_t>(t->data()); };
+  auto hi = [&](NativeTensor* t) { return lo(t) + t->numel() * dtype_size(t->dtype()); };
+  return p->numel() > 0 && q->numel() > 0 && lo(p) < hi(q) && lo(q) < hi(p);
+}
+
 // ---- layernorm ----------------------------------------------------------------------------
 // N rows of C from inp, with weight [C] and the per-row mean and rstd [N] checked.
 struct Rows {
@@ -248,6 +255,34 @@ void LayernormForward(Args& a) {
     using S = decltype(s);
     LAUNCH(a, layernorm_forward, ptr<S>(out), f32(mean), f32(rstd), ptr<S>(inp), ptr<S>(w), ptr<S>(bias),
            r.N, r.width);
+  });
+}
+
+// residualLayernormForward(residualOut, lnOut, mean, rstd, a, b, weight, bias):
+// residualOut = a + b, lnOut = LayerNorm(residualOut), one pass per row.
+void ResidualLayernormForward(Args& a) {
+  auto x = a.storage_tensor(4, "a");
+  DType dt = x->dtype();
+  auto res = a.tensor(0, "residual_out", dt), out = a.tensor(1, "ln_out", dt);
+  auto mean = a.tensor(2, "mean"), rstd = a.tensor(3, "rstd");
+  auto y = a.tensor(5, "b", dt), w = a.tensor(6, "weight", dt), bias = a.tensor(7, "bias", dt);
+  Rows r = layernorm_rows(a, x, w, mean, rstd);
+  a.expect_shape(y, "b", x->shape());
+  a.expect_shape(res, "residual_out", x->shape());
+  a.expect_shape(out, "ln_out", x->shape());
+  a.expect_shape(bias, "bias", {r.width});
+  // The kernels read each residual row back after writing it and write ln_out
+  // meanwhile; residual_out may be a or b exactly (read before written), no
+  // other overlap gives defined results.
+  for (auto [t, name] : {std::pair{res, "residual_out"}, {x, "a"}, {y, "b"}})
+    if (overlap(out, t)) a.fail(std::string("ln_out overlaps ") + name + "; give it a buffer of its own");
+  for (auto [t, name] : {std::pair{x, "a"}, {y, "b"}})
+    if (res->data() != t->data() && overlap(res, t))
+      a.fail(std::string("residual_out partly overlaps ") + name + "; it may only be " + name + " itself");
+  typed(x, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, residual_layernorm_forward, ptr<S>(res), ptr<S>(out), f32(mean), f32(rstd), ptr<S>(x), ptr<S>(y),
+           ptr<S>(w), ptr<S>(bias), r.N, r.width);
   });
 }
 
@@ -586,6 +621,7 @@ const OpEntry kOps[] = {
     {"embeddingBackward", EmbeddingBackward},
     {"layernormForward", LayernormForward},
     {"layernormBackward", LayernormBackward},
+    {"residualLayernormForward", ResidualLayernormForward},
     {"gemm", Gemm},
     {"matmulForward", MatmulForward},
     {"matmulBackward", MatmulBackward},

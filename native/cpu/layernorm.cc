@@ -1,4 +1,5 @@
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backend_cpu.h"
@@ -11,32 +12,103 @@ constexpr float kEps = 1e-5f;
 
 namespace {
 
+// R rows' statistics and outputs from their float values x[k]. Each row's sums
+// run in the serial order of one row alone, so the bits do not depend on R;
+// a row's sum alone waits on the float add latency at every element, R
+// independent chains overlap. Shared by both forwards, so that the fused one
+// computes exactly what add + layernorm_forward give.
+template <int R>
+void normalize_rows(float* const* o, float* mean, float* rstd, const float* const* x, const float* weight,
+                    const float* bias, int C) {
+  float m[R], var[R], s[R];
+  for (int k = 0; k < R; ++k) m[k] = var[k] = 0.f;
+  for (int c = 0; c < C; ++c)
+    for (int k = 0; k < R; ++k) m[k] += x[k][c];
+  for (int k = 0; k < R; ++k) m[k] /= C;
+  for (int c = 0; c < C; ++c)
+    for (int k = 0; k < R; ++k) {
+      float d = x[k][c] - m[k];
+      var[k] += d * d;
+    }
+  for (int k = 0; k < R; ++k) {
+    var[k] /= C;  // biased, as PyTorch's LayerNorm
+    s[k] = 1.0f / std::sqrt(var[k] + kEps);
+    mean[k] = m[k];
+    rstd[k] = s[k];
+  }
+  for (int k = 0; k < R; ++k)
+    for (int c = 0; c < C; ++c) o[k][c] = (x[k][c] - m[k]) * s[k] * weight[c] + bias[c];
+}
+
+constexpr int kGroup = 8;  // 8 chains cover a 4-cycle add issued twice per cycle
+
+// Rows [lo, hi) in groups of kGroup (the rest one by one): row(k, i) prepares
+// row i in slot k and returns its float values, out(k, i) the float row its
+// output goes to, done(k) stores slot k's output.
+template <class Row, class Out, class Done>
+void row_groups(size_t lo, size_t hi, float* mean, float* rstd, const float* weight, const float* bias, int C,
+                Row row, Out out, Done done) {
+  const float* x[kGroup];
+  float* o[kGroup];
+  for (size_t i = lo; i < hi;) {
+    const int n = hi - i >= size_t(kGroup) ? kGroup : 1;
+    for (int k = 0; k < n; ++k) {
+      x[k] = row(k, i + k);
+      o[k] = out(k, i + k);
+    }
+    if (n == kGroup) normalize_rows<kGroup>(o, mean + i, rstd + i, x, weight, bias, C);
+    else normalize_rows<1>(o, mean + i, rstd + i, x, weight, bias, C);
+    for (int k = 0; k < n; ++k) done(k);
+    i += n;
+  }
+}
+
 template <class S>
 void forward(S* out, float* mean, float* rstd, const S* inp, const S* weight_s, const S* bias_s, int N, int C) {
   std::vector<float> wbuf, bbuf;
   const float* weight = as_float(weight_s, C, wbuf);
   const float* bias = as_float(bias_s, C, bbuf);
   parallel_for(size_t(N), 8, [&](size_t lo, size_t hi) {
-    std::vector<float> xbuf;
-    FloatRow<S> orow;
-    for (size_t i = lo; i < hi; ++i) {
-      const float* x = as_float(inp + i * C, C, xbuf);
-      float m = 0.f;
-      for (int c = 0; c < C; ++c) m += x[c];
-      m /= C;
-      float var = 0.f;
-      for (int c = 0; c < C; ++c) {
-        float d = x[c] - m;
-        var += d * d;
+    std::vector<float> xbuf[kGroup];
+    FloatRow<S> orow[kGroup];
+    row_groups(
+        lo, hi, mean, rstd, weight, bias, C, [&](int k, size_t i) { return as_float(inp + i * C, C, xbuf[k]); },
+        [&](int k, size_t i) { return orow[k].overwrite(out + i * C, C); }, [&](int k) { orow[k].store(); });
+  });
+}
+
+// Each residual row is summed, stored, and normalised while it is in L1; for
+// bf16 the normalisation reads it back as stored (rounded), as a separate
+// layernorm_forward would.
+template <class S>
+void residual_forward(S* res, S* out, float* mean, float* rstd, const S* a, const S* b, const S* weight_s,
+                      const S* bias_s, int N, int C) {
+  std::vector<float> wbuf, bbuf;
+  const float* weight = as_float(weight_s, C, wbuf);
+  const float* bias = as_float(bias_s, C, bbuf);
+  parallel_for(size_t(N), 8, [&](size_t lo, size_t hi) {
+    std::vector<float> abuf, bbuf2, rbuf[kGroup];
+    FloatRow<S> orow[kGroup];
+    auto residual = [&](int k, size_t i) -> const float* {
+      const float* x = as_float(a + i * C, C, abuf);
+      const float* y = as_float(b + i * C, C, bbuf2);
+      float* r;
+      if constexpr (std::is_same_v<S, float>) {
+        r = res + i * C;  // x or y may be r itself: each element is read before it is written
+      } else {
+        if (rbuf[k].size() < size_t(C)) rbuf[k].resize(C);
+        r = rbuf[k].data();
       }
-      var /= C;  // biased, as PyTorch's LayerNorm
-      float s = 1.0f / std::sqrt(var + kEps);
-      float* o = orow.overwrite(out + i * C, C);
-      for (int c = 0; c < C; ++c) o[c] = (x[c] - m) * s * weight[c] + bias[c];
-      orow.store();
-      mean[i] = m;
-      rstd[i] = s;
-    }
+      for (int c = 0; c < C; ++c) r[c] = x[c] + y[c];
+      if constexpr (!std::is_same_v<S, float>) {
+        narrow(res + i * C, r, C);
+        widen(r, res + i * C, C);
+      }
+      return r;
+    };
+    row_groups(
+        lo, hi, mean, rstd, weight, bias, C, residual,
+        [&](int k, size_t i) { return orow[k].overwrite(out + i * C, C); }, [&](int k) { orow[k].store(); });
   });
 }
 
@@ -108,6 +180,16 @@ void CpuBackend::layernorm_forward(float* out, float* mean, float* rstd, const f
 void CpuBackend::layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp, const bf16* weight,
                                    const bf16* bias, int N, int C) {
   forward(out, mean, rstd, inp, weight, bias, N, C);
+}
+void CpuBackend::residual_layernorm_forward(float* residual_out, float* ln_out, float* mean, float* rstd,
+                                            const float* a, const float* b, const float* weight,
+                                            const float* bias, int N, int C) {
+  residual_forward(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
+}
+void CpuBackend::residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean, float* rstd,
+                                            const bf16* a, const bf16* b, const bf16* weight, const bf16* bias,
+                                            int N, int C) {
+  residual_forward(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
 }
 void CpuBackend::layernorm_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                     const float* inp, const float* weight, const float* mean,

@@ -2,7 +2,8 @@
 //
 // Forward: one warp per row. Pass 1 sums the row (mean), pass 2 sums squared
 // deviations (variance; two passes are more accurate than E[x^2] - mean^2, and
-// the re-read hits L1), pass 3 writes the output. 16-byte packs (4 floats or
+// the re-read hits L1), pass 3 writes the output. The fused residual forward
+// computes a + b in pass 1 and stores it, then the same passes 2 and 3. 16-byte packs (4 floats or
 // 8 bf16) when C is a multiple of the pack and the buffers are aligned; bf16
 // values are widened and every sum is float.
 //
@@ -18,18 +19,12 @@ namespace {
 constexpr int kWarpsPerBlock = 8;
 constexpr float kEps = 1e-5f;
 
-// S: the storage type of out, inp, weight and bias; statistics are float.
+// The sum of one row's elements as lane `lane` of its warp reads them, before
+// the warp's reduction; the fused kernel below accumulates in the same order.
 template <class S>
-__global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const S* inp,
-                                         const S* weight, const S* bias, int N, int C, bool vec) {
+__device__ __forceinline__ float row_part_sum(const S* x, int C, bool vec, int lane) {
   using cudak::Pack;
   constexpr int W = Pack<S>::kWidth;
-  const int lane = threadIdx.x & 31;
-  const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (row >= N) return;  // whole warp leaves together
-  const S* x = inp + static_cast<size_t>(row) * C;
-  S* y = out + static_cast<size_t>(row) * C;
-
   float sum = 0.f;
   if (vec) {
     for (int c = lane * W; c < C; c += 32 * W) {
@@ -42,8 +37,18 @@ __global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const
   } else {
     for (int c = lane; c < C; c += 32) sum += to_float(x[c]);
   }
-  const float m = cudak::warp_sum(sum) / C;
+  return sum;
+}
 
+// Given the row's mean m: the variance pass, the output pass and the saved
+// statistics. Each lane reads only the elements it summed (the fused kernel
+// relies on that: they are the ones it wrote itself).
+template <class S>
+__device__ __forceinline__ void normalize_row(S* y, float* mean, float* rstd, const S* x,
+                                              const S* weight, const S* bias, int row, int C,
+                                              bool vec, int lane, float m) {
+  using cudak::Pack;
+  constexpr int W = Pack<S>::kWidth;
   float sq = 0.f;
   if (vec) {
     for (int c = lane * W; c < C; c += 32 * W) {
@@ -86,6 +91,59 @@ __global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const
     if (mean) mean[row] = m;
     if (rstd) rstd[row] = s;
   }
+}
+
+// S: the storage type of out, inp, weight and bias; statistics are float.
+template <class S>
+__global__ void layernorm_forward_kernel(S* out, float* mean, float* rstd, const S* inp,
+                                         const S* weight, const S* bias, int N, int C, bool vec) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= N) return;  // whole warp leaves together
+  const S* x = inp + static_cast<size_t>(row) * C;
+  const float m = cudak::warp_sum(row_part_sum(x, C, vec, lane)) / C;
+  normalize_row(out + static_cast<size_t>(row) * C, mean, rstd, x, weight, bias, row, C, vec, lane,
+                m);
+}
+
+// Pass 1 writes the residual and sums it as stored (rounded to S) in
+// row_part_sum's order; the later passes re-read the lane's own writes, which
+// are still in cache. a and b are read once.
+template <class S>
+__global__ void residual_layernorm_forward_kernel(S* res, S* out, float* mean, float* rstd,
+                                                  const S* a, const S* b, const S* weight,
+                                                  const S* bias, int N, int C, bool vec) {
+  using cudak::Pack;
+  constexpr int W = Pack<S>::kWidth;
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const size_t off = static_cast<size_t>(row) * C;
+  S* r = res + off;
+  const S* x = a + off;
+  const S* y = b + off;
+  float sum = 0.f;
+  if (vec) {
+    for (int c = lane * W; c < C; c += 32 * W) {
+      const Pack<S> u = cudak::load_pack(x + c), v = cudak::load_pack(y + c);
+      Pack<S> o;
+#pragma unroll
+      for (int j = 0; j < W; ++j) o.set(j, u.get(j) + v.get(j));
+      cudak::store_pack(r + c, o);
+      float part = 0.f;
+#pragma unroll
+      for (int j = 0; j < W; j += 2) part += o.get(j) + o.get(j + 1);
+      sum += part;
+    }
+  } else {
+    for (int c = lane; c < C; c += 32) {
+      const S o = from_float<S>(to_float(x[c]) + to_float(y[c]));
+      r[c] = o;
+      sum += to_float(o);
+    }
+  }
+  const float m = cudak::warp_sum(sum) / C;
+  normalize_row(out + off, mean, rstd, r, weight, bias, row, C, vec, lane, m);
 }
 
 // dinp[row] += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd, with
@@ -142,6 +200,32 @@ void CudaBackend::layernorm_forward(float* out, float* mean, float* rstd, const 
 void CudaBackend::layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* inp,
                                     const bf16* weight, const bf16* bias, int N, int C) {
   layernorm_forward_impl(out, mean, rstd, inp, weight, bias, N, C);
+}
+
+template <class S>
+void CudaBackend::residual_layernorm_forward_impl(S* residual_out, S* ln_out, float* mean,
+                                                  float* rstd, const S* a, const S* b,
+                                                  const S* weight, const S* bias, int N, int C) {
+  if (N == 0 || C == 0) return;
+  begin_op("residual_layernorm_forward");
+  const bool vec = C % cudak::Pack<S>::kWidth == 0 && cudak::aligned16(residual_out) &&
+                   cudak::aligned16(ln_out) && cudak::aligned16(a) && cudak::aligned16(b) &&
+                   (!weight || cudak::aligned16(weight)) && (!bias || cudak::aligned16(bias));
+  const unsigned grid = cudak::ceil_div(N, kWarpsPerBlock);
+  residual_layernorm_forward_kernel<S><<<grid, kWarpsPerBlock * 32, 0, stream_>>>(
+      residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C, vec);
+  cudak::check_launch("residual_layernorm_forward");
+}
+void CudaBackend::residual_layernorm_forward(float* residual_out, float* ln_out, float* mean,
+                                             float* rstd, const float* a, const float* b,
+                                             const float* weight, const float* bias, int N,
+                                             int C) {
+  residual_layernorm_forward_impl(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
+}
+void CudaBackend::residual_layernorm_forward(bf16* residual_out, bf16* ln_out, float* mean,
+                                             float* rstd, const bf16* a, const bf16* b,
+                                             const bf16* weight, const bf16* bias, int N, int C) {
+  residual_layernorm_forward_impl(residual_out, ln_out, mean, rstd, a, b, weight, bias, N, C);
 }
 
 template <class S>

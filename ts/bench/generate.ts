@@ -215,7 +215,7 @@ export async function profileDecode(device: Device, position = 120, timing: Time
   const F = 4;
   const bandwidthGBs = native().readBandwidth(512, 5);
   try {
-    const x = t([1, 1, C]), y = t([1, 1, C]), x4 = t([1, 1, 4 * C]), y4 = t([1, 1, 4 * C]), qkv = t([1, 1, 3 * C]), mean = t([1]), rstd = t([1]), logits = t([1, 1, V]);
+    const x = t([1, 1, C]), y = t([1, 1, C]), res = t([1, 1, C]), branch = t([1, 1, C]), x4 = t([1, 1, 4 * C]), y4 = t([1, 1, 4 * C]), qkv = t([1, 1, 3 * C]), mean = t([1]), rstd = t([1]), logits = t([1, 1, V]);
     const layers = Array.from({ length: L }, () => ({
       qkvW: t([3 * C, C]), qkvB: t([3 * C]), projW: t([C, C]), projB: t([C]),
       fcW: t([4 * C, C]), fcB: t([4 * C]), fc2W: t([C, 4 * C]), fc2B: t([C]),
@@ -237,9 +237,9 @@ export async function profileDecode(device: Device, position = 120, timing: Time
       { name: 'matmul fc proj', ms: ms(perLayer((l) => ops.matmulForward(y, x4, l.fc2W, l.fc2B))), bytes: mm(4 * C, C) },
       { name: `LM head (${V} wide)`, ms: ms(() => ops.matmulForward(logits, x, head, null)), bytes: F * V * C },
       { name: `attention over ${position + 1} cached`, ms: ms(perLayer((l) => ops.attentionDecode(y, l.k, l.v, qkv, position))), bytes: cacheBytes },
-      { name: 'layernorm x25', ms: ms(() => { perLayer((l) => { ops.layernormForward(y, mean, rstd, x, l.lnW, l.lnB); ops.layernormForward(y, mean, rstd, x, l.lnW, l.lnB); })(); ops.layernormForward(y, mean, rstd, x, layers[0]!.lnW, layers[0]!.lnB); }), bytes: 0 },
+      // as the step runs them: block 0's norm1 alone, the other 24 fused with the residual add before them
+      { name: 'residual add + layernorm x25', ms: ms(() => { ops.layernormForward(y, mean, rstd, x, layers[0]!.lnW, layers[0]!.lnB); perLayer((l) => { ops.residualLayernormForward(res, y, mean, rstd, x, branch, l.lnW, l.lnB); ops.residualLayernormForward(res, y, mean, rstd, x, branch, l.lnW, l.lnB); })(); }), bytes: 0 },
       { name: 'gelu x12', ms: ms(perLayer(() => ops.geluForward(y4, x4))), bytes: 0 },
-      { name: 'residual add x24', ms: ms(perLayer(() => { ops.add(y, x, x); ops.add(y, x, x); })), bytes: 0 },
       { name: 'embedding', ms: ms(() => ops.embeddingForward(y, ids, head, wpe, position)), bytes: 0 },
       { name: 'greedy argmax (JS)', ms: ms(() => void argmax(scores)), bytes: 0 },
     ];

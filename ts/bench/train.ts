@@ -118,7 +118,7 @@ export function profileTrainStep(device: Device, batch = 2, context = 256, timin
   };
   try {
     const rows = (width: number) => t([batch, context, width]);
-    const x = rows(C), y = rows(C), dx = rows(C), dy = rows(C), x3 = rows(3 * C), dx3 = rows(3 * C), x4 = rows(4 * C), dx4 = rows(4 * C), y4 = rows(4 * C);
+    const x = rows(C), y = rows(C), res = rows(C), dx = rows(C), dy = rows(C), x3 = rows(3 * C), dx3 = rows(3 * C), x4 = rows(4 * C), dx4 = rows(4 * C), y4 = rows(4 * C);
     const mean = t([N]), rstd = t([N]), lse = t([batch, NH, context]), logits = rows(V), losses = t([N]);
     const ids = t([batch, context], 'int32'), targets = t([batch, context], 'int32');
     ids.write(Int32Array.from({ length: N }, (_, i) => (i * 7919) % V));
@@ -154,10 +154,12 @@ export function profileTrainStep(device: Device, batch = 2, context = 256, timin
     const parts: StepPart[] = [
       { name: 'attention fwd+bwd', ms: ms(perLayer(() => { ops.attentionForward(y, lse, x3, NH, p, rng); ops.attentionBackward(dx3, dy, x3, y, lse, NH, p, rng); })) },
       { name: `classifier (softmax + cross-entropy over ${V})`, ms: ms(() => ops.crossentropyForwardBackward(losses, logits, logits, targets, 1 / N)) },
-      { name: 'layernorm fwd+bwd x25', ms: ms(() => { perLayer((l) => { for (let k = 0; k < 2; k++) { ops.layernormForward(y, mean, rstd, x, l.lnW, l.lnB); ops.layernormBackward(dx, l.dlnW, l.dlnB, dy, x, l.lnW, mean, rstd); } })(); ops.layernormForward(y, mean, rstd, x, layers[0]!.lnW, layers[0]!.lnB); ops.layernormBackward(dx, layers[0]!.dlnW, layers[0]!.dlnB, dy, x, layers[0]!.lnW, mean, rstd); }) },
+      // As the step runs them: block 0's norm1 alone, every other LayerNorm fused with the residual add before it
+      // (its backward is the plain one, accumulating into the residual stream's gradient).
+      { name: 'residual add + layernorm fwd+bwd x25', ms: ms(() => { ops.layernormForward(y, mean, rstd, x, layers[0]!.lnW, layers[0]!.lnB); ops.layernormBackward(dx, layers[0]!.dlnW, layers[0]!.dlnB, dy, x, layers[0]!.lnW, mean, rstd); perLayer((l) => { for (let k = 0; k < 2; k++) { ops.residualLayernormForward(res, y, mean, rstd, x, dy, l.lnW, l.lnB); ops.layernormBackward(dx, l.dlnW, l.dlnB, dy, res, l.lnW, mean, rstd); } })(); }) },
       { name: 'gelu fwd+bwd x12', ms: ms(perLayer(() => { ops.geluForward(y4, x4); ops.geluBackward(dx4, x4, y4); })) },
       { name: 'dropout fwd+bwd x25', ms: ms(() => { perLayer(() => { for (let k = 0; k < 2; k++) { ops.dropoutForward(y, x, p, rng); ops.dropoutBackward(dx, dy, p, rng); } })(); ops.dropoutForward(y, x, p, rng); ops.dropoutBackward(dx, dy, p, rng); }) },
-      { name: 'residual add + gradient fills', ms: ms(perLayer(() => { ops.add(y, x, dy); ops.add(y, x, dy); ops.fill(dx, 0); ops.fill(dx, 0); ops.fill(dx, 0); })) },
+      { name: 'gradient fills', ms: ms(perLayer(() => { ops.fill(dx, 0); ops.fill(dx, 0); ops.fill(dx, 0); })) },
       { name: 'embedding fwd+bwd', ms: ms(() => { ops.embeddingForward(y, ids, head.w, wpe, 0); ops.embeddingBackward(head.dw, dwpe, dy, ids, 0); }) },
     ];
     return { gemmMs, gemmGflops: (6 * N * linearFlops) / (gemmMs * 1e6), parts };

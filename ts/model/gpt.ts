@@ -276,21 +276,31 @@ export class GPTModel {
     attend: (layer: number, a: LayerActivations) => void,
     dropped: (out: Tensor, inp: Tensor, site: number) => Tensor,
   ): void {
-    for (let l = 0; l < this.config.nLayers; l++) {
+    const L = this.config.nLayers;
+    // Each residual add runs fused with the LayerNorm that reads it (norm2, the
+    // next block's norm1, final_norm): the same bits as add then LayerNorm, one
+    // pass fewer over the stream. Only the first norm1 reads x without an add.
+    const next = (l: number) =>
+      l + 1 < L
+        ? { out: acts.layers[l + 1].ln1, mean: acts.layers[l + 1].ln1Mean, rstd: acts.layers[l + 1].ln1Rstd, norm: this.blocks[l + 1].norm1 }
+        : { out: acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, norm: this.finalNorm };
+    const first = next(-1); // block 0's norm1, or final_norm without blocks
+    ops.layernormForward(first.out, first.mean, first.rstd, x, first.norm.scale.value, first.norm.shift.value);
+    for (let l = 0; l < L; l++) {
       const w = this.blocks[l], a = acts.layers[l];
-      ops.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1.scale.value, w.norm1.shift.value);
       ops.matmulForward(a.qkv, a.ln1, w.qkvWeight.value, w.qkvBias?.value ?? null);
       attend(l, a);
       ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
-      ops.add(a.res2, x, dropped(a.projDrop, a.proj, 2 + 3 * l));
-      ops.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.res2, w.norm2.scale.value, w.norm2.shift.value);
+      ops.residualLayernormForward(a.res2, a.ln2, a.ln2Mean, a.ln2Rstd, x, dropped(a.projDrop, a.proj, 2 + 3 * l),
+        w.norm2.scale.value, w.norm2.shift.value);
       ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
       ops.geluForward(a.gelu, a.fc);
       ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
-      ops.add(a.res3, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l));
+      const n = next(l);
+      ops.residualLayernormForward(a.res3, n.out, n.mean, n.rstd, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l),
+        n.norm.scale.value, n.norm.shift.value);
       x = a.res3;
     }
-    ops.layernormForward(acts.lnf, acts.lnfMean, acts.lnfRstd, x, this.finalNorm.scale.value, this.finalNorm.shift.value);
   }
 
   /** Logits [B, T, V] of the last forward without gradient. */

@@ -55,6 +55,7 @@ export interface NativeOps {
   embeddingBackward(dwte: OptT, dwpe: OptT, dout: T, ids: T, pos0: number): void;
   layernormForward(out: T, mean: T, rstd: T, inp: T, weight: T, bias: T): void;
   layernormBackward(dinp: OptT, dweight: OptT, dbias: OptT, dout: T, inp: T, weight: T, mean: T, rstd: T): void;
+  residualLayernormForward(residualOut: T, lnOut: T, mean: T, rstd: T, a: T, b: T, weight: T, bias: T): void;
   gemm(c: T, a: T, b: T, transA: boolean, transB: boolean, alpha: number, beta: number): void;
   matmulForward(out: T, inp: T, weight: T, bias: OptT): void;
   matmulBackward(dinp: OptT, dweight: OptT, dbias: OptT, dout: T, inp: T, weight: T, accumulate: boolean): void;

@@ -39,6 +39,15 @@ export const layernormBackward = (
   dinp: Tensor | null, dweight: Tensor | null, dbias: Tensor | null,
   dout: Tensor, inp: Tensor, weight: Tensor, mean: Tensor, rstd: Tensor,
 ) => o().layernormBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight), h(mean), h(rstd));
+/**
+ * residualOut = a + b and lnOut = LayerNorm(residualOut) in one pass: the same
+ * bits as add then layernormForward. residualOut may be a or b; lnOut must
+ * overlap none of them. The backward is layernormBackward with inp =
+ * residualOut and dinp = the residual stream's gradient (it accumulates).
+ */
+export const residualLayernormForward = (
+  residualOut: Tensor, lnOut: Tensor, mean: Tensor, rstd: Tensor, a: Tensor, b: Tensor, weight: Tensor, bias: Tensor,
+) => o().residualLayernormForward(h(residualOut), h(lnOut), h(mean), h(rstd), h(a), h(b), h(weight), h(bias));
 
 /** c = alpha * op(a) op(b) + beta * c for 2-D tensors; op transposes when asked. */
 export const gemm = (c: Tensor, a: Tensor, b: Tensor, transA = false, transB = false, alpha = 1, beta = 0) =>

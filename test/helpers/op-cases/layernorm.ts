@@ -95,4 +95,113 @@ const layernormBackward: OpEntry = {
     }))),
 };
 
-export const LAYERNORM: OpEntry[] = [layernormForward, layernormBackward];
+// ---- the residual add fused with the LayerNorm after it ------------------------------------
+// residual = a + b stored (one float32 rounding, then the storage type's), ln = LayerNorm of the
+// stored residual: its reference is layernormRef of those stored values.
+interface ResidualCase extends LayernormCase {
+  /** residual_out is a itself (x = x + branch in place). */
+  inPlace?: boolean;
+}
+const RESIDUAL_CASES: ResidualCase[] = [
+  { shape: [3, 7, 6], shift: 0, scale: 1 },
+  { shape: [4, 1], shift: 0.5, scale: 1 }, // C = 1: out = bias
+  { shape: [4, 3, 16], shift: 300, scale: 1 },
+  { shape: [9, 64], shift: 0.5, scale: 2, offset: 1 }, // unaligned: the CUDA scalar path
+  { shape: [300, 37], shift: 0.5, scale: 2 },
+  { shape: [5, 1023], shift: 0.5, scale: 2, inPlace: true },
+  { shape: [2, 64, 768], shift: 0.5, scale: 2 },
+  { shape: [2, 16, 768], shift: 0, scale: 1, inPlace: true },
+];
+const residualLabel = (c: ResidualCase) => `${label(c)}${c.inPlace ? ' in place (residual_out = a)' : ''}`;
+
+function residualInputs(k: OpContext, c: ResidualCase) {
+  const { N, C } = sizes(c);
+  const rng = new R.SeededRandom(N * 37 + C + (c.offset ?? 0) + (c.inPlace ? 7 : 0));
+  // the stream a and a smaller branch b, as in a transformer block
+  const a = k.round(rng.floats(N * C, c.scale, c.shift)), b = k.round(rng.floats(N * C, 0.5));
+  const w = k.round(rng.floats(C, 0.5, 1)), bias = k.round(rng.floats(C, 0.5));
+  // one float32 rounding of the exact sum, then the storage type's (the same bits on every backend)
+  const residual = k.stored(Float32Array.from(a, (v, i) => v + b[i]!));
+  return { rng, a, b, w, bias, residual };
+}
+
+/** Runs the fused op on placed tensors; returns them and the read-back results. */
+function runResidual(k: OpContext, c: ResidualCase, x: ReturnType<typeof residualInputs>) {
+  const { N, C } = sizes(c), off = c.offset ?? 0, rows = c.shape.slice(0, -1);
+  const ta = k.placed(x.a, off, c.shape), tb = k.placed(x.b, off, c.shape);
+  const res = c.inPlace ? ta : k.placed(k.round(x.rng.floats(N * C)), off, c.shape);
+  const out = k.placed(k.round(x.rng.floats(N * C)), off, c.shape);
+  const mean = k.placed(x.rng.floats(N), off, rows, 'float32'), rstd = k.placed(x.rng.floats(N), off, rows, 'float32');
+  const w = k.placed(x.w, off, [C]), bias = k.placed(x.bias, off, [C]);
+  ops.residualLayernormForward(res.view, out.view, mean.view, rstd.view, ta.view, tb.view, w.view, bias.view);
+  return { res, out, mean, rstd, w, tb, ta };
+}
+
+const residualLayernormForward: OpEntry = {
+  op: 'residualLayernormForward',
+  cases: [
+    ...RESIDUAL_CASES.map((c) => ({
+      name: residualLabel(c),
+      run(k: OpContext) {
+        const { N, C } = sizes(c);
+        const x = residualInputs(k, c);
+        const t = runResidual(k, c, x);
+        k.exact('residual_out', t.res.read('residual_out'), x.residual);
+        if (!c.inPlace) k.exact('a (read only)', t.ta.read('a'), x.a);
+        k.exact('b (read only)', t.tb.read('b'), x.b);
+        const ref = R.layernormRef(R.f64(x.residual), R.f64(x.w), R.f64(x.bias), N, C);
+        k.close('ln_out', t.out.read('ln_out'), ref.out, tolOf(c));
+        k.within('mean', t.mean.read('mean'), ref.mean, 1e-6 * (Math.abs(c.shift) + c.scale));
+        k.close('rstd', t.rstd.read('rstd'), ref.rstd, 'reduction', 0, k.rtolFloat32('reduction'));
+      },
+    })),
+    // The model's backward: layernormBackward with inp = residual_out, the op's own statistics, and
+    // dinp holding the residual stream's gradient dres (the skip path), onto which it accumulates
+    // LN's share: d/da of dot(dln, LN(a + b)) + dot(dres, a + b).
+    // (Not C = 1: there rstd = 1/sqrt(eps) = 316 scales the float32 rounding of dout * weight - mean, which
+    // cancels to 0 exactly only in float64, up to ~1e-5 of the skip path's gradient: layernormBackward's own cases have it.)
+    ...RESIDUAL_CASES.filter((c) => c.shape.at(-1)! > 1 && (sizes(c).N * sizes(c).C < 5000 || c.shape.at(-1) === 768)).map((c) => ({
+      name: `${residualLabel(c)}: the gradient through layernormBackward`,
+      run(k: OpContext) {
+        const { N, C } = sizes(c), off = c.offset ?? 0;
+        const x = residualInputs(k, c);
+        const t = runResidual(k, c, x);
+        const dln = k.round(x.rng.floats(N * C)), dres = k.round(x.rng.floats(N * C, 0.5));
+        const dinp = k.placed(dres, off, c.shape);
+        ops.layernormBackward(dinp.view, null, null, k.placed(dln, off, c.shape).view, t.res.view, t.w.view, t.mean.view, t.rstd.view);
+        const b64 = R.f64(x.b), w64 = R.f64(x.w), bias64 = R.f64(x.bias), dln64 = R.f64(dln), dres64 = R.f64(dres);
+        const sum = (a: R.F64) => a.map((v, i) => v + b64[i]!);
+        const loss = (a: R.F64) => R.dot(dln64, R.layernormRef(sum(a), w64, bias64, N, C).out) + R.dot(dres64, sum(a));
+        const analyticAt = (r: R.F64) => {
+          const st = R.layernormRef(r, w64, bias64, N, C);
+          return R.layernormBackwardRef(dln64, r, w64, st.mean, st.rstd, N, C).dinp.map((g, i) => g + dres64[i]!);
+        };
+        // checked against central differences at the exact sum; compared at the residual as stored
+        k.gradient('d residual (skip path + LayerNorm)', dinp.read('dinp'), analyticAt(sum(R.f64(x.a))), tolOf(c),
+          { loss, at: x.a, coords: 200 }, undefined, analyticAt(R.f64(x.residual)));
+      },
+    })),
+    {
+      name: 'the same bits as add then layernormForward (the model relies on it)',
+      run(k: OpContext) {
+        for (const c of RESIDUAL_CASES) {
+          const { N, C } = sizes(c), off = c.offset ?? 0, rows = c.shape.slice(0, -1);
+          const x = residualInputs(k, c);
+          const t = runResidual(k, c, x);
+          // at the same offsets, so that the CUDA kernels take the same (vector or scalar) path
+          const res = k.placed(new Float32Array(N * C), off, c.shape), out = k.placed(new Float32Array(N * C), off, c.shape);
+          const mean = k.placed(new Float32Array(N), off, rows, 'float32'), rstd = k.placed(new Float32Array(N), off, rows, 'float32');
+          ops.add(res.view, k.placed(x.a, off, c.shape).view, k.placed(x.b, off, c.shape).view);
+          ops.layernormForward(out.view, mean.view, rstd.view, res.view, k.placed(x.w, off, [C]).view, k.placed(x.bias, off, [C]).view);
+          const name = residualLabel(c);
+          k.exact(`${name}: residual_out`, t.res.read('residual_out'), res.read('add'));
+          k.exact(`${name}: ln_out`, t.out.read('ln_out'), out.read('layernorm out'));
+          k.exact(`${name}: mean`, t.mean.read('mean'), mean.read('layernorm mean'));
+          k.exact(`${name}: rstd`, t.rstd.read('rstd'), rstd.read('layernorm rstd'));
+        }
+      },
+    },
+  ],
+};
+
+export const LAYERNORM: OpEntry[] = [layernormForward, layernormBackward, residualLayernormForward];
