@@ -1,4 +1,8 @@
 #include <algorithm>
+#include <cstdint>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 #include <type_traits>
 
 #include "backend_cpu.h"
@@ -13,12 +17,38 @@ constexpr size_t kChunk = 1 << 16;
 
 namespace {
 
+// Fills of at least kStreamBytes bypass the caches (non-temporal stores):
+// nearly twice the rate of plain stores on the 2-core VM (33 vs 18.5 GB/s
+// zeroing 650 MB), and a buffer that large would not stay cached for its
+// reader anyway. Smaller fills stay in cache for the op that reads them next.
+constexpr size_t kStreamBytes = size_t(4) << 20;
+
+template <class S>
+void fill_run(S* x, size_t n, S v, bool stream) {
+#if defined(__AVX2__)
+  if (stream) {
+    constexpr size_t kLanes = 32 / sizeof(S);
+    alignas(32) S pattern[kLanes];
+    for (size_t l = 0; l < kLanes; ++l) pattern[l] = v;
+    const __m256i p = _mm256_load_si256(reinterpret_cast<const __m256i*>(pattern));
+    size_t i = 0;
+    for (; i < n && (reinterpret_cast<uintptr_t>(x + i) & 31) != 0; ++i) x[i] = v;
+    for (; i + kLanes <= n; i += kLanes) _mm256_stream_si256(reinterpret_cast<__m256i*>(x + i), p);
+    for (; i < n; ++i) x[i] = v;
+    _mm_sfence();  // the streamed stores ordered before the pool reports this chunk done
+    return;
+  }
+#else
+  (void)stream;
+#endif
+  for (size_t i = 0; i < n; ++i) x[i] = v;
+}
+
 template <class S>
 void fill_impl(S* x, size_t n, float value) {
   const S v = from_float<S>(value);
-  parallel_for(n, kChunk, [&](size_t b, size_t e) {
-    for (size_t i = b; i < e; ++i) x[i] = v;
-  });
+  const bool stream = n * sizeof(S) >= kStreamBytes;
+  parallel_for(n, kChunk, [&](size_t b, size_t e) { fill_run(x + b, e - b, v, stream); });
 }
 
 // bf16: the float loop on widened blocks (storage.h's vectorised

@@ -33,6 +33,20 @@ export const ELEMENTWISE: OpEntry[] = [
   elementwise('accumulate', (_, x, a) => ops.accumulate(x, a), (x, a) => x + a),
 ];
 
+/** A fill of more than 4 MB (the CPU streams it past the caches), from an unaligned start. */
+const largeFill: OpEntry = {
+  op: 'fill',
+  cases: [{
+    name: 'n=2^21+5 offset=3 (streamed stores)',
+    run(k) {
+      const n = 2 ** 21 + 5;
+      const x = k.placed(new Float32Array(n).fill(1), 3);
+      ops.fill(x.view, -2.5);
+      k.exact('fill', x.read('fill'), new Float32Array(n).fill(-2.5));
+    },
+  }],
+};
+
 /** In place (out aliases an input) and across shapes of the same element count. */
 const aliasing: OpEntry = {
   op: 'add',
@@ -99,4 +113,4 @@ const copy: OpEntry = {
   ],
 };
 
-export const COPIES: OpEntry[] = [aliasing, copy];
+export const COPIES: OpEntry[] = [aliasing, copy, largeFill];
