@@ -105,6 +105,16 @@ const ours = step('our GPU benchmark', process.execPath, ['dist/bench/gpu.js', .
 const oursJson = lastJson(ours.stdout);
 summary.push(['our benchmark', ours.status]);
 
+// The bf16 step again with GELU in its own kernels: what the GEMM epilogues (GELU_AUX_BIAS, DGELU) save.
+let unfusedJson = null;
+if (!smoke && leftS() < 240) summary.push(['bf16 with GELU unfused', 'skipped (time)']);
+else {
+  const unfused = step('our bf16 step with GELU in its own kernels (GPTCUDA_GELU_FUSION=0)', process.execPath, ['dist/bench/gpu.js', '--bf16-only', ...(smoke ? ['--smoke'] : [])],
+    { env: { ...cudaEnv, GPTCUDA_GELU_FUSION: '0' }, timeoutS: smoke ? 300 : 60 });
+  unfusedJson = lastJson(unfused.stdout);
+  summary.push(['bf16 with GELU unfused', unfused.status]);
+}
+
 let peerJson = null;
 if (skipPeer) summary.push(['PyTorch peer', 'skipped (--skip-peer)']);
 else if (leftS() < 60) summary.push(['PyTorch peer', 'skipped (time)']);
@@ -228,6 +238,11 @@ function finish(code) {
       ofPeak ? `${ofPeak} of bf16 peak` : '',
       `${gib(mine?.peakGiB) || '-'} / ${gib(best?.peak_gib) || 'n/a'}`,
     ]);
+  }
+  const unfused = unfusedJson?.train?.[0];
+  if (unfused) {
+    const fused = oursJson?.train?.find((r) => r.dtype === 'bf16' && r.B === unfused.B);
+    rows.push([`${unfused.name} ${unfused.B}x${unfused.T} bf16, GELU unfused`, fmt(unfused.tokensPerS), 'n/a', fused ? `fused: ${ratio(fused.tokensPerS, unfused.tokensPerS)}` : 'n/a', '', `${gib(unfused.peakGiB)}`]);
   }
   if (oursJson) rows.push(['generation batch 1 (KV cache)', fmt(oursJson.generation_tokens_per_s), peerJson?.generate ? `${fmt(peerJson.generate.tokens_per_s)} (HF)` : 'n/a', ratio(oursJson.generation_tokens_per_s, peerJson?.generate?.tokens_per_s), '', '']);
   if (oursJson) rows.push(['generation batch 1, bf16', fmt(oursJson.generation_bf16_tokens_per_s), 'n/a', oursJson.generation_bf16_tokens_per_s ? `${ratio(oursJson.generation_bf16_tokens_per_s, oursJson.generation_tokens_per_s)} of fp32` : 'n/a', '', '']);

@@ -68,7 +68,7 @@ describe('the addon', () => {
     expect(ops).toEqual(
       [
         'fill', 'scale', 'add', 'accumulate', 'copy', 'fillNormal', 'fillUniform', 'embeddingForward', 'embeddingBackward', 'layernormForward',
-        'layernormBackward', 'residualLayernormForward', 'gemm', 'matmulForward', 'matmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
+        'layernormBackward', 'residualLayernormForward', 'gemm', 'matmulForward', 'matmulBackward', 'matmulGeluForward', 'geluMatmulBackward', 'geluForward', 'geluBackward', 'dropoutForward',
         'dropoutBackward', 'attentionForward', 'attentionBackward', 'attentionDecode', 'crossentropyForward',
         'crossentropyForwardBackward', 'adamw', 'sumSquares', 'clipByNorm', 'convert',
       ].sort(),
@@ -97,6 +97,28 @@ describe('wrong shapes name the op and the shapes', () => {
   it('matmulBackward', () => {
     expectThrows(() => ops.matmulBackward(z([2, 6]), z([6, 4]), null, z([2, 4]), z([2, 6]), z([4, 6])), /^matmulBackward:/, /dweight must have shape \[4, 6\] but has \[6, 4\]/);
     expectThrows(() => ops.matmulBackward(null, null, z([4]), z([3, 4]), z([2, 6]), z([4, 6])), /^matmulBackward:/, /dout must have shape \[2, 4\] but has \[3, 4\]/);
+    stillWorks();
+  });
+
+  it('matmulGeluForward and geluMatmulBackward (shapes, dtypes, overlapping outputs)', () => {
+    const x = z([2, 6]), w = z([4, 6]), b = z([4]), out = z([2, 4]), pre = z([2, 4]);
+    expectThrows(() => ops.matmulGeluForward(out, z([2, 5]), x, w, b), /^matmulGeluForward:/, /pre must have shape \[2, 4\] but has \[2, 5\]/);
+    expectThrows(() => ops.matmulGeluForward(out, pre, z([2, 5]), w, b), /^matmulGeluForward:/, /in_features 6/);
+    expectThrows(() => ops.matmulGeluForward(out, pre, x, w, z([3])), /^matmulGeluForward:/, /bias must have shape \[4\] but has \[3\]/);
+    expectThrows(() => ops.matmulGeluForward(out, out, x, w, b), /^matmulGeluForward:/, /out overlaps pre/);
+    expectThrows(() => ops.matmulGeluForward(out, pre, x, w, z([4], 'bfloat16')), /^matmulGeluForward:/, /bias must be float32 but is bfloat16/);
+    const buf = z([16]);
+    expectThrows(() => ops.matmulGeluForward(buf.view(0, [2, 4]), pre, buf.view(4, [2, 6]), w, b), /^matmulGeluForward:/, /out overlaps inp/);
+    ops.matmulGeluForward(out, pre, x, w, b);
+    // backward: act and pre [2, 6] (K = 6), dout [2, 4]
+    const act = z([2, 6]), p6 = z([2, 6]), dpre = z([2, 6]), dout = z([2, 4]);
+    expectThrows(() => ops.geluMatmulBackward(dpre, null, null, dout, z([2, 5]), p6, w), /^geluMatmulBackward:/, /act's last dimension must equal weight's second dimension \(in_features 6\)/);
+    expectThrows(() => ops.geluMatmulBackward(dpre, null, null, dout, act, z([2, 5]), w), /^geluMatmulBackward:/, /pre must have shape \[2, 6\] but has \[2, 5\]/);
+    expectThrows(() => ops.geluMatmulBackward(z([6, 2]), null, null, dout, act, p6, w), /^geluMatmulBackward:/, /dpre must have shape \[2, 6\] but has \[6, 2\]/);
+    expectThrows(() => ops.geluMatmulBackward(dpre, z([6, 4]), null, dout, act, p6, w), /^geluMatmulBackward:/, /dweight must have shape \[4, 6\] but has \[6, 4\]/);
+    expectThrows(() => ops.geluMatmulBackward(dpre, null, null, dout, act, dpre, w), /^geluMatmulBackward:/, /dpre overlaps pre/);
+    expectThrows(() => ops.geluMatmulBackward(act, null, null, dout, act, p6, w), /^geluMatmulBackward:/, /dpre overlaps act/);
+    ops.geluMatmulBackward(dpre, z([4, 6]), z([4]), dout, act, p6, w, { accumulate: false });
     stillWorks();
   });
 

@@ -22,7 +22,9 @@ it('gpu-check --smoke runs on the emulator, logs to $OUT and ends with the table
     expect(table[0]).toMatch(/\| what +\| ours tokens\/s +\| PyTorch tokens\/s +\| ours\/PyTorch/);
     expect(table.some((l) => /^\| tiny 2x32 fp32\/TF32 +\| \d/.test(l))).toBe(true);
     expect(table.some((l) => /^\| generation batch 1 \(KV cache\) +\| \d/.test(l))).toBe(true);
+    expect(table.some((l) => /^\| tiny 2x32 bf16, GELU unfused +\| \d.*fused: \d/.test(l))).toBe(true);
     expect(r.stdout).toContain('our benchmark: passed');
+    expect(r.stdout).toContain('bf16 with GELU unfused: passed');
     expect(fs.readFileSync(join(out, 'gpu-check.log'), 'utf8')).toContain('== our GPU benchmark');
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

@@ -334,13 +334,14 @@ void Gemm(Args& a) {
 struct Linear {
   int M, K, N;
 };
-Linear linear_dims(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* y, const char* y_name) {
+Linear linear_dims(Args& a, NativeTensor* inp, NativeTensor* w, NativeTensor* y, const char* y_name,
+                   const char* inp_name = "inp") {
   a.expect_rank(w, "weight", 2);
   int64_t N = w->shape()[0], K = w->shape()[1];
-  if (a.last_dim(inp, "inp") != K)
-    a.fail("inp's last dimension must equal weight's second dimension (in_features " +
+  if (a.last_dim(inp, inp_name) != K)
+    a.fail(std::string(inp_name) + "'s last dimension must equal weight's second dimension (in_features " +
            std::to_string(K) + ")");
-  int64_t M = a.rows(inp, "inp");
+  int64_t M = a.rows(inp, inp_name);
   std::vector<int64_t> y_shape = inp->shape();
   y_shape.back() = N;
   a.expect_shape(y, y_name, y_shape);
@@ -376,6 +377,50 @@ void MatmulBackward(Args& a) {
     using S = decltype(s);
     LAUNCH(a, matmul_backward, ptr<S>(dinp), ptr<S>(dw), ptr<S>(db), static_cast<const S*>(ptr<S>(dout)),
            static_cast<const S*>(ptr<S>(inp)), static_cast<const S*>(ptr<S>(w)), d.M, d.K, d.N, accumulate);
+  });
+}
+
+// The MLP's first Linear with its GELU: pre = inp weight^T + bias, out = gelu(pre).
+void MatmulGeluForward(Args& a) {
+  auto inp = a.storage_tensor(2, "inp");
+  DType dt = inp->dtype();
+  auto out = a.tensor(0, "out", dt), pre = a.tensor(1, "pre", dt), w = a.tensor(3, "weight", dt);
+  auto bias = a.optional_tensor(4, "bias", dt);
+  Linear d = linear_dims(a, inp, w, out, "out");
+  a.expect_shape(pre, "pre", out->shape());
+  a.expect_shape(bias, "bias", {d.N});
+  // The GEMM writes both outputs as it goes and reads neither back.
+  if (overlap(out, pre)) a.fail("out overlaps pre; give each a buffer of its own");
+  for (auto [t, name] : {std::pair{inp, "inp"}, {w, "weight"}, {bias, "bias"}})
+    for (auto [o, oname] : {std::pair{out, "out"}, {pre, "pre"}})
+      if (t && overlap(o, t)) a.fail(std::string(oname) + " overlaps " + name + "; give it a buffer of its own");
+  typed(inp, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, matmul_gelu_forward, ptr<S>(out), ptr<S>(pre), static_cast<const S*>(ptr<S>(inp)),
+           static_cast<const S*>(ptr<S>(w)), static_cast<const S*>(ptr<S>(bias)), d.M, d.K, d.N);
+  });
+}
+
+// The backward through a Linear (input act = gelu(pre)) and the GELU before it.
+void GeluMatmulBackward(Args& a) {
+  auto act = a.storage_tensor(4, "act");
+  DType dt = act->dtype();
+  auto dpre = a.tensor(0, "dpre", dt);
+  auto dw = a.optional_tensor(1, "dweight", dt), db = a.optional_tensor(2, "dbias", dt);
+  auto dout = a.tensor(3, "dout", dt), pre = a.tensor(5, "pre", dt), w = a.tensor(6, "weight", dt);
+  Linear d = linear_dims(a, act, w, dout, "dout", "act");
+  a.expect_shape(pre, "pre", act->shape());
+  a.expect_shape(dpre, "dpre", act->shape());
+  a.expect_shape(dw, "dweight", {d.N, d.K});
+  a.expect_shape(db, "dbias", {d.N});
+  const bool accumulate = a.boolean(7, "accumulate");
+  for (auto [t, name] : {std::pair{dout, "dout"}, {act, "act"}, {pre, "pre"}, {w, "weight"}, {dw, "dweight"}, {db, "dbias"}})
+    if (t && overlap(dpre, t)) a.fail(std::string("dpre overlaps ") + name + "; give it a buffer of its own");
+  typed(act, [&](auto s) {
+    using S = decltype(s);
+    LAUNCH(a, gelu_matmul_backward, ptr<S>(dpre), ptr<S>(dw), ptr<S>(db), static_cast<const S*>(ptr<S>(dout)),
+           static_cast<const S*>(ptr<S>(act)), static_cast<const S*>(ptr<S>(pre)), static_cast<const S*>(ptr<S>(w)),
+           d.M, d.K, d.N, accumulate);
   });
 }
 
@@ -625,6 +670,8 @@ const OpEntry kOps[] = {
     {"gemm", Gemm},
     {"matmulForward", MatmulForward},
     {"matmulBackward", MatmulBackward},
+    {"matmulGeluForward", MatmulGeluForward},
+    {"geluMatmulBackward", GeluMatmulBackward},
     {"geluForward", GeluForward},
     {"geluBackward", GeluBackward},
     {"dropoutForward", DropoutForward},

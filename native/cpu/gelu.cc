@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "backend_cpu.h"
+#include "gelu.h"
 #include "parallel.h"
 #include "storage.h"
 #include "vec.h"
@@ -35,6 +36,20 @@ void backward_f(float* dinp, const float* inp, const float* dout, size_t n) {
     float half_sech2 = 2.0f * (half_one_plus_tanh * r);
     float grad = half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
     dinp[i] += grad * dout[i];
+  }
+}
+
+// d[i] = gelu'(inp[i]) * d[i]: backward_f onto a zero gradient, in place.
+void grad_scale_f(float* d, const float* inp, size_t n) {
+#pragma omp simd
+  for (size_t i = 0; i < n; ++i) {
+    float x = inp[i];
+    float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
+    float r = 1.0f / (e + 1.0f);
+    float half_one_plus_tanh = e * r;
+    float half_sech2 = 2.0f * (half_one_plus_tanh * r);
+    float grad = half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
+    d[i] = grad * d[i];
   }
 }
 
@@ -75,6 +90,22 @@ void backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n) {
 }
 
 }  // namespace
+
+void gelu_grad_scale(float* d, const float* inp, size_t n) {
+  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) { grad_scale_f(d + lo, inp + lo, hi - lo); });
+}
+void gelu_grad_scale(bf16* d, const bf16* inp, size_t n) {
+  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
+    float g[kBlock], x[kBlock];
+    for (size_t b = lo; b < hi; b += kBlock) {
+      const size_t m = std::min(kBlock, hi - b);
+      widen(g, d + b, m);
+      widen(x, inp + b, m);
+      grad_scale_f(g, x, m);
+      narrow(d + b, g, m);
+    }
+  });
+}
 
 void CpuBackend::gelu_forward(float* out, const float* inp, size_t n) { forward(out, inp, n); }
 void CpuBackend::gelu_forward(bf16* out, const bf16* inp, size_t n) { forward(out, inp, n); }

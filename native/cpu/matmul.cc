@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "backend_cpu.h"
+#include "gelu.h"
 #include "gemv.h"
 #include "parallel.h"
 #include "storage.h"
@@ -149,6 +150,45 @@ void CpuBackend::matmul_backward(bf16* dinp, bf16* dweight, bf16* dbias, const b
       narrow(dbias + lo, acc.data(), hi - lo);
     });
   }
+}
+
+// The CPU composes the fused ops from their parts: the same bits as the
+// unfused model (matmul_forward, gelu_forward; matmul_backward into zeros,
+// gelu_backward into zeros), one pass fewer over the [M, K] gradient.
+namespace {
+template <class S>
+void matmul_gelu_forward_cpu(CpuBackend& be, S* out, S* pre, const S* inp, const S* weight, const S* bias,
+                             int M, int K, int N) {
+  be.matmul_forward(pre, inp, weight, bias, M, K, N);
+  be.gelu_forward(out, pre, size_t(M) * N);
+}
+template <class S>
+void gelu_matmul_backward_cpu(CpuBackend& be, S* dpre, S* dweight, S* dbias, const S* dout, const S* act,
+                              const S* pre, const S* weight, int M, int K, int N, bool accumulate) {
+  if (M <= 0) return;
+  be.matmul_backward(nullptr, dweight, dbias, dout, act, weight, M, K, N, accumulate);
+  be.gemm(false, false, M, K, N, 1.0f, dout, N, weight, K, 0.0f, dpre, K);
+  gelu_grad_scale(dpre, pre, size_t(M) * K);
+}
+}  // namespace
+
+void CpuBackend::matmul_gelu_forward(float* out, float* pre, const float* inp, const float* weight,
+                                     const float* bias, int M, int K, int N) {
+  matmul_gelu_forward_cpu(*this, out, pre, inp, weight, bias, M, K, N);
+}
+void CpuBackend::matmul_gelu_forward(bf16* out, bf16* pre, const bf16* inp, const bf16* weight,
+                                     const bf16* bias, int M, int K, int N) {
+  matmul_gelu_forward_cpu(*this, out, pre, inp, weight, bias, M, K, N);
+}
+void CpuBackend::gelu_matmul_backward(float* dpre, float* dweight, float* dbias, const float* dout,
+                                      const float* act, const float* pre, const float* weight, int M, int K,
+                                      int N, bool accumulate) {
+  gelu_matmul_backward_cpu(*this, dpre, dweight, dbias, dout, act, pre, weight, M, K, N, accumulate);
+}
+void CpuBackend::gelu_matmul_backward(bf16* dpre, bf16* dweight, bf16* dbias, const bf16* dout,
+                                      const bf16* act, const bf16* pre, const bf16* weight, int M, int K,
+                                      int N, bool accumulate) {
+  gelu_matmul_backward_cpu(*this, dpre, dweight, dbias, dout, act, pre, weight, M, K, N, accumulate);
 }
 
 }  // namespace gptcuda

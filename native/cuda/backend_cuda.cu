@@ -70,6 +70,8 @@ CudaBackend::CudaBackend() {
   // TF32 tensor cores for float32 GEMMs on Ampere and newer unless GPTCUDA_TF32=0.
   const char* tf = std::getenv("GPTCUDA_TF32");
   tf32_ = cc_major_ >= 8 && !(tf && std::strcmp(tf, "0") == 0);
+  const char* gf = std::getenv("GPTCUDA_GELU_FUSION");
+  gelu_fusion_ = !(gf && std::strcmp(gf, "0") == 0);
 
   // From here on, a failure must undo what was created: the destructor does
   // not run for a constructor that throws.

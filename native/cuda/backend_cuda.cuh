@@ -106,10 +106,19 @@ class CudaBackend final : public Backend {
   void gemm_rowmajor(const char* op, bool transA, bool transB, int M, int N, int K,
                      float alpha, const S* A, int lda, const S* B, int ldb,
                      float beta, S* C, int ldc);
-  // out = inp weight^T + bias through cuBLASLt's bias epilogue; false when
-  // cuBLASLt has no algorithm for this case (the caller then falls back).
+  // A Linear's GEMM through cuBLASLt with an epilogue; false when cuBLASLt has
+  // no algorithm for this case (the caller then falls back). For a layer
+  // inp[M, K] -> [M, N] with weight [N, K]:
+  //   kBias:        D = inp weight^T + bias                        (B = inp)
+  //   kGeluAuxBias: aux = inp weight^T + bias, D = gelu(that sum)  (B = inp)
+  //   kDGelu:       D[M, K] = (dout weight) * gelu'(aux)           (B = dout)
+  enum class LtEpilogue { kBias, kGeluAuxBias, kDGelu };
   template <class S>
-  bool matmul_bias_lt(S* out, const S* inp, const S* weight, const S* bias, int M, int K, int N);
+  bool matmul_lt(LtEpilogue epilogue, S* D, const S* weight, const S* B, const S* bias, S* aux, int M,
+                 int K, int N);
+  // d[i] *= gelu'(inp[i]) (gelu.cu): the fallback of gelu_matmul_backward's epilogue.
+  template <class S>
+  void gelu_grad_scale(S* d, const S* inp, size_t n);
   // dst[c] (+)= sum over rows r of src[r*cols + c]: the deterministic two-pass
   // column reduction of column_reduce.cuh (matmul dbias), summed in float32
   // and rounded to S once per column; written instead when !accumulate.
@@ -134,6 +143,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   std::string device_name_;
   bool tf32_ = true;
+  bool gelu_fusion_ = true;  // GPTCUDA_GELU_FUSION=0: bf16 GELU in its own kernels
 
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -152,11 +162,12 @@ class CudaBackend final : public Backend {
   void* scratch_ptr_[kScratchCount] = {};
   size_t scratch_size_[kScratchCount] = {};
 
-  // cuBLASLt plans for matmul_forward with bias, keyed by shape and the bias
-  // pointer's alignment class (16..256 bytes): the heuristic infers the bias
-  // alignment from the pointer set when the plan is built, so a plan chosen
-  // for a 256-byte aligned bias must not run with a 16-byte aligned one. The
-  // path is only taken with 16-byte aligned pointers, which the plans assume.
+  // cuBLASLt plans (matmul_lt), keyed by shape, the bias's and aux's
+  // alignment class (16..256 bytes, the smaller of the two): the heuristic
+  // infers their alignment from the pointers set when the plan is built, so a
+  // plan chosen for a 256-byte aligned bias must not run with a 16-byte
+  // aligned one. The path is only taken with 16-byte aligned pointers, which
+  // the plans assume.
   struct LtPlan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -164,8 +175,8 @@ class CudaBackend final : public Backend {
     bool built = false;
     bool ok = false;  // false: no algorithm, use the fallback
   };
-  // The key's last field is the storage type (cudaDataType_t).
-  std::map<std::tuple<int, int, int, uint32_t, int>, LtPlan> lt_plans_;
+  // The key: M, K, N, alignment class, storage type (cudaDataType_t), LtEpilogue.
+  std::map<std::tuple<int, int, int, uint32_t, int, int>, LtPlan> lt_plans_;
 
   // Memory accounting. Freed blocks are cached by size and reused (cudaFree
   // would synchronize the device); everything is on one stream, so a block

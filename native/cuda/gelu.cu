@@ -61,7 +61,32 @@ __global__ void gelu_backward_kernel(S* dinp, const S* inp, const S* dout, size_
       });
 }
 
+// d *= gelu'(inp)
+template <class S>
+__global__ void gelu_grad_scale_kernel(S* d, const S* inp, size_t n, bool vec) {
+  using cudak::Pack;
+  cudak::grid_stride_packed<S>(
+      n, vec,
+      [&](size_t i) {
+        const size_t at = i * Pack<S>::kWidth;
+        const Pack<S> x = cudak::load_pack(inp + at);
+        Pack<S> g = cudak::load_pack(d + at);
+#pragma unroll
+        for (int j = 0; j < Pack<S>::kWidth; ++j) g.set(j, g.get(j) * gelu_grad(x.get(j)));
+        cudak::store_pack(d + at, g);
+      },
+      [&](size_t i) { d[i] = from_float<S>(to_float(d[i]) * gelu_grad(to_float(inp[i]))); });
+}
+
 }  // namespace
+
+template <class S>
+void CudaBackend::gelu_grad_scale(S* d, const S* inp, size_t n) {
+  const bool vec = cudak::aligned16(d) && cudak::aligned16(inp);
+  launch_grid_stride("gelu_matmul_backward", n, vec, gelu_grad_scale_kernel<S>, d, inp, n, vec);
+}
+template void CudaBackend::gelu_grad_scale<float>(float*, const float*, size_t);
+template void CudaBackend::gelu_grad_scale<bf16>(bf16*, const bf16*, size_t);
 
 template <class S>
 void CudaBackend::gelu_forward_impl(S* out, const S* inp, size_t n) {

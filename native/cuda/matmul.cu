@@ -15,6 +15,7 @@
 //
 // bf16 storage: the same calls with CUDA_R_16BF operands and CUBLAS_COMPUTE_32F
 // (float32 accumulation; the result, bias included, rounded to bf16 once).
+#include <algorithm>
 #include <type_traits>
 
 #include "backend_cuda.cuh"
@@ -89,58 +90,75 @@ void CudaBackend::gemm(bool transA, bool transB, int M, int N, int K, float alph
   gemm_impl(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+// Largest power of two (16 .. 256) dividing an address: cuBLASLt's heuristic
+// derives the bias's and aux's alignment from their pointers.
+static uint32_t alignment_class(const void* p) {
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(p);
+  uint32_t align = 256;
+  while (align > 16 && addr % align != 0) align >>= 1;
+  return align;
+}
+
 template <class S>
-bool CudaBackend::matmul_bias_lt(S* out, const S* inp, const S* weight, const S* bias, int M, int K,
-                                 int N) {
+bool CudaBackend::matmul_lt(LtEpilogue epilogue, S* D, const S* weight, const S* B, const S* bias,
+                            S* aux, int M, int K, int N) {
   constexpr cudaDataType_t type = cudak::cuda_type<S>();
-  // Largest power of two (16 .. 256) dividing the bias address.
-  const uintptr_t bias_addr = reinterpret_cast<uintptr_t>(bias);
-  uint32_t bias_align = 256;
-  while (bias_align > 16 && bias_addr % bias_align != 0) bias_align >>= 1;
-  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N, bias_align, static_cast<int>(type))];
+  const bool dgelu = epilogue == LtEpilogue::kDGelu;
+  // Column-major views (ld = rows throughout):
+  //  bias, GELU: D[N, M] = (stored [K, N] weight)^T x (stored [K, M] inp), aux like D;
+  //  DGELU:      D[K, M] = (stored [K, N] weight) x (stored [N, M] dout), aux like D.
+  const uint64_t d_rows = dgelu ? K : N, b_rows = dgelu ? N : K;
+  const uint32_t align = std::min(bias ? alignment_class(bias) : 256u, aux ? alignment_class(aux) : 256u);
+  LtPlan& plan = lt_plans_[std::make_tuple(M, K, N, align, static_cast<int>(type), static_cast<int>(epilogue))];
   if (!plan.built) {
-    // Build the plan once per shape and bias alignment: descriptors + the
-    // heuristic's best algorithm.
-    // Column-major view: D[N, M] = (stored [K, N] weight)^T x (stored [K, M] inp).
-    // A failure anywhere leaves plan.ok false: this shape then always falls back.
+    // Build the plan once per shape, epilogue and alignment class: descriptors
+    // + the heuristic's best algorithm. A failure anywhere leaves plan.ok
+    // false: this case then always falls back.
     plan.built = true;
     if (cublasLtMatmulDescCreate(&plan.op, compute_type<S>(tf32_), CUDA_R_32F) != CUBLAS_STATUS_SUCCESS) {
       plan.op = nullptr;
       return false;
     }
-    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const cublasOperation_t ta = dgelu ? CUBLAS_OP_N : CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    const cublasLtEpilogue_t epi = epilogue == LtEpilogue::kBias          ? CUBLASLT_EPILOGUE_BIAS
+                                   : epilogue == LtEpilogue::kGeluAuxBias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                                          : CUBLASLT_EPILOGUE_DGELU;
     const uint64_t ws = workspace_size_;
-    const uint32_t align = 16;  // only called with 16-byte aligned pointers
+    const uint32_t min_align = 16;  // only called with 16-byte aligned pointers
     bool ok = true;
     auto step = [&ok](cublasStatus_t st) { ok = ok && st == CUBLAS_STATUS_SUCCESS; };
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
     step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-    // The heuristic does not dereference the bias pointer but derives the bias
-    // alignment from it (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER); left
-    // NULL it may pick a kernel that assumes more alignment than this bias has
+    // The heuristic does not dereference the bias or aux pointers but derives
+    // their alignment from them (cublasLt.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER);
+    // left NULL it may pick a kernel that assumes more alignment than they have
     // (a "misaligned address" fault, which kills the context).
-    step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                        sizeof bias));
-    // The bias is stored like the output (S): cuBLASLt's default bias type, so
-    // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE stays unset.
+    // The bias and aux are stored like the output (S): cuBLASLt's default
+    // types, so their DATA_TYPE attributes stay unset.
+    if (bias)
+      step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (aux) {
+      const int64_t aux_ld = static_cast<int64_t>(d_rows);
+      step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+      step(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+    }
     if (ok) step(cublasLtMatrixLayoutCreate(&plan.a, type, K, N, K));
-    if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, type, K, M, K));
-    if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, type, N, M, N));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.b, type, b_rows, M, b_rows));
+    if (ok) step(cublasLtMatrixLayoutCreate(&plan.c, type, d_rows, M, d_rows));
     cublasLtMatmulPreference_t pref = nullptr;
     if (ok) step(cublasLtMatmulPreferenceCreate(&pref));
     if (ok) {
       step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                                 &ws, sizeof ws));
       step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                                                &align, sizeof align));
+                                                &min_align, sizeof min_align));
       step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                                                &align, sizeof align));
+                                                &min_align, sizeof min_align));
       step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                                                &align, sizeof align));
+                                                &min_align, sizeof min_align));
       step(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
-                                                &align, sizeof align));
+                                                &min_align, sizeof min_align));
     }
     if (ok) {
       cublasLtMatmulHeuristicResult_t result;
@@ -154,15 +172,18 @@ bool CudaBackend::matmul_bias_lt(S* out, const S* inp, const S* weight, const S*
     plan.ok = ok;
   }
   if (!plan.ok) return false;
-  if (cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                     sizeof bias) != CUBLAS_STATUS_SUCCESS)
+  if (bias && cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                             sizeof bias) != CUBLAS_STATUS_SUCCESS)
+    return false;
+  if (aux && cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux,
+                                            sizeof aux) != CUBLAS_STATUS_SUCCESS)
     return false;
   const float alpha = 1.f, beta = 0.f;
   const cublasStatus_t st =
-      cublasLtMatmul(cublaslt_, plan.op, &alpha, weight, plan.a, inp, plan.b, &beta, out, plan.c,
-                     out, plan.c, &plan.algo, workspace_, workspace_size_, stream_);
+      cublasLtMatmul(cublaslt_, plan.op, &alpha, weight, plan.a, B, plan.b, &beta, D, plan.c,
+                     D, plan.c, &plan.algo, workspace_, workspace_size_, stream_);
   if (st != CUBLAS_STATUS_SUCCESS) {
-    plan.ok = false;  // use the fallback for this shape from now on
+    plan.ok = false;  // use the fallback for this case from now on
     return false;
   }
   return true;
@@ -176,7 +197,7 @@ void CudaBackend::matmul_forward_impl(S* out, const S* inp, const S* weight, con
   begin_op(op);
   if (bias && K > 0 && cudak::aligned16(out) && cudak::aligned16(inp) &&
       cudak::aligned16(weight) && cudak::aligned16(bias) &&
-      matmul_bias_lt(out, inp, weight, bias, M, K, N))
+      matmul_lt<S>(LtEpilogue::kBias, out, weight, inp, bias, nullptr, M, K, N))
     return;
   // The fallback: out = inp weight^T (K == 0 gives zeros) plus the bias.
   const unsigned grid = cudak::grid_for(static_cast<size_t>(M) * N, 256, sm_count_);
@@ -243,6 +264,58 @@ void CudaBackend::column_sum(const char* op, S* dst, const S* src, int rows, int
   cudak::column_finish_kernel<S><<<cudak::ceil_div(cols, 256), 256, 0, stream_>>>(dst, nullptr, part,
                                                                                nullptr, chunks, cols, accumulate);
   cudak::check_launch(op);
+}
+
+// The MLP's GELU in the GEMMs' epilogues (bf16 only, as llm.c does; float32
+// keeps the separate kernels, the reference path), unless GPTCUDA_GELU_FUSION=0.
+// The epilogue's aux matrix needs a leading dimension divisible by 8 and, like
+// every operand here, 16-byte alignment; anything else takes the fallback.
+template <class S>
+void CudaBackend::matmul_gelu_forward_impl(S* out, S* pre, const S* inp, const S* weight, const S* bias,
+                                           int M, int K, int N) {
+  if (M <= 0 || N <= 0) return;
+  begin_op("matmul_gelu_forward");
+  if (std::is_same_v<S, bf16> && gelu_fusion_ && bias && K > 0 && N % 8 == 0 && cudak::aligned16(out) &&
+      cudak::aligned16(pre) && cudak::aligned16(inp) && cudak::aligned16(weight) && cudak::aligned16(bias) &&
+      matmul_lt<S>(LtEpilogue::kGeluAuxBias, out, weight, inp, bias, pre, M, K, N))
+    return;
+  matmul_forward_impl(pre, inp, weight, bias, M, K, N);
+  gelu_forward(out, static_cast<const S*>(pre), static_cast<size_t>(M) * N);
+}
+void CudaBackend::matmul_gelu_forward(float* out, float* pre, const float* inp, const float* weight,
+                                      const float* bias, int M, int K, int N) {
+  matmul_gelu_forward_impl(out, pre, inp, weight, bias, M, K, N);
+}
+void CudaBackend::matmul_gelu_forward(bf16* out, bf16* pre, const bf16* inp, const bf16* weight,
+                                      const bf16* bias, int M, int K, int N) {
+  matmul_gelu_forward_impl(out, pre, inp, weight, bias, M, K, N);
+}
+
+template <class S>
+void CudaBackend::gelu_matmul_backward_impl(S* dpre, S* dweight, S* dbias, const S* dout, const S* act,
+                                            const S* pre, const S* weight, int M, int K, int N,
+                                            bool accumulate) {
+  const char* op = "gelu_matmul_backward";
+  if (M <= 0 || K <= 0) return;
+  matmul_backward_impl<S>(nullptr, dweight, dbias, dout, act, weight, M, K, N, accumulate);
+  begin_op(op);
+  // dpre[M, K] = (dout[M, N] weight[N, K]) * gelu'(pre)
+  if (std::is_same_v<S, bf16> && gelu_fusion_ && N > 0 && K % 8 == 0 && cudak::aligned16(dpre) &&
+      cudak::aligned16(dout) && cudak::aligned16(weight) && cudak::aligned16(pre) &&
+      matmul_lt<S>(LtEpilogue::kDGelu, dpre, weight, dout, nullptr, const_cast<S*>(pre), M, K, N))
+    return;
+  gemm_rowmajor(op, false, false, M, K, N, 1.f, dout, N, weight, K, 0.f, dpre, K);
+  gelu_grad_scale(dpre, pre, static_cast<size_t>(M) * K);
+}
+void CudaBackend::gelu_matmul_backward(float* dpre, float* dweight, float* dbias, const float* dout,
+                                       const float* act, const float* pre, const float* weight, int M,
+                                       int K, int N, bool accumulate) {
+  gelu_matmul_backward_impl(dpre, dweight, dbias, dout, act, pre, weight, M, K, N, accumulate);
+}
+void CudaBackend::gelu_matmul_backward(bf16* dpre, bf16* dweight, bf16* dbias, const bf16* dout,
+                                       const bf16* act, const bf16* pre, const bf16* weight, int M,
+                                       int K, int N, bool accumulate) {
+  gelu_matmul_backward_impl(dpre, dweight, dbias, dout, act, pre, weight, M, K, N, accumulate);
 }
 
 }  // namespace gptcuda

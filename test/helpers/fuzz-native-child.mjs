@@ -31,7 +31,7 @@ const ops = addon.ops;
 const arity = {
   fill: 2, scale: 2, add: 3, accumulate: 2, copy: 2, fillNormal: 5, fillUniform: 5,
   embeddingForward: 5, embeddingBackward: 5, layernormForward: 6, layernormBackward: 8, residualLayernormForward: 8,
-  gemm: 7, matmulForward: 4, matmulBackward: 7, geluForward: 2, geluBackward: 3,
+  gemm: 7, matmulForward: 4, matmulBackward: 7, matmulGeluForward: 5, geluMatmulBackward: 8, geluForward: 2, geluBackward: 3,
   dropoutForward: 5, dropoutBackward: 5, attentionForward: 7, attentionBackward: 9,
   attentionDecode: 5, crossentropyForward: 4, crossentropyForwardBackward: 6, adamw: 13,
   sumSquares: 2, clipByNorm: 3, convert: 2,

@@ -3,6 +3,8 @@
 // book's model (context 256, batch 2); batch-1 generation with the KV cache in
 // both precisions; the fraction of the GPU's matmul peak the training step
 // reaches. A precision the build cannot run yet is reported, not fatal.
+// `--bf16-only` runs just the bf16 batch-16 row (gpu-check runs it again with
+// GPTCUDA_GELU_FUSION=0 to show what the GELU epilogues are worth).
 import { BOOK_CONFIG, PRESETS, type GPTConfig } from '../model/config.js';
 import { generate } from '../generate/generate.js';
 import { GPTModel } from '../model/gpt.js';
@@ -99,11 +101,16 @@ async function generationBench(config: GPTConfig, newTokens: number, dtype: Prec
 export interface GpuBenchmarkOptions {
   /** Tiny models and a few steps: checks the benchmark itself (e.g. on the emulated backend). */
   smoke?: boolean;
+  /**
+   * Only the bf16 training row of batch 16 (smoke: the tiny one), for a run
+   * with GPTCUDA_GELU_FUSION=0: what the GELU epilogues save.
+   */
+  bf16Only?: boolean;
   log?: (line: string) => void;
 }
 
 /** Runs the benchmarks and prints the table; returns false when CUDA is unavailable. */
-export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuBenchmarkOptions = {}): Promise<boolean> {
+export async function runGpuBenchmark({ smoke = false, bf16Only = false, log = console.log }: GpuBenchmarkOptions = {}): Promise<boolean> {
   const cuda = native().backends().cuda;
   if (!cuda.available) {
     log(`GPU benchmark skipped: ${cuda.reason}`);
@@ -112,8 +119,11 @@ export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuB
   const gpu = native().deviceInfo('cuda');
   const peak = TF32_PEAK.find(([re]) => re.test(gpu.name))?.[1];
   const tiny: GPTConfig = { ...BOOK_CONFIG, vocabSize: 503, contextLength: 32, embDim: 64, nHeads: 2, nLayers: 2 };
-  const runs: [string, GPTConfig, number, number, number, Precision][] = smoke
-    ? [['tiny', tiny, 2, 32, 2, 'fp32'], ['tiny', tiny, 2, 32, 2, 'bf16']]
+  const bf16Row: [string, GPTConfig, number, number, number, Precision] = smoke ? ['tiny', tiny, 2, 32, 2, 'bf16'] : ['gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10, 'bf16'];
+  const runs: [string, GPTConfig, number, number, number, Precision][] = bf16Only
+    ? [bf16Row]
+    : smoke
+    ? [['tiny', tiny, 2, 32, 2, 'fp32'], bf16Row]
     : [
         ['gpt2-124M', PRESETS['gpt2-small'], 8, 1024, 10, 'fp32'],
         ['gpt2-124M', PRESETS['gpt2-small'], 16, 1024, 10, 'fp32'],
@@ -126,8 +136,8 @@ export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuB
   const failed = rows.filter((r): r is FailedRow => 'error' in r);
   const newTokens = smoke ? 5 : 200;
   const genConfig = smoke ? tiny : PRESETS['gpt2-small'];
-  const gen = await generationBench(genConfig, newTokens, 'fp32');
-  const genBf16 = await generationBench(genConfig, newTokens, 'bf16');
+  const gen = bf16Only ? 'not run' : await generationBench(genConfig, newTokens, 'fp32');
+  const genBf16 = bf16Only ? 'not run' : await generationBench(genConfig, newTokens, 'bf16');
   const rate = (x: number | string) => (typeof x === 'number' ? Math.round(x).toLocaleString('en-US') : `not run: ${x}`);
   log(`\nGPU: ${gpu.name}, ${(gpu.totalMemory / 2 ** 30).toFixed(1)} GiB, TF32 ${process.env.GPTCUDA_TF32 === '0' ? 'off' : 'on'}`);
   log('| model | dtype | batch x context | tokens/s | peak GPU memory | TFLOP/s | of TF32 peak |');
@@ -144,5 +154,5 @@ export async function runGpuBenchmark({ smoke = false, log = console.log }: GpuB
 
 // `node dist/bench/gpu.js [--smoke]` (npm run gpu-check runs it).
 if (process.argv[1] && /gpu\.[jt]s$/.test(process.argv[1])) {
-  if (!(await runGpuBenchmark({ smoke: process.argv.includes('--smoke') }))) process.exitCode = 1;
+  if (!(await runGpuBenchmark({ smoke: process.argv.includes('--smoke'), bf16Only: process.argv.includes('--bf16-only') }))) process.exitCode = 1;
 }

@@ -30,7 +30,7 @@ export interface Activations {
   /** Gradient scratch: dres carries dL/d(residual stream) down the blocks. */
   grads: {
     region: Tensor;
-    dres: Tensor; dC: Tensor; dC2: Tensor; d4C: Tensor; d4C2: Tensor; dqkv: Tensor;
+    dres: Tensor; dC: Tensor; dC2: Tensor; d4C: Tensor; dqkv: Tensor;
   };
   ids: Tensor;
   targets: Tensor;
@@ -63,8 +63,9 @@ function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activati
   const lnf = take([B, T, C]), lnfMean = take([B * T], 'stat'), lnfRstd = take([B * T], 'stat');
   const logits = take([B, T, V]);
   const losses = take([B * T], 'stat');
-  // The gradient scratch is contiguous so one fill zeroes it per layer.
-  const scratchNumel = B * T * (C + C + 4 * C + 4 * C + 3 * C);
+  // The gradients that are accumulated into are contiguous, so one fill zeroes them per layer;
+  // d4C (the GELU's input gradient) is written whole by geluMatmulBackward.
+  const scratchNumel = B * T * (C + C + 3 * C);
   const region = take([scratchNumel]);
   let off = 0;
   const sub = (shape: number[]) => {
@@ -73,7 +74,8 @@ function layout(cfg: GPTConfig, B: number, T: number, take: Take): Omit<Activati
     return t;
   };
   const dres = take([B, T, C]);
-  const grads = { region, dres, dC: sub([B, T, C]), dC2: sub([B, T, C]), d4C: sub([B, T, 4 * C]), d4C2: sub([B, T, 4 * C]), dqkv: sub([B, T, 3 * C]) };
+  const d4C = take([B, T, 4 * C]);
+  const grads = { region, dres, dC: sub([B, T, C]), dC2: sub([B, T, C]), d4C, dqkv: sub([B, T, 3 * C]) };
   return { B, T, emb, embDrop, layers, lnf, lnfMean, lnfRstd, logits, losses, grads };
 }
 

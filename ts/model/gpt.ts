@@ -293,8 +293,7 @@ export class GPTModel {
       ops.matmulForward(a.proj, a.att, w.outProj.weight.value, w.outProj.bias.value);
       ops.residualLayernormForward(a.res2, a.ln2, a.ln2Mean, a.ln2Rstd, x, dropped(a.projDrop, a.proj, 2 + 3 * l),
         w.norm2.scale.value, w.norm2.shift.value);
-      ops.matmulForward(a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
-      ops.geluForward(a.gelu, a.fc);
+      ops.matmulGeluForward(a.gelu, a.fc, a.ln2, w.fc.weight.value, w.fc.bias.value);
       ops.matmulForward(a.fc2, a.gelu, w.fcProj.weight.value, w.fcProj.bias.value);
       const n = next(l);
       ops.residualLayernormForward(a.res3, n.out, n.mean, n.rstd, a.res2, dropped(a.fc2Drop, a.fc2, 3 + 3 * l),
@@ -345,9 +344,8 @@ export class GPTModel {
       const x = l > 0 ? acts.layers[l - 1].res3 : embOut;
       ops.fill(g.region, 0);
       // MLP branch: out = res2 + drop(fcProj(gelu(fc(norm2(res2)))))
-      ops.matmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, undropped(3 + 3 * l), a.gelu, w.fcProj.weight.value, acc);
-      ops.geluBackward(g.d4C2, a.fc, g.d4C);
-      ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C2, a.ln2, w.fc.weight.value, acc);
+      ops.geluMatmulBackward(g.d4C, w.fcProj.weight.grad, w.fcProj.bias.grad, undropped(3 + 3 * l), a.gelu, a.fc, w.fcProj.weight.value, acc);
+      ops.matmulBackward(g.dC, w.fc.weight.grad, w.fc.bias.grad, g.d4C, a.ln2, w.fc.weight.value, acc);
       ops.layernormBackward(g.dres, w.norm2.scale.grad, w.norm2.shift.grad, g.dC, a.res2, w.norm2.scale.value, a.ln2Mean, a.ln2Rstd);
       // Attention branch: res2 = x + drop(outProj(att(qkv(norm1(x)))))
       ops.fill(g.region, 0);

@@ -59,6 +59,8 @@ export interface NativeOps {
   gemm(c: T, a: T, b: T, transA: boolean, transB: boolean, alpha: number, beta: number): void;
   matmulForward(out: T, inp: T, weight: T, bias: OptT): void;
   matmulBackward(dinp: OptT, dweight: OptT, dbias: OptT, dout: T, inp: T, weight: T, accumulate: boolean): void;
+  matmulGeluForward(out: T, pre: T, inp: T, weight: T, bias: OptT): void;
+  geluMatmulBackward(dpre: T, dweight: OptT, dbias: OptT, dout: T, act: T, pre: T, weight: T, accumulate: boolean): void;
   geluForward(out: T, inp: T): void;
   geluBackward(dinp: T, inp: T, dout: T): void;
   dropoutForward(out: T, inp: T, p: number, seed: number, stream: number): void;

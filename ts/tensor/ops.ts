@@ -64,6 +64,23 @@ export const matmulBackward = (
   options: { accumulate?: boolean } = {},
 ) => o().matmulBackward(hOpt(dinp), hOpt(dweight), hOpt(dbias), h(dout), h(inp), h(weight), options.accumulate ?? true);
 
+/**
+ * The MLP's first Linear with its GELU: pre = inp weight^T + bias, out =
+ * gelu(pre) (on CUDA in bf16, the GEMM's epilogue applies GELU to the float32
+ * sum). out and pre overlap nothing.
+ */
+export const matmulGeluForward = (out: Tensor, pre: Tensor, inp: Tensor, weight: Tensor, bias: Tensor | null = null) =>
+  o().matmulGeluForward(h(out), h(pre), h(inp), h(weight), hOpt(bias));
+/**
+ * The backward of y = act weight^T + bias with act = gelu(pre): writes dpre =
+ * (dout weight) * gelu'(pre) (never accumulates), and dweight, dbias as
+ * matmulBackward with inp = act.
+ */
+export const geluMatmulBackward = (
+  dpre: Tensor, dweight: Tensor | null, dbias: Tensor | null, dout: Tensor, act: Tensor, pre: Tensor, weight: Tensor,
+  options: { accumulate?: boolean } = {},
+) => o().geluMatmulBackward(h(dpre), hOpt(dweight), hOpt(dbias), h(dout), h(act), h(pre), h(weight), options.accumulate ?? true);
+
 export const geluForward = (out: Tensor, inp: Tensor) => o().geluForward(h(out), h(inp));
 export const geluBackward = (dinp: Tensor, inp: Tensor, dout: Tensor) => o().geluBackward(h(dinp), h(inp), h(dout));
 

@@ -384,6 +384,18 @@ gptcuda::bf16 double_to_bf16(double v) {
 // Column-major D[m, n] = alpha op(A)[m, k] op(B)[k, n] + beta C (+ bias[m]), in
 // double, written to D's type with one rounding. A and B share a type, as do C,
 // D and the bias (the combinations the backend uses; the callers check).
+// GELU (tanh approximation) and its derivative for the GELU epilogues, in
+// double: the emulator's stand-in for cuBLASLt's own (undocumented) evaluation.
+double gelu_exact(double x) {
+  return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+}
+double gelu_grad_exact(double x) {
+  const double th = std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x);
+}
+
+enum class Epilogue { kNone, kGeluAux, kDGelu };
+
 struct Gemm {
   bool ta, tb, tf32;
   int m, n, k;
@@ -392,6 +404,17 @@ struct Gemm {
   int lda, ldb, ldc, ldd;
   void* D;
   cudaDataType_t ab_type = CUDA_R_32F, cd_type = CUDA_R_32F;
+  // kGeluAux: aux = the sum (bias added), D = gelu(sum); kDGelu: D = sum * gelu'(aux).
+  // aux is stored as D is, column-major with leading dimension ldaux.
+  Epilogue epilogue = Epilogue::kNone;
+  void* aux = nullptr;
+  int64_t ldaux = 0;
+  void store(void* p, size_t at, double v) const {
+    if (cd_type == CUDA_R_16BF)
+      static_cast<gptcuda::bf16*>(p)[at] = double_to_bf16(v);
+    else
+      static_cast<float*>(p)[at] = static_cast<float>(v);
+  }
   void run() const {
     std::vector<double> out(static_cast<size_t>(m) * n);
     auto rd = [&](float x) { return tf32 ? to_tf32(x) : x; };
@@ -410,12 +433,15 @@ struct Gemm {
       }
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) {
-        const size_t at = j * static_cast<size_t>(ldd) + i;
-        const double v = out[j * static_cast<size_t>(m) + i];
-        if (cd_type == CUDA_R_16BF)
-          static_cast<gptcuda::bf16*>(D)[at] = double_to_bf16(v);
-        else
-          static_cast<float*>(D)[at] = static_cast<float>(v);
+        const size_t at = j * static_cast<size_t>(ldd) + i, at_aux = j * static_cast<size_t>(ldaux) + i;
+        double v = out[j * static_cast<size_t>(m) + i];
+        if (epilogue == Epilogue::kGeluAux) {
+          store(aux, at_aux, v);
+          v = gelu_exact(v);
+        } else if (epilogue == Epilogue::kDGelu) {
+          v *= gelu_grad_exact(load(aux, cd_type, at_aux));
+        }
+        store(D, at, v);
       }
   }
 };
@@ -526,7 +552,17 @@ struct cublasLtMatmulDescOpaque {
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
   int32_t bias_type = -1;  // -1: the default, D's type
+  void* aux = nullptr;
+  int64_t aux_ld = 0;
 };
+namespace {
+bool has_bias(const cublasLtMatmulDescOpaque* d) {
+  return d->epilogue == CUBLASLT_EPILOGUE_BIAS || d->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+}
+bool has_aux(const cublasLtMatmulDescOpaque* d) {
+  return d->epilogue == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || d->epilogue == CUBLASLT_EPILOGUE_DGELU;
+}
+}  // namespace
 struct cublasLtMatrixLayoutOpaque {
   uint64_t rows, cols;
   int64_t ld;
@@ -571,10 +607,19 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_EPILOGUE: {
       if (size != sizeof(uint32_t)) return CUBLAS_STATUS_INVALID_VALUE;
       std::memcpy(&d->epilogue, buf, 4);
-      if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS)
+      if (d->epilogue != CUBLASLT_EPILOGUE_DEFAULT && d->epilogue != CUBLASLT_EPILOGUE_BIAS &&
+          d->epilogue != CUBLASLT_EPILOGUE_GELU_AUX_BIAS && d->epilogue != CUBLASLT_EPILOGUE_DGELU)
         return CUBLAS_STATUS_NOT_SUPPORTED;  // (not emulated)
       return CUBLAS_STATUS_SUCCESS;
     }
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER:
+      if (size != sizeof(void*)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->aux, buf, sizeof(void*));
+      return CUBLAS_STATUS_SUCCESS;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD:
+      if (size != sizeof(int64_t)) return CUBLAS_STATUS_INVALID_VALUE;
+      std::memcpy(&d->aux_ld, buf, sizeof(int64_t));
+      return CUBLAS_STATUS_SUCCESS;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER:
       if (size != sizeof(void*)) return CUBLAS_STATUS_INVALID_VALUE;
       std::memcpy(&d->bias, buf, sizeof(void*));
@@ -649,8 +694,15 @@ bool lt_types_ok(const cublasLtMatmulDescOpaque* d, const cublasLtMatrixLayoutOp
                  const cublasLtMatrixLayoutOpaque* b, const cublasLtMatrixLayoutOpaque* c,
                  const cublasLtMatrixLayoutOpaque* dd) {
   if (c->type != dd->type || !gemm_types_ok(a->type, b->type, dd->type, d->compute)) return false;
-  if (d->epilogue == CUBLASLT_EPILOGUE_BIAS && d->bias_type != -1 && d->bias_type != dd->type) return false;
+  if (has_bias(d) && d->bias_type != -1 && d->bias_type != dd->type) return false;
   return true;
+}
+// The GELU epilogues' aux matrix (cublasLt.h, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD): a
+// leading dimension divisible by 8 and at least D's rows; its pointer 16-byte aligned.
+bool lt_aux_ok(const cublasLtMatmulDescOpaque* d, const cublasLtMatrixLayoutOpaque* dd) {
+  if (!has_aux(d)) return true;
+  return d->aux && reinterpret_cast<uintptr_t>(d->aux) % 16 == 0 && d->aux_ld % 8 == 0 &&
+         d->aux_ld >= static_cast<int64_t>(dd->rows);
 }
 }  // namespace
 
@@ -663,7 +715,7 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
     return CUBLAS_STATUS_INVALID_VALUE;
   int m, n, k;
   if (!lt_shape(d, a, b, c, dd, &m, &n, &k)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (!lt_types_ok(d, a, b, c, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!lt_types_ok(d, a, b, c, dd) || !lt_aux_ok(d, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
   *found = 1;
   std::memset(&results[0], 0, sizeof results[0]);
   results[0].state = CUBLAS_STATUS_SUCCESS;
@@ -688,9 +740,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   for (int i = 0; algo && i < 4; ++i)
     if (reinterpret_cast<uintptr_t>(ptrs[i]) % algo->data[1 + i] != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (workspace_bytes > 0 && !emu::is_device_range(workspace, workspace_bytes)) return CUBLAS_STATUS_INVALID_VALUE;
-  const bool with_bias = d->epilogue == CUBLASLT_EPILOGUE_BIAS;
+  const bool with_bias = has_bias(d);
   if (with_bias && (!d->bias || !emu::is_device_range(d->bias, static_cast<size_t>(m) * ecd)))
     return CUBLAS_STATUS_INVALID_VALUE;
+  if (!lt_aux_ok(d, dd)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (has_aux(d) && !emu::is_device_range(d->aux, span(m, n, d->aux_ld, ecd))) return CUBLAS_STATUS_INVALID_VALUE;
   const bool ta = d->ta == CUBLAS_OP_T, tb = d->tb == CUBLAS_OP_T;
   if (!emu::is_device_range(A, span(static_cast<int>(a->rows), static_cast<int>(a->cols), a->ld, eab)) ||
       !emu::is_device_range(B, span(static_cast<int>(b->rows), static_cast<int>(b->cols), b->ld, eab)) ||
@@ -701,6 +755,11 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   Gemm g{ta, tb, d->compute == CUBLAS_COMPUTE_32F_FAST_TF32 && a->type == CUDA_R_32F, m, n, k,
          *static_cast<const float*>(alpha), fb, A, B, C, with_bias ? d->bias : nullptr, static_cast<int>(a->ld),
          static_cast<int>(b->ld), static_cast<int>(c->ld), static_cast<int>(dd->ld), D, a->type, dd->type};
+  if (has_aux(d)) {
+    g.epilogue = d->epilogue == CUBLASLT_EPILOGUE_DGELU ? Epilogue::kDGelu : Epilogue::kGeluAux;
+    g.aux = d->aux;
+    g.ldaux = d->aux_ld;
+  }
   emu::enqueue("cublasLtMatmul", [g] { g.run(); });
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -226,7 +226,7 @@ export class OpContext {
    */
   gradient(
     what: string, actual: Tensor | ArrayLike<number>, analytic: R.F64, cls: TolClass,
-    fd: { loss: (x: R.F64) => number; at: ArrayLike<number>; coords?: number; floorFrac?: number }, prefill?: ArrayLike<number>,
+    fd: { loss: (x: R.F64) => number; at: ArrayLike<number>; coords?: number; floorFrac?: number; rtol?: number }, prefill?: ArrayLike<number>,
     given?: R.F64,
   ) {
     const key = `${this.caseId}: ${what}`;
@@ -237,7 +237,7 @@ export class OpContext {
     // `given`: the op's contract evaluated at the stored inputs it reads besides `at` (attention's bfloat16 out)
     const target = given ?? analytic;
     const expected = prefill ? target.map((g, i) => g + prefill[i]!) : target;
-    this.close(prefill ? `${what} (accumulated onto a pre-filled gradient)` : what, actual, expected, cls, fd.floorFrac);
+    this.close(prefill ? `${what} (accumulated onto a pre-filled gradient)` : what, actual, expected, cls, fd.floorFrac, fd.rtol ?? this.rtol(cls));
   }
 }
 

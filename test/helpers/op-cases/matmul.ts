@@ -111,4 +111,98 @@ const matmulBackward: OpEntry = {
     })))),
 };
 
-export const MATMUL: OpEntry[] = [gemm, matmulForward, matmulBackward];
+// ---- the MLP's GELU fused with its Linears ---------------------------------------------------------
+// CUDA in bf16 runs these in cuBLASLt's GELU epilogues when the aux matrix's leading dimension
+// (N forward, K backward) is a multiple of 8 and every operand 16-byte aligned; the other cases
+// take the fallback (the GEMM, then GELU's kernels).
+interface GeluLinearCase {
+  /** The Linear's input: [..., K] (forward: ln2; backward: act = gelu(pre)). */
+  inShape: number[];
+  N: number;
+  offset?: number;
+}
+const GELU_FORWARD_CASES: GeluLinearCase[] = [
+  { inShape: [3, 7, 6], N: 16 },
+  { inShape: [2, 5, 8], N: 12 }, // N % 8 != 0
+  { inShape: [4, 9], N: 24, offset: 1 }, // unaligned
+  { inShape: [1, 1], N: 8 },
+  { inShape: [2, 64, 48], N: 192 },
+];
+const GELU_BACKWARD_CASES: GeluLinearCase[] = [
+  { inShape: [3, 7, 16], N: 6 },
+  { inShape: [2, 5, 12], N: 5 }, // K % 8 != 0
+  { inShape: [4, 24], N: 3, offset: 1 }, // unaligned
+  { inShape: [1, 8], N: 1 },
+  { inShape: [2, 64, 192], N: 48 },
+];
+const geluLabel = (c: GeluLinearCase) => `${JSON.stringify(c.inShape)} -> ${c.N}${c.offset ? ` offset=${c.offset}` : ''}`;
+
+/** d/dx of the tanh GELU, analytically in float64 (checked against central differences by k.gradient). */
+function geluGrad64(x: number): number {
+  const a = Math.sqrt(2 / Math.PI), u = a * (x + 0.044715 * x ** 3), th = Math.tanh(u);
+  return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * a * (1 + 3 * 0.044715 * x * x);
+}
+
+const matmulGeluForward: OpEntry = {
+  op: 'matmulGeluForward',
+  cases: GELU_FORWARD_CASES.map((c) => ({
+    name: geluLabel(c),
+    run(k: OpContext) {
+      const K = c.inShape.at(-1)!, M = c.inShape.reduce((a, b) => a * b, 1) / K, N = c.N, off = c.offset ?? 0;
+      const outShape = [...c.inShape.slice(0, -1), N];
+      const rng = new R.SeededRandom(11 * M + 3 * K + N + off);
+      const x = k.round(rng.floats(M * K)), W = k.round(rng.floats(N * K, 0.6)), b = k.round(rng.floats(N));
+      // garbage in both outputs: the op overwrites them
+      const out = k.placed(k.round(rng.floats(M * N)), off, outShape), pre = k.placed(k.round(rng.floats(M * N)), off, outShape);
+      ops.matmulGeluForward(out.view, pre.view, k.placed(x, off, c.inShape).view, k.placed(W, off, [N, K]).view, k.placed(b, off, [N]).view);
+      const preGot = pre.read('pre');
+      k.close('pre', preGot, R.linearRef(R.f64(x), R.f64(W), R.f64(b), M, K, N), 'matmul');
+      // GELU of pre as stored; CUDA's bf16 epilogue takes it of the float32 sum before pre's rounding: two roundings' budget
+      k.close('out = gelu(pre)', out.read('out'), R.geluRef(R.f64(preGot)), 'transcendental', 0.1, 2 * k.rtol('transcendental'));
+    },
+  })),
+};
+
+const geluMatmulBackward: OpEntry = {
+  op: 'geluMatmulBackward',
+  cases: GELU_BACKWARD_CASES.flatMap((c) => (['all', 'dpre alone'] as const).flatMap((want) =>
+    [true, false].filter((accumulate) => accumulate || want === 'all').map((accumulate) => ({
+      name: `${geluLabel(c)} ${want === 'all' ? 'dpre, dweight, dbias' : want}, ${accumulate ? 'accumulates' : 'writes'} dweight and dbias`,
+      run(k: OpContext) {
+        const K = c.inShape.at(-1)!, M = c.inShape.reduce((a, b) => a * b, 1) / K, N = c.N, off = c.offset ?? 0;
+        const outShape = [...c.inShape.slice(0, -1), N];
+        const rng = new R.SeededRandom(13 * M + 5 * K + N + off);
+        const preV = k.round(rng.floats(M * K, 2.5));
+        const act = k.round(Float32Array.from(preV, R.geluScalar));
+        const W = k.round(rng.floats(N * K, 0.3)), b = k.round(rng.floats(N)), dout = k.round(rng.floats(M * N));
+        const prefill = { dweight: k.round(rng.floats(N * K, 0.5)), dbias: k.round(rng.floats(N, 0.5)) };
+        if (!accumulate) {
+          prefill.dweight = new Float32Array(N * K).fill(NaN);
+          prefill.dbias = new Float32Array(N).fill(NaN);
+        }
+        const dpre = k.placed(new Float32Array(M * K).fill(NaN), off, c.inShape); // written, never read
+        const dweight = k.placed(prefill.dweight, off, [N, K]), dbias = k.placed(prefill.dbias, off, [N]);
+        const all = want === 'all';
+        ops.geluMatmulBackward(dpre.view, all ? dweight.view : null, all ? dbias.view : null, k.placed(dout, off, outShape).view,
+          k.placed(act, off, c.inShape).view, k.placed(preV, off, c.inShape).view, k.placed(W, off, [N, K]).view, { accumulate });
+        const pre64 = R.f64(preV), act64 = R.f64(act), W64 = R.f64(W), b64 = R.f64(b), d64 = R.f64(dout);
+        const g = R.linearBackwardRef(d64, act64, W64, M, K, N);
+        const coords = Math.min(400, Math.floor(3e7 / (M * K * N)));
+        // dpre: the loss through GELU and the Linear, differentiated at pre
+        const lossPre = (v: R.F64) => R.dot(d64, R.linearRef(R.geluRef(v), W64, b64, M, K, N));
+        const dpre64 = g.dx.map((d, i) => d * geluGrad64(pre64[i]!));
+        // two roundings' budget: the CPU stores the GEMM's sum before the product with gelu' (as the unfused ops do)
+        k.gradient('dpre', dpre.read('dpre'), dpre64, 'matmul', { loss: lossPre, at: preV, coords, floorFrac: 0.1, rtol: 2 * k.rtol('matmul') });
+        if (!all) {
+          k.exact('dweight (not wanted) untouched', dweight.read('dweight'), prefill.dweight);
+          k.exact('dbias (not wanted) untouched', dbias.read('dbias'), prefill.dbias);
+          return;
+        }
+        const pf = accumulate ? prefill : undefined;
+        k.gradient('dweight', dweight.read('dweight'), g.dW, 'matmul', { loss: (v) => R.dot(d64, R.linearRef(act64, v, b64, M, K, N)), at: W, coords }, pf?.dweight);
+        k.gradient('dbias', dbias.read('dbias'), g.db, 'reduction', { loss: (v) => R.dot(d64, R.linearRef(act64, W64, v, M, K, N)), at: b, coords }, pf?.dbias);
+      },
+    })))),
+};
+
+export const MATMUL: OpEntry[] = [gemm, matmulForward, matmulBackward, matmulGeluForward, geluMatmulBackward];
