@@ -46,7 +46,11 @@ DeviceInfo CpuBackend::device_info() {
 }
 
 Backend* cpu_backend() {
-  static CpuBackend* backend = new CpuBackend();  // lives as long as the process
+  // lives as long as the process; the BLAS gets the pool's thread count
+  static CpuBackend* backend = [] {
+    blas_set_threads(cpu_num_threads());
+    return new CpuBackend();
+  }();
   return backend;
 }
 

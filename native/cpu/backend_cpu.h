@@ -13,6 +13,13 @@
 
 namespace gptcuda {
 
+// Gives the BLAS (OpenBLAS, when built with it) n threads, so that
+// GPTCUDA_NUM_THREADS and the affinity mask govern its GEMMs as they do the
+// pool's ops: OpenBLAS's sums differ in the last bit between thread counts on
+// some CPUs (seen on AMD EPYC), so a run's bits follow its thread count.
+// OPENBLAS_NUM_THREADS, when set, is left to govern OpenBLAS.
+void blas_set_threads(int n);
+
 class CpuBackend final : public Backend {
  public:
   DeviceKind kind() const override { return DeviceKind::CPU; }

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -40,6 +41,14 @@ void narrow_block(bf16* p, int ld, int r0, int rows, int c0, int cols, const flo
 constexpr int kMTile = 512, kNTile = 1024;
 
 }  // namespace
+
+void blas_set_threads(int n) {
+#ifdef GPTCUDA_HAVE_CBLAS
+  if (!std::getenv("OPENBLAS_NUM_THREADS")) openblas_set_num_threads(n);  // an explicit setting stands
+#else
+  (void)n;  // the internal GEMM runs on the pool (cpu_num_threads)
+#endif
+}
 
 void CpuBackend::gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float* A, int lda,
                       const float* B, int ldb, float beta, float* C, int ldc) {

@@ -5,6 +5,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -17,6 +20,12 @@ int cpu_num_threads() {
       int v = std::atoi(env);
       if (v > 0) return v;
     }
+#if defined(__linux__)
+    // The cores this process may run on (mpirun binds each rank to its own),
+    // as OpenBLAS counts them: more threads than that would share cores.
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+#endif
     unsigned hw = std::thread::hardware_concurrency();
     return hw == 0 ? 1 : static_cast<int>(hw);
   }();
