@@ -33,7 +33,23 @@ inline vec load(const float* p) {
   return v;
 }
 
-typedef uint32_t word_lanes __attribute__((vector_size(kLanes * sizeof(uint32_t))));
+// The float kernel's registers: one 16-lane vector with AVX-512; below it,
+// two 8-lane halves (lanes 0-7, 8-15), lane for lane the same arithmetic:
+// GCC kept arrays of a 64-byte vector type on the stack on AVX2, moving
+// them with scalar shuffles (13 GFLOP/s on 2 cores).
+#ifdef __AVX512F__
+constexpr int kPartLanes = kLanes;
+#else
+constexpr int kPartLanes = kLanes / 2;
+#endif
+constexpr int kParts = kLanes / kPartLanes;
+typedef float part __attribute__((vector_size(kPartLanes * sizeof(float))));
+inline part load_part(const float* p) {
+  part v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
 
 inline float hsum(vec v) {
   float s[kLanes];
@@ -47,27 +63,31 @@ inline float hsum(vec v) {
 // registers while the M input rows (at most 8 x K floats) stay in L1.
 template <int M, int J>
 inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
-  vec acc[M][J];
+  part acc[M][J][kParts];
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = vec{};
+    for (int j = 0; j < J; ++j)
+      for (int q = 0; q < kParts; ++q) acc[i][j][q] = part{};
   const float* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   int k = 0;
   for (; k + kLanes <= K; k += kLanes) {
-    vec wv[J];
+    part wv[J][kParts];
     for (int j = 0; j < J; ++j) {
-      wv[j] = load(wr[j] + k);
+      for (int q = 0; q < kParts; ++q) wv[j][q] = load_part(wr[j] + k + q * kPartLanes);
       __builtin_prefetch(wr[j] + k + kPrefetchBlocks * size_t(J) * K);
     }
-    for (int i = 0; i < M; ++i) {
-      const vec xv = load(x + size_t(i) * K + k);
-      for (int j = 0; j < J; ++j) acc[i][j] += xv * wv[j];
-    }
+    for (int i = 0; i < M; ++i)
+      for (int q = 0; q < kParts; ++q) {
+        const part xv = load_part(x + size_t(i) * K + k + q * kPartLanes);
+        for (int j = 0; j < J; ++j) acc[i][j][q] += xv * wv[j][q];
+      }
   }
   for (int i = 0; i < M; ++i) {
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
-      float s = hsum(acc[i][j]);
+      vec lanes;
+      std::memcpy(&lanes, acc[i][j], sizeof lanes);
+      float s = hsum(lanes);
       for (int kk = k; kk < K; ++kk) s += xi[kk] * wr[j][kk];
       out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
     }
@@ -82,10 +102,12 @@ inline void block(float* out, const float* x, const float* w, const float* bias,
 // of 32, the even elements then the odd ones), so the FMAs see matching
 // lanes. Per output the summation order is fixed (even half, then odd half,
 // block by block, then the scalar tail), the same whatever M is.
-inline void split_pairs(vec* even, vec* odd, const bf16* p) {
-  word_lanes u;
-  std::memcpy(&u, p, sizeof u);
-  const word_lanes e = u << 16, o = u & 0xffff0000u;
+// Part q of the even and odd elements of the 32 bf16 at p (words q * kPartLanes ..).
+inline void split_pairs(part* even, part* odd, const bf16* p, int q) {
+  typedef uint32_t words __attribute__((vector_size(kPartLanes * sizeof(uint32_t))));
+  words u;
+  std::memcpy(&u, p + 2 * q * kPartLanes, sizeof u);
+  const words e = u << 16, o = u & 0xffff0000u;
   std::memcpy(even, &e, sizeof e);
   std::memcpy(odd, &o, sizeof o);
 }
@@ -95,56 +117,92 @@ constexpr int kPair = 2 * kLanes;
 template <int M, int J>
 inline void block_pairs(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K, int N,
                         size_t j0) {
-  vec acc[M][J];
+  part acc[M][J][kParts];
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = vec{};
+    for (int j = 0; j < J; ++j)
+      for (int q = 0; q < kParts; ++q) acc[i][j][q] = part{};
   const bf16* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   const int kp = K / kPair * kPair;
   for (int k = 0; k < kp; k += kPair) {
-    vec even[J], odd[J];
-    for (int j = 0; j < J; ++j) {
-      split_pairs(&even[j], &odd[j], wr[j] + k);
-      __builtin_prefetch(wr[j] + k + kPrefetchBlocks * size_t(J) * K);
-    }
-    for (int i = 0; i < M; ++i) {
-      const vec xe = load(xp + size_t(i) * kp + k), xo = load(xp + size_t(i) * kp + k + kLanes);
-      for (int j = 0; j < J; ++j) {
-        acc[i][j] += xe * even[j];
-        acc[i][j] += xo * odd[j];
+    for (int j = 0; j < J; ++j) __builtin_prefetch(wr[j] + k + kPrefetchBlocks * size_t(J) * K);
+    for (int q = 0; q < kParts; ++q) {
+      part even[J], odd[J];
+      for (int j = 0; j < J; ++j) split_pairs(&even[j], &odd[j], wr[j] + k, q);
+      for (int i = 0; i < M; ++i) {
+        const part xe = load_part(xp + size_t(i) * kp + k + q * kPartLanes);
+        const part xo = load_part(xp + size_t(i) * kp + k + kLanes + q * kPartLanes);
+        for (int j = 0; j < J; ++j) {
+          acc[i][j][q] += xe * even[j];
+          acc[i][j][q] += xo * odd[j];
+        }
       }
     }
   }
   for (int i = 0; i < M; ++i) {
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
-      float s = hsum(acc[i][j]);
+      vec lanes;
+      std::memcpy(&lanes, acc[i][j], sizeof lanes);
+      float s = hsum(lanes);
       for (int kk = kp; kk < K; ++kk) s += xi[kk] * bf16_to_float(wr[j][kk]);
       out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
     }
   }
 }
 
-// Register budget: M * J accumulators plus J weight vectors (32 registers
-// with AVX-512, 16 half-width ones with AVX2). The choice does not change results.
-template <int M>
-constexpr int cols() {
+// Register budget: M * J accumulators plus J weight vectors (bf16: an even
+// and an odd one) and an input vector, in 32 registers of a whole vec with
+// AVX-512, or 16 of a part (half a vec) below it. There a block takes at
+// most kRowGroup = 4 input rows; more rows run as groups of 4 over the same
+// J weight rows, which are still in L1 for the next group. Neither choice
+// changes results (each output's sum is the same whatever M is).
 #ifdef __AVX512F__
-  return M == 1 ? 8 : (M <= 2 ? 6 : (M <= 4 ? 4 : 3));
+constexpr int kRowGroup = 8;
+template <int M>
+constexpr int cols() { return M == 1 ? 8 : (M <= 2 ? 6 : (M <= 4 ? 4 : 3)); }
 #else
-  return M <= 2 ? 4 : (M <= 4 ? 2 : 1);
+constexpr int kRowGroup = 4;
+template <int M>
+constexpr int cols() { return M == 1 ? 3 : (M == 2 ? 2 : 1); }
 #endif
+constexpr int group_rows(int M) { return M < kRowGroup ? M : kRowGroup; }
+
+// block<M, J> over the M rows in groups of at most kRowGroup.
+template <int M, int J>
+inline void block_groups(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
+  if constexpr (M > kRowGroup) {
+    block<kRowGroup, J>(out, x, w, bias, K, N, j0);
+    block_groups<M - kRowGroup, J>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0);
+  } else {
+    block<M, J>(out, x, w, bias, K, N, j0);
+  }
 }
 
 template <int M>
 void rows(float* out, const float* x, const float* w, const float* bias, int K, int N) {
-  constexpr int J = cols<M>();
+  constexpr int J = cols<group_rows(M)>();
   // A chunk of at least 64 weight rows (>= 192 KiB for K = 768) outweighs waking a thread.
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     size_t j = lo;
-    for (; j + J <= hi; j += J) block<M, J>(out, x, w, bias, K, N, j);
-    for (; j < hi; ++j) block<M, 1>(out, x, w, bias, K, N, j);
+    for (; j + J <= hi; j += J) block_groups<M, J>(out, x, w, bias, K, N, j);
+    for (; j < hi; ++j) block_groups<M, 1>(out, x, w, bias, K, N, j);
   });
+}
+
+// block_pairs<M, J> over the M rows in groups of at most kRowGroup (xp: the
+// reordered inputs, row stride kp).
+template <int M, int J>
+inline void block_pairs_groups(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K,
+                               int N, size_t j0) {
+  if constexpr (M > kRowGroup) {
+    const size_t kp = size_t(K) / kPair * kPair;
+    block_pairs<kRowGroup, J>(out, x, xp, w, bias, K, N, j0);
+    block_pairs_groups<M - kRowGroup, J>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), xp + kRowGroup * kp, w,
+                                         bias, K, N, j0);
+  } else {
+    block_pairs<M, J>(out, x, xp, w, bias, K, N, j0);
+  }
 }
 
 #if defined(__AVX512BF16__)
@@ -190,7 +248,7 @@ inline void block_dpbf16(float* out, const float* x, const bf16* xb, const bf16*
 
 template <int M>
 void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int K, int N) {
-  constexpr int J = cols<M>();
+  constexpr int J = cols<group_rows(M)>();
 #if defined(__AVX512BF16__)
   std::vector<bf16> xb(static_cast<size_t>(M) * K);
   for (size_t i = 0; i < xb.size(); ++i) xb[i] = float_to_bf16(x[i]);
@@ -211,8 +269,8 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
       }
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     size_t j = lo;
-    for (; j + J <= hi; j += J) block_pairs<M, J>(out, x, xp.data(), w, bias, K, N, j);
-    for (; j < hi; ++j) block_pairs<M, 1>(out, x, xp.data(), w, bias, K, N, j);
+    for (; j + J <= hi; j += J) block_pairs_groups<M, J>(out, x, xp.data(), w, bias, K, N, j);
+    for (; j < hi; ++j) block_pairs_groups<M, 1>(out, x, xp.data(), w, bias, K, N, j);
   });
 }
 
