@@ -26,31 +26,23 @@ void forward_f(float* out, const float* inp, size_t n) {
   }
 }
 
+inline float gelu_grad(float x) {
+  float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
+  float r = 1.0f / (e + 1.0f);
+  float half_one_plus_tanh = e * r;
+  float half_sech2 = 2.0f * (half_one_plus_tanh * r);
+  return half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
 void backward_f(float* dinp, const float* inp, const float* dout, size_t n) {
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float x = inp[i];
-    float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
-    float r = 1.0f / (e + 1.0f);
-    float half_one_plus_tanh = e * r;
-    float half_sech2 = 2.0f * (half_one_plus_tanh * r);
-    float grad = half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
-    dinp[i] += grad * dout[i];
-  }
+  for (size_t i = 0; i < n; ++i) dinp[i] += gelu_grad(inp[i]) * dout[i];
 }
 
 // d[i] = gelu'(inp[i]) * d[i]: backward_f onto a zero gradient, in place.
 void grad_scale_f(float* d, const float* inp, size_t n) {
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) {
-    float x = inp[i];
-    float e = exp_fast(2.0f * kGeluScale * (x + 0.044715f * x * x * x));
-    float r = 1.0f / (e + 1.0f);
-    float half_one_plus_tanh = e * r;
-    float half_sech2 = 2.0f * (half_one_plus_tanh * r);
-    float grad = half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
-    d[i] = grad * d[i];
-  }
+  for (size_t i = 0; i < n; ++i) d[i] = gelu_grad(inp[i]) * d[i];
 }
 
 // bf16 runs the float loops on widened blocks (the vectorised widen/narrow of

@@ -42,8 +42,9 @@ __global__ void gelu_forward_kernel(S* out, const S* inp, size_t n, bool vec) {
       [&](size_t i) { out[i] = from_float<S>(gelu(to_float(inp[i]))); });
 }
 
-// dinp += dout * gelu'(inp)
-template <class S>
+// dinp += dout * gelu'(inp); without kAccumulate dinp = dout * gelu'(inp)
+// (dinp may then be dout itself: each element is read before it is written).
+template <class S, bool kAccumulate>
 __global__ void gelu_backward_kernel(S* dinp, const S* inp, const S* dout, size_t n, bool vec) {
   using cudak::Pack;
   cudak::grid_stride_packed<S>(
@@ -51,31 +52,16 @@ __global__ void gelu_backward_kernel(S* dinp, const S* inp, const S* dout, size_
       [&](size_t i) {
         const size_t at = i * Pack<S>::kWidth;
         const Pack<S> x = cudak::load_pack(inp + at), g = cudak::load_pack(dout + at);
-        Pack<S> d = cudak::load_pack(dinp + at);
+        Pack<S> d = kAccumulate ? cudak::load_pack(dinp + at) : Pack<S>{};
 #pragma unroll
-        for (int j = 0; j < Pack<S>::kWidth; ++j) d.set(j, d.get(j) + g.get(j) * gelu_grad(x.get(j)));
+        for (int j = 0; j < Pack<S>::kWidth; ++j)
+          d.set(j, (kAccumulate ? d.get(j) : 0.f) + g.get(j) * gelu_grad(x.get(j)));
         cudak::store_pack(dinp + at, d);
       },
       [&](size_t i) {
-        dinp[i] = from_float<S>(to_float(dinp[i]) + to_float(dout[i]) * gelu_grad(to_float(inp[i])));
+        const float d = kAccumulate ? to_float(dinp[i]) : 0.f;
+        dinp[i] = from_float<S>(d + to_float(dout[i]) * gelu_grad(to_float(inp[i])));
       });
-}
-
-// d *= gelu'(inp)
-template <class S>
-__global__ void gelu_grad_scale_kernel(S* d, const S* inp, size_t n, bool vec) {
-  using cudak::Pack;
-  cudak::grid_stride_packed<S>(
-      n, vec,
-      [&](size_t i) {
-        const size_t at = i * Pack<S>::kWidth;
-        const Pack<S> x = cudak::load_pack(inp + at);
-        Pack<S> g = cudak::load_pack(d + at);
-#pragma unroll
-        for (int j = 0; j < Pack<S>::kWidth; ++j) g.set(j, g.get(j) * gelu_grad(x.get(j)));
-        cudak::store_pack(d + at, g);
-      },
-      [&](size_t i) { d[i] = from_float<S>(to_float(d[i]) * gelu_grad(to_float(inp[i]))); });
 }
 
 }  // namespace
@@ -83,7 +69,8 @@ __global__ void gelu_grad_scale_kernel(S* d, const S* inp, size_t n, bool vec) {
 template <class S>
 void CudaBackend::gelu_grad_scale(S* d, const S* inp, size_t n) {
   const bool vec = cudak::aligned16(d) && cudak::aligned16(inp);
-  launch_grid_stride("gelu_matmul_backward", n, vec, gelu_grad_scale_kernel<S>, d, inp, n, vec);
+  launch_grid_stride("gelu_matmul_backward", n, vec, gelu_backward_kernel<S, false>, d, inp,
+                     static_cast<const S*>(d), n, vec);
 }
 template void CudaBackend::gelu_grad_scale<float>(float*, const float*, size_t);
 template void CudaBackend::gelu_grad_scale<bf16>(bf16*, const bf16*, size_t);
@@ -99,7 +86,7 @@ void CudaBackend::gelu_forward(bf16* out, const bf16* inp, size_t n) { gelu_forw
 template <class S>
 void CudaBackend::gelu_backward_impl(S* dinp, const S* inp, const S* dout, size_t n) {
   const bool vec = cudak::aligned16(dinp) && cudak::aligned16(inp) && cudak::aligned16(dout);
-  launch_grid_stride("gelu_backward", n, vec, gelu_backward_kernel<S>, dinp, inp, dout, n, vec);
+  launch_grid_stride("gelu_backward", n, vec, gelu_backward_kernel<S, true>, dinp, inp, dout, n, vec);
 }
 void CudaBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
   gelu_backward_impl(dinp, inp, dout, n);
