@@ -296,8 +296,9 @@ void CudaBackend::gelu_matmul_backward_impl(S* dpre, S* dweight, S* dbias, const
                                             const S* pre, const S* weight, int M, int K, int N,
                                             bool accumulate) {
   const char* op = "gelu_matmul_backward";
-  if (M <= 0 || K <= 0) return;
+  if (M <= 0) return;
   matmul_backward_impl<S>(nullptr, dweight, dbias, dout, act, weight, M, K, N, accumulate);
+  if (K <= 0) return;  // no dpre to write (dbias still summed above)
   begin_op(op);
   // dpre[M, K] = (dout[M, N] weight[N, K]) * gelu'(pre)
   if (std::is_same_v<S, bf16> && gelu_fusion_ && N > 0 && K % 8 == 0 && cudak::aligned16(dpre) &&
