@@ -205,4 +205,20 @@ const geluMatmulBackward: OpEntry = {
     })))),
 };
 
-export const MATMUL: OpEntry[] = [gemm, matmulForward, matmulBackward, matmulGeluForward, geluMatmulBackward];
+// Empty sides: with K = 0 there is no dpre, but dbias is still dout's column sums; with N = 0 dpre is zeros.
+const geluMatmulBackwardEmpty: OpEntry = {
+  op: 'geluMatmulBackward',
+  cases: [{
+    name: 'K = 0 (dbias still summed) and N = 0 (dpre written as zeros)',
+    run(k: OpContext) {
+      const dbias = k.tensor(new Float32Array(4).fill(7), [4]);
+      ops.geluMatmulBackward(k.zeros([3, 0]), k.zeros([4, 0]), dbias, k.tensor(new Float32Array(12).fill(1), [3, 4]), k.zeros([3, 0]), k.zeros([3, 0]), k.zeros([4, 0]), { accumulate: false });
+      k.exact('dbias (K = 0)', dbias, [3, 3, 3, 3]);
+      const dpre = k.tensor(new Float32Array(24).fill(5), [3, 8]), ones = k.tensor(new Float32Array(24).fill(1), [3, 8]);
+      ops.geluMatmulBackward(dpre, k.zeros([0, 8]), k.zeros([0]), k.zeros([3, 0]), ones, ones, k.zeros([0, 8]), { accumulate: false });
+      k.exact('dpre (N = 0)', dpre, new Array(24).fill(0));
+    },
+  }],
+};
+
+export const MATMUL: OpEntry[] = [gemm, matmulForward, matmulBackward, matmulGeluForward, geluMatmulBackward, geluMatmulBackwardEmpty];
