@@ -8,33 +8,65 @@
 namespace gptcuda {
 namespace {
 
-// One thread per four consecutive elements: one Philox block gives all four
-// their bits (philox_element_bits' layout), a quarter of the RNG work of one
-// block per element.
+// One thread per 16 bytes (4 floats or 8 bf16: one or two Philox blocks,
+// whose words give the elements their bits in philox_element_bits' layout),
+// with one 16-byte load and store each when the buffers are aligned (vec);
+// otherwise, and for the tail, element by element with the same bits.
+template <class S>
+struct DropoutPack {
+  static constexpr int kWidth = cudak::Pack<S>::kWidth;
+  uint32_t bits[kWidth];
+  __device__ DropoutPack(uint64_t seed, uint64_t stream, size_t first) {
+#pragma unroll
+    for (int b = 0; b < kWidth / 4; ++b) {
+      const Philox4 r = philox4(seed, stream, first / 4 + b);
+#pragma unroll
+      for (int k = 0; k < 4; ++k) bits[4 * b + k] = r.w[k];
+    }
+  }
+};
+
 // out[i] = keep(i) ? inp[i] * scale : 0. out may alias inp.
 template <class S>
 __global__ void dropout_forward_kernel(S* out, const S* inp, size_t n, float p, float scale,
-                                       uint64_t seed, uint64_t stream) {
-  cudak::grid_stride((n + 3) / 4, [&](size_t g) {
-    const Philox4 r = philox4(seed, stream, g);
-    for (int k = 0; k < 4; ++k) {
-      const size_t i = 4 * g + k;
-      if (i < n) out[i] = from_float<S>(dropout_keep_bits(r.w[k], p) ? to_float(inp[i]) * scale : 0.0f);
+                                       uint64_t seed, uint64_t stream, bool vec) {
+  constexpr int W = DropoutPack<S>::kWidth;
+  cudak::grid_stride((n + W - 1) / W, [&](size_t g) {
+    const size_t i0 = g * W;
+    const DropoutPack<S> m(seed, stream, i0);
+    if (vec && i0 + W <= n) {
+      const cudak::Pack<S> x = cudak::load_pack(inp + i0);
+      cudak::Pack<S> o;
+#pragma unroll
+      for (int j = 0; j < W; ++j) o.set(j, dropout_keep_bits(m.bits[j], p) ? x.get(j) * scale : 0.0f);
+      cudak::store_pack(out + i0, o);
+      return;
     }
+    for (int j = 0; j < W && i0 + j < n; ++j)
+      out[i0 + j] = from_float<S>(dropout_keep_bits(m.bits[j], p) ? to_float(inp[i0 + j]) * scale : 0.0f);
   });
 }
 
 // dinp[i] += keep(i) ? dout[i] * scale : 0
 template <class S>
 __global__ void dropout_backward_kernel(S* dinp, const S* dout, size_t n, float p, float scale,
-                                        uint64_t seed, uint64_t stream) {
-  cudak::grid_stride((n + 3) / 4, [&](size_t g) {
-    const Philox4 r = philox4(seed, stream, g);
-    for (int k = 0; k < 4; ++k) {
-      const size_t i = 4 * g + k;
-      if (i < n && dropout_keep_bits(r.w[k], p))
-        dinp[i] = from_float<S>(to_float(dinp[i]) + to_float(dout[i]) * scale);
+                                        uint64_t seed, uint64_t stream, bool vec) {
+  constexpr int W = DropoutPack<S>::kWidth;
+  cudak::grid_stride((n + W - 1) / W, [&](size_t g) {
+    const size_t i0 = g * W;
+    const DropoutPack<S> m(seed, stream, i0);
+    if (vec && i0 + W <= n) {
+      const cudak::Pack<S> d = cudak::load_pack(dout + i0);
+      cudak::Pack<S> x = cudak::load_pack(dinp + i0);
+#pragma unroll
+      for (int j = 0; j < W; ++j)
+        if (dropout_keep_bits(m.bits[j], p)) x.set(j, x.get(j) + d.get(j) * scale);
+      cudak::store_pack(dinp + i0, x);
+      return;
     }
+    for (int j = 0; j < W && i0 + j < n; ++j)
+      if (dropout_keep_bits(m.bits[j], p))
+        dinp[i0 + j] = from_float<S>(to_float(dinp[i0 + j]) + to_float(dout[i0 + j]) * scale);
   });
 }
 
@@ -46,9 +78,10 @@ void CudaBackend::dropout_forward_impl(S* out, const S* inp, size_t n, float p, 
     copy(out, inp, n * sizeof(S));
     return;
   }
-  // vec: the grid is sized for one thread per four elements.
+  const bool vec = cudak::aligned16(out) && cudak::aligned16(inp);
+  // (the grid is sized for a thread per four elements: enough for packs of 4 or 8)
   launch_grid_stride("dropout_forward", n, true, dropout_forward_kernel<S>, out, inp, n, p,
-                     1.0f / (1.0f - p), rng.seed, rng.stream);
+                     1.0f / (1.0f - p), rng.seed, rng.stream, vec);
 }
 void CudaBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
   dropout_forward_impl(out, inp, n, p, rng);
@@ -63,8 +96,9 @@ void CudaBackend::dropout_backward_impl(S* dinp, const S* dout, size_t n, float 
     accumulate(dinp, dout, n);
     return;
   }
+  const bool vec = cudak::aligned16(dinp) && cudak::aligned16(dout);
   launch_grid_stride("dropout_backward", n, true, dropout_backward_kernel<S>, dinp, dout, n, p,
-                     1.0f / (1.0f - p), rng.seed, rng.stream);
+                     1.0f / (1.0f - p), rng.seed, rng.stream, vec);
 }
 void CudaBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
   dropout_backward_impl(dinp, dout, n, p, rng);

@@ -13,11 +13,11 @@ import { geluBackward, geluForward } from './gelu.js';
 import { LAYERNORM } from './layernorm.js';
 import { MATMUL } from './matmul.js';
 import { OPTIMIZER } from './optimizer.js';
-import { dropoutBackward, dropoutForward, fillNormal, fillUniform } from './random.js';
+import { dropoutBackward, dropoutForward, dropoutUnaligned, fillNormal, fillUniform } from './random.js';
 
 export { OpContext, type OpCase, type OpEntry, type Precision, type StorageDType, type TolClass } from './context.js';
 
-export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, convert, fillNormal, fillUniform, dropoutForward, dropoutBackward, geluForward, geluBackward,
+export const OP_TABLE: OpEntry[] = [...ELEMENTWISE, ...COPIES, convert, fillNormal, fillUniform, dropoutForward, dropoutBackward, dropoutUnaligned, geluForward, geluBackward,
   ...EMBEDDING, ...LAYERNORM, ...MATMUL, ...ATTENTION, ...CROSSENTROPY, ...OPTIMIZER];
 
 /** Native ops without a case, and table entries whose names are not native ops. */

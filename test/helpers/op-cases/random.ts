@@ -76,6 +76,29 @@ export const dropoutForward: OpEntry = {
   })),
 };
 
+// Views at an element offset (not 16-byte aligned: CUDA's element-by-element path) draw the same masks.
+export const dropoutUnaligned: OpEntry = {
+  op: 'dropoutForward',
+  cases: [{
+    name: 'n=1029 p=0.3 at offset 1 (forward, and the backward accumulating)',
+    run(k) {
+      const n = 1029, p = 0.3, seed = 9, stream = 4;
+      const mask = keepMask(n, p, seed, stream);
+      const x = k.round(new R.SeededRandom(n + 13).floats(n, 1, 3));
+      const out = k.placed(new Float32Array(n), 1);
+      ops.dropoutForward(out.view, k.placed(x, 1).view, p, { seed, stream });
+      const got = out.read('dropout out');
+      k.exact('dropout mask (the Philox draws)', Array.from(got, (v) => (v !== 0 ? 1 : 0)), mask);
+      k.close('dropout out', got, R.dropoutRef(R.f64(x), p, (i) => mask[i] === 1), 'elementwise', 0);
+      const prefill = k.round(new R.SeededRandom(n + 14).floats(n));
+      const dinp = k.placed(prefill, 1);
+      ops.dropoutBackward(dinp.view, k.placed(x, 1).view, p, { seed, stream });
+      const g = R.dropoutRef(R.f64(x), p, (i) => mask[i] === 1).map((v, i) => v + prefill[i]!);
+      k.close('dropout dinp (prefill + mask * dout / (1-p))', dinp.read('dropout dinp'), g, 'elementwise');
+    },
+  }],
+};
+
 export const dropoutBackward: OpEntry = {
   op: 'dropoutBackward',
   cases: DROPOUT_CASES.map(([n, p, seed, stream]) => ({
