@@ -558,10 +558,13 @@ console.log(JSON.stringify({ rank: r, joined, msgs, x: a(x), y: a(y), shard: a(s
     const built = spawnSync('mpicxx', ['-std=c++20', '-O0', '-include', join(emu, 'simt.h'), `-I${join(emu, 'shim')}`, `-I${emu}`, `-I${join(repoRoot, 'native', 'include')}`,
       join(repoRoot, 'test', 'helpers', 'emulated-nccl-args.cc'), emulatedLibrary, `-Wl,-rpath,${dirname(emulatedLibrary)}`, '-o', exe], { encoding: 'utf8' });
     expect(built.status, built.stderr).toBe(0);
-    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), exe], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
-    const res = ok(await collect(child), 'emulated NCCL caller');
+    const prefix = join(root, 'emulated-nccl-args-out');
+    const child = spawn('mpirun', ['-np', '2', ...(OPENMPI ? ['--oversubscribe'] : []), exe, prefix], { cwd: root, env: { ...process.env, ...MPI_ENV }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    ok(await collect(child), 'emulated NCCL caller');
     type Call = { call: string; code: number; last: string };
-    const out = res.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { rank: number; calls: Call[]; avg: number[]; reduceScatter: number[]; allGather: number[]; invalidArgument: string }).sort((p, q) => p.rank - q.rank);
+    // a file per rank: long lines on mpirun's stdout can interleave mid-line
+    const lines = [0, 1].map((r) => fs.readFileSync(`${prefix}.${r}`, 'utf8').trim());
+    const out = lines.map((l) => JSON.parse(l) as { rank: number; calls: Call[]; avg: number[]; reduceScatter: number[]; allGather: number[]; invalidArgument: string }).sort((p, q) => p.rank - q.rank);
     expect(out.map((o) => o.rank)).toEqual([0, 1]);
     // nccl.h's codes: ncclSuccess 0, ncclInternalError 3, ncclInvalidArgument 4, ncclInvalidUsage 5.
     const [OK, INTERNAL, ARG, USAGE] = [0, 3, 4, 5];

@@ -1,8 +1,9 @@
 // Calls the emulated NCCL (native/cuda/emu/nccl.cc, inside build/emu's
 // gptcuda_cuda.so) directly, with the bad arguments the addon never passes,
 // under `mpirun -np 2`; test/distributed.test.ts compares what comes back
-// with what NCCL documents. One JSON line per rank: each call's name, result
-// code and ncclGetLastError(), and the sums of the good collectives.
+// with what NCCL documents. One JSON line per rank, in the file argv[1].<rank>:
+// each call's name, result code and ncclGetLastError(), and the sums of the
+// good collectives.
 #include <mpi.h>
 #include <nccl.h>
 
@@ -80,8 +81,17 @@ int main(int argc, char** argv) {
   record("CommDestroy", ncclCommDestroy(comm));
   record("AllReduce(destroyed comm)", ncclAllReduce(dev, dev, 8, ncclFloat, ncclSum, comm, nullptr));
   record("CommDestroy(again)", ncclCommDestroy(comm));
-  std::printf("{\"rank\":%d,\"calls\":[%s],\"avg\":[%s],\"reduceScatter\":[%s],\"allGather\":[%s],\"invalidArgument\":\"%s\"}\n", rank,
-              out.c_str(), avg.c_str(), rs.c_str(), ag.c_str(), ncclGetErrorString(ncclInvalidArgument));
+  // Each rank's line goes to its own file (argv[1] + "." + rank): through mpirun's forwarding two
+  // ranks' long stdout lines can interleave mid-line.
+  const std::string path = std::string(argc > 1 ? argv[1] : "nccl-args") + "." + std::to_string(rank);
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) {
+    std::perror(path.c_str());
+    MPI_Abort(MPI_COMM_WORLD, 1);
+  }
+  std::fprintf(f, "{\"rank\":%d,\"calls\":[%s],\"avg\":[%s],\"reduceScatter\":[%s],\"allGather\":[%s],\"invalidArgument\":\"%s\"}\n", rank,
+               out.c_str(), avg.c_str(), rs.c_str(), ag.c_str(), ncclGetErrorString(ncclInvalidArgument));
+  std::fclose(f);
   cudaFree(dev);
   MPI_Finalize();
   return 0;
