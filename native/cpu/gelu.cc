@@ -34,15 +34,15 @@ inline float gelu_grad(float x) {
   return half_one_plus_tanh + x * half_sech2 * kGeluScale * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
+// dinp[i] += gelu'(inp[i]) * dout[i]; without kAccumulate dinp[i] = that
+// product (dinp may then be dout itself: the fused op's in-place scaling).
+template <bool kAccumulate>
 void backward_f(float* dinp, const float* inp, const float* dout, size_t n) {
 #pragma omp simd
-  for (size_t i = 0; i < n; ++i) dinp[i] += gelu_grad(inp[i]) * dout[i];
-}
-
-// d[i] = gelu'(inp[i]) * d[i]: backward_f onto a zero gradient, in place.
-void grad_scale_f(float* d, const float* inp, size_t n) {
-#pragma omp simd
-  for (size_t i = 0; i < n; ++i) d[i] = gelu_grad(inp[i]) * d[i];
+  for (size_t i = 0; i < n; ++i) {
+    const float g = gelu_grad(inp[i]) * dout[i];
+    dinp[i] = kAccumulate ? dinp[i] + g : g;
+  }
 }
 
 // bf16 runs the float loops on widened blocks (the vectorised widen/narrow of
@@ -64,18 +64,22 @@ void forward(bf16* out, const bf16* inp, size_t n) {
   });
 }
 
+template <bool kAccumulate>
 void backward(float* dinp, const float* inp, const float* dout, size_t n) {
-  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) { backward_f(dinp + lo, inp + lo, dout + lo, hi - lo); });
+  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
+    backward_f<kAccumulate>(dinp + lo, inp + lo, dout + lo, hi - lo);
+  });
 }
+template <bool kAccumulate>
 void backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n) {
   parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
     float d[kBlock], x[kBlock], g[kBlock];
     for (size_t b = lo; b < hi; b += kBlock) {
       const size_t m = std::min(kBlock, hi - b);
-      widen(d, dinp + b, m);
+      if (kAccumulate) widen(d, dinp + b, m);
       widen(x, inp + b, m);
       widen(g, dout + b, m);
-      backward_f(d, x, g, m);
+      backward_f<kAccumulate>(d, x, g, m);
       narrow(dinp + b, d, m);
     }
   });
@@ -83,29 +87,16 @@ void backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n) {
 
 }  // namespace
 
-void gelu_grad_scale(float* d, const float* inp, size_t n) {
-  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) { grad_scale_f(d + lo, inp + lo, hi - lo); });
-}
-void gelu_grad_scale(bf16* d, const bf16* inp, size_t n) {
-  parallel_for(n, 1 << 14, [&](size_t lo, size_t hi) {
-    float g[kBlock], x[kBlock];
-    for (size_t b = lo; b < hi; b += kBlock) {
-      const size_t m = std::min(kBlock, hi - b);
-      widen(g, d + b, m);
-      widen(x, inp + b, m);
-      grad_scale_f(g, x, m);
-      narrow(d + b, g, m);
-    }
-  });
-}
+void gelu_grad_scale(float* d, const float* inp, size_t n) { backward<false>(d, inp, d, n); }
+void gelu_grad_scale(bf16* d, const bf16* inp, size_t n) { backward<false>(d, inp, d, n); }
 
 void CpuBackend::gelu_forward(float* out, const float* inp, size_t n) { forward(out, inp, n); }
 void CpuBackend::gelu_forward(bf16* out, const bf16* inp, size_t n) { forward(out, inp, n); }
 void CpuBackend::gelu_backward(float* dinp, const float* inp, const float* dout, size_t n) {
-  backward(dinp, inp, dout, n);
+  backward<true>(dinp, inp, dout, n);
 }
 void CpuBackend::gelu_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n) {
-  backward(dinp, inp, dout, n);
+  backward<true>(dinp, inp, dout, n);
 }
 
 }  // namespace gptcuda

@@ -26,47 +26,38 @@ struct DropoutPack {
   }
 };
 
-// out[i] = keep(i) ? inp[i] * scale : 0. out may alias inp.
-template <class S>
-__global__ void dropout_forward_kernel(S* out, const S* inp, size_t n, float p, float scale,
-                                       uint64_t seed, uint64_t stream, bool vec) {
-  constexpr int W = DropoutPack<S>::kWidth;
-  cudak::grid_stride((n + W - 1) / W, [&](size_t g) {
-    const size_t i0 = g * W;
-    const DropoutPack<S> m(seed, stream, i0);
-    if (vec && i0 + W <= n) {
-      const cudak::Pack<S> x = cudak::load_pack(inp + i0);
-      cudak::Pack<S> o;
-#pragma unroll
-      for (int j = 0; j < W; ++j) o.set(j, dropout_keep_bits(m.bits[j], p) ? x.get(j) * scale : 0.0f);
-      cudak::store_pack(out + i0, o);
-      return;
-    }
-    for (int j = 0; j < W && i0 + j < n; ++j)
-      out[i0 + j] = from_float<S>(dropout_keep_bits(m.bits[j], p) ? to_float(inp[i0 + j]) * scale : 0.0f);
-  });
+// Forward (kAccumulate false): dst[i] = keep(i) ? src[i] * scale : 0; dst may alias src.
+// Backward (kAccumulate true): dst[i] += src[i] * scale where kept, the rest untouched.
+__device__ __forceinline__ float dropped(bool accumulate, bool keep, float dst, float src, float scale) {
+  return keep ? (accumulate ? dst + src * scale : src * scale) : 0.0f;
 }
 
-// dinp[i] += keep(i) ? dout[i] * scale : 0
-template <class S>
-__global__ void dropout_backward_kernel(S* dinp, const S* dout, size_t n, float p, float scale,
-                                        uint64_t seed, uint64_t stream, bool vec) {
+template <class S, bool kAccumulate>
+__global__ void dropout_kernel(S* dst, const S* src, size_t n, float p, float scale, uint64_t seed,
+                               uint64_t stream, bool vec) {
   constexpr int W = DropoutPack<S>::kWidth;
   cudak::grid_stride((n + W - 1) / W, [&](size_t g) {
     const size_t i0 = g * W;
     const DropoutPack<S> m(seed, stream, i0);
     if (vec && i0 + W <= n) {
-      const cudak::Pack<S> d = cudak::load_pack(dout + i0);
-      cudak::Pack<S> x = cudak::load_pack(dinp + i0);
+      const cudak::Pack<S> x = cudak::load_pack(src + i0);
+      cudak::Pack<S> o;
+      if (kAccumulate) o = cudak::load_pack(dst + i0);
 #pragma unroll
-      for (int j = 0; j < W; ++j)
-        if (dropout_keep_bits(m.bits[j], p)) x.set(j, x.get(j) + d.get(j) * scale);
-      cudak::store_pack(dinp + i0, x);
+      for (int j = 0; j < W; ++j) {
+        const bool keep = dropout_keep_bits(m.bits[j], p);
+        if (kAccumulate && !keep) continue;  // a dropped gradient leaves dst's bits as they are
+        o.set(j, dropped(kAccumulate, keep, kAccumulate ? o.get(j) : 0.0f, x.get(j), scale));
+      }
+      cudak::store_pack(dst + i0, o);
       return;
     }
-    for (int j = 0; j < W && i0 + j < n; ++j)
-      if (dropout_keep_bits(m.bits[j], p))
-        dinp[i0 + j] = from_float<S>(to_float(dinp[i0 + j]) + to_float(dout[i0 + j]) * scale);
+    for (int j = 0; j < W && i0 + j < n; ++j) {
+      const bool keep = dropout_keep_bits(m.bits[j], p);
+      if (kAccumulate && !keep) continue;
+      const float d = kAccumulate ? to_float(dst[i0 + j]) : 0.0f;
+      dst[i0 + j] = from_float<S>(dropped(kAccumulate, keep, d, to_float(src[i0 + j]), scale));
+    }
   });
 }
 
@@ -80,7 +71,7 @@ void CudaBackend::dropout_forward_impl(S* out, const S* inp, size_t n, float p, 
   }
   const bool vec = cudak::aligned16(out) && cudak::aligned16(inp);
   // (the grid is sized for a thread per four elements: enough for packs of 4 or 8)
-  launch_grid_stride("dropout_forward", n, true, dropout_forward_kernel<S>, out, inp, n, p,
+  launch_grid_stride("dropout_forward", n, true, dropout_kernel<S, false>, out, inp, n, p,
                      1.0f / (1.0f - p), rng.seed, rng.stream, vec);
 }
 void CudaBackend::dropout_forward(float* out, const float* inp, size_t n, float p, DropoutRng rng) {
@@ -97,7 +88,7 @@ void CudaBackend::dropout_backward_impl(S* dinp, const S* dout, size_t n, float 
     return;
   }
   const bool vec = cudak::aligned16(dinp) && cudak::aligned16(dout);
-  launch_grid_stride("dropout_backward", n, true, dropout_backward_kernel<S>, dinp, dout, n, p,
+  launch_grid_stride("dropout_backward", n, true, dropout_kernel<S, true>, dinp, dout, n, p,
                      1.0f / (1.0f - p), rng.seed, rng.stream, vec);
 }
 void CudaBackend::dropout_backward(float* dinp, const float* dout, size_t n, float p, DropoutRng rng) {
