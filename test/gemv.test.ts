@@ -28,7 +28,8 @@ function matmul(x: Float32Array, W: Float32Array, b: Float32Array | null, M: num
 }
 
 describe('matmulForward with few rows (GEMV path)', () => {
-  const Ks = [1, 7, 8, 33, 768];
+  // 3100: from 3 rows on, the inputs overflow L1 and the sum runs over K ranges (gemv.cc), with a tail
+  const Ks = [1, 7, 8, 33, 768, 3100];
   const Ns = [1, 5, 9, 131];
   for (let M = 1; M <= 9; M++) {
     it(`M=${M}: matches a float64 reference for K in ${Ks}, N in ${Ns}, with and without bias`, () => {
@@ -45,12 +46,15 @@ describe('matmulForward with few rows (GEMV path)', () => {
 
   it('each row is bit-identical whether it runs alone or with up to 7 others', () => {
     const r = new SeededRandom(7);
-    const K = 768, N = 2304 + 3; // GPT-2's QKV width plus a column tail
-    const x = rand(r, 8 * K), W = rand(r, N * K), b = rand(r, N);
-    const solo = Array.from({ length: 8 }, (_, i) => matmul(x.subarray(i * K, (i + 1) * K), W, b, 1, K, N));
-    for (let M = 2; M <= 8; M++) {
-      const batched = matmul(x.subarray(0, M * K), W, b, M, K, N);
-      for (let i = 0; i < M; i++) expect(batched.subarray(i * N, (i + 1) * N), `M=${M} row ${i}`).toEqual(solo[i]);
+    // GPT-2's QKV width plus a column tail; and its MLP projection's K plus a tail, where
+    // batches of 3 and more sum over K ranges while a row alone sums all of K at once
+    for (const [K, N] of [[768, 2304 + 3], [3072 + 5, 768 + 3]] as const) {
+      const x = rand(r, 8 * K), W = rand(r, N * K), b = rand(r, N);
+      const solo = Array.from({ length: 8 }, (_, i) => matmul(x.subarray(i * K, (i + 1) * K), W, b, 1, K, N));
+      for (let M = 2; M <= 8; M++) {
+        const batched = matmul(x.subarray(0, M * K), W, b, M, K, N);
+        for (let i = 0; i < M; i++) expect(batched.subarray(i * N, (i + 1) * N), `K=${K} M=${M} row ${i}`).toEqual(solo[i]);
+      }
     }
   });
 
@@ -101,7 +105,7 @@ describe('matmulForward with few rows on bfloat16 tensors (the bf16-weight GEMV)
     }
   }
   // K around the 32-element blocks: none, one short, exact, one over, GPT-2's
-  const Ks = [1, 31, 32, 33, 100, 768];
+  const Ks = [1, 31, 32, 33, 100, 768, 3100];
   const Ns = [1, 9, 131];
   for (const M of [1, 2, 3, 8, 9]) {
     it(`M=${M}: within one bf16 rounding (2^-8) of a float64 reference for K in ${Ks}, N in ${Ns}`, () => {
@@ -118,12 +122,14 @@ describe('matmulForward with few rows on bfloat16 tensors (the bf16-weight GEMV)
 
   it('each row is bit-identical whether it runs alone or with up to 7 others', () => {
     const r = new SeededRandom(17);
-    const K = 768 + 5, N = 2304 + 3; // a K tail past the 32-element blocks and a column tail
-    const x = bf16Rand(r, 8 * K), W = bf16Rand(r, N * K), b = bf16Rand(r, N);
-    const solo = Array.from({ length: 8 }, (_, i) => matmulBf16(x.subarray(i * K, (i + 1) * K), W, b, 1, K, N));
-    for (let M = 2; M <= 8; M++) {
-      const batched = matmulBf16(x.subarray(0, M * K), W, b, M, K, N);
-      for (let i = 0; i < M; i++) expect(batched.subarray(i * N, (i + 1) * N), `M=${M} row ${i}`).toEqual(solo[i]);
+    // K tails past the 32-element blocks and column tails; at K = 3077 batches of 3 and more sum over K ranges
+    for (const [K, N] of [[768 + 5, 2304 + 3], [3072 + 5, 768 + 3]] as const) {
+      const x = bf16Rand(r, 8 * K), W = bf16Rand(r, N * K), b = bf16Rand(r, N);
+      const solo = Array.from({ length: 8 }, (_, i) => matmulBf16(x.subarray(i * K, (i + 1) * K), W, b, 1, K, N));
+      for (let M = 2; M <= 8; M++) {
+        const batched = matmulBf16(x.subarray(0, M * K), W, b, M, K, N);
+        for (let i = 0; i < M; i++) expect(batched.subarray(i * N, (i + 1) * N), `K=${K} M=${M} row ${i}`).toEqual(solo[i]);
+      }
     }
   });
 });

@@ -1,5 +1,6 @@
 #include "gemv.h"
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -8,7 +9,7 @@
 #include "bf16.h"
 #include "parallel.h"
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -70,18 +71,50 @@ inline float hsum(const part (&p)[kParts]) {
 #endif
 }
 
-// Outputs j0..j0+J-1 of all M rows: J weight rows stream once through
-// registers while the M input rows (at most 8 x K floats) stay in L1.
+// A block's accumulators over k in [k0, k1) of a K-long sum: they start at
+// zero (k0 = 0) or where the previous range left them in `saved` (kLanes
+// floats per accumulator, in acc's order), and go back there unless the
+// range ends the sum. Continuing the same lanes keeps each output's order.
+// (Accumulator by accumulator: a memcpy of the whole array was a call that
+// kept the array in memory.)
 template <int M, int J>
-inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
-  part acc[M][J][kParts];
+inline void resume(part (&acc)[M][J][kParts], int k0, const float* saved) {
   for (int i = 0; i < M; ++i)
     for (int j = 0; j < J; ++j)
-      for (int q = 0; q < kParts; ++q) acc[i][j][q] = part{};
+      for (int q = 0; q < kParts; ++q) {
+        if (k0 == 0)
+          acc[i][j][q] = part{};
+        else
+          std::memcpy(&acc[i][j][q], saved + (i * J + j) * kLanes + q * kPartLanes, sizeof(part));
+      }
+}
+#if defined(__AVX512F__)
+template <int M, int J>
+inline void resume(__m512 (&acc)[M][J], int k0, const float* saved) {
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) acc[i][j] = k0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(saved + (i * J + j) * kLanes);
+}
+#endif
+template <class V, int M, int J>
+inline bool suspend(const V (&acc)[M][J], int k1, int K, float* saved) {
+  if (k1 == K) return false;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < J; ++j) std::memcpy(saved + (i * J + j) * kLanes, &acc[i][j], sizeof(V));
+  return true;
+}
+
+// Outputs j0..j0+J-1 of all M rows over k in [k0, k1): J weight rows stream
+// once through registers while the M input rows' range stays in L1.
+template <int M, int J, bool kRanged>
+inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0, int k0,
+                  int k1, float* saved) {
+  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum: the code the unranged sweep had before ranges
+  part acc[M][J][kParts];
+  resume(acc, k0, saved);
   const float* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
-  int k = 0;
-  for (; k + kLanes <= K; k += kLanes) {
+  const int kv = K / kLanes * kLanes;
+  for (int k = k0; k < std::min(k1, kv); k += kLanes) {
     part wv[J][kParts];
     for (int j = 0; j < J; ++j) {
       for (int q = 0; q < kParts; ++q) wv[j][q] = load_part(wr[j] + k + q * kPartLanes);
@@ -93,11 +126,12 @@ inline void block(float* out, const float* x, const float* w, const float* bias,
         for (int j = 0; j < J; ++j) acc[i][j][q] += xv * wv[j][q];
       }
   }
+  if (suspend(acc, k1, K, saved)) return;
   for (int i = 0; i < M; ++i) {
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
       float s = hsum(acc[i][j]);
-      for (int kk = k; kk < K; ++kk) s += xi[kk] * wr[j][kk];
+      for (int kk = kv; kk < K; ++kk) s += xi[kk] * wr[j][kk];
       out[size_t(i) * N + j0 + j] = bias ? bias[j0 + j] + s : s;
     }
   }
@@ -123,17 +157,16 @@ inline void split_pairs(part* even, part* odd, const bf16* p, int q) {
 
 constexpr int kPair = 2 * kLanes;
 
-template <int M, int J>
+template <int M, int J, bool kRanged>
 inline void block_pairs(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K, int N,
-                        size_t j0) {
+                        size_t j0, int k0, int k1, float* saved) {
+  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum: the code the unranged sweep had before ranges
   part acc[M][J][kParts];
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j)
-      for (int q = 0; q < kParts; ++q) acc[i][j][q] = part{};
+  resume(acc, k0, saved);
   const bf16* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   const int kp = K / kPair * kPair;
-  for (int k = 0; k < kp; k += kPair) {
+  for (int k = k0; k < std::min(k1, kp); k += kPair) {
     for (int j = 0; j < J; ++j) __builtin_prefetch(wr[j] + k + kPrefetchBlocks * size_t(J) * K);
     for (int q = 0; q < kParts; ++q) {
       part even[J], odd[J];
@@ -148,6 +181,7 @@ inline void block_pairs(float* out, const float* x, const float* xp, const bf16*
       }
     }
   }
+  if (suspend(acc, k1, K, saved)) return;
   for (int i = 0; i < M; ++i) {
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
@@ -176,41 +210,89 @@ constexpr int cols() { return M == 1 ? 3 : (M == 2 ? 2 : 1); }
 #endif
 constexpr int group_rows(int M) { return M < kRowGroup ? M : kRowGroup; }
 
-// block<M, J> over the M rows in groups of at most kRowGroup.
-template <int M, int J>
-inline void block_groups(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0) {
+// block<M, J> over the M rows in groups of at most kRowGroup (saved: the
+// groups' accumulators one after another, as acc[M][J] would hold them).
+template <int M, int J, bool kRanged>
+inline void block_groups(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0,
+                         int k0, int k1, float* saved) {
   if constexpr (M > kRowGroup) {
-    block<kRowGroup, J>(out, x, w, bias, K, N, j0);
-    block_groups<M - kRowGroup, J>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0);
+    block<kRowGroup, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
+    block_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0, k0, k1,
+                                   saved + kRowGroup * J * kLanes);
   } else {
-    block<M, J>(out, x, w, bias, K, N, j0);
+    block<M, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
   }
+}
+
+// block_pairs<M, J> over the M rows in groups of at most kRowGroup (xp: the
+// reordered inputs, row stride kp).
+template <int M, int J, bool kRanged>
+inline void block_pairs_groups(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K,
+                               int N, size_t j0, int k0, int k1, float* saved) {
+  if constexpr (M > kRowGroup) {
+    const size_t kp = size_t(K) / kPair * kPair;
+    block_pairs<kRowGroup, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
+    block_pairs_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), xp + kRowGroup * kp, w,
+                                         bias, K, N, j0, k0, k1, saved + kRowGroup * J * kLanes);
+  } else {
+    block_pairs<M, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
+  }
+}
+
+// The inputs the FMAs read (M rows of a K range) must stay in L1 while the
+// weight rows stream past them: from L2 they are more bytes per FMA than L2
+// delivers (8 rows of K = 3072 ran at half the GFLOP/s of K = 768 with AVX2;
+// 24 KB of inputs, 8 rows of K = 768, still ran best whole on the 48 KB L1 of
+// the Xeon measured, hence 32 KB). Where M rows of K do not fit kInputBytes, a thread sweeps its outputs
+// kSweepRows at a time, over one K range after another, parking each block's
+// accumulators between ranges (kSweepRows x M x 64 bytes, on the stack).
+constexpr size_t kInputBytes = 32 * 1024;
+constexpr int kSweepRows = 64;
+
+// The K range one pass covers: all of K, or the most the M rows' inputs of
+// `bytes` each fit in kInputBytes (a multiple of kPair, so bf16 pairs stay whole).
+inline int range_length(int M, int K, size_t bytes) {
+  const size_t fit = kInputBytes / (size_t(M) * bytes) / kPair * kPair;
+  return fit >= size_t(K) ? K : static_cast<int>(std::max<size_t>(fit, kPair));
+}
+
+// Outputs [lo, hi) by blocks of J (then single outputs), each block run as
+// run(integral_constant J, ranged, j0, k0, k1, saved) over K ranges of length
+// kr; ranged (a bool_constant) is false where one range is all of K, so those
+// blocks compile to plain whole sums.
+template <int M, int J, class Run>
+__attribute__((noinline)) void sweep_ranges(size_t lo, size_t hi, int K, int kr, Run run) {
+  constexpr std::integral_constant<int, J> block_cols;
+  constexpr std::integral_constant<int, 1> one_col;
+  alignas(64) float saved[kSweepRows * M * kLanes];
+  for (size_t r0 = lo; r0 < hi; r0 += kSweepRows) {
+    const size_t r1 = std::min(hi, r0 + kSweepRows);
+    for (int k0 = 0; k0 < K; k0 += kr) {
+      const int k1 = std::min(K, k0 + kr);
+      size_t j = r0;
+      for (; j + J <= r1; j += J) run(block_cols, std::true_type{}, j, k0, k1, saved + (j - r0) * M * kLanes);
+      for (; j < r1; ++j) run(one_col, std::true_type{}, j, k0, k1, saved + (j - r0) * M * kLanes);
+    }
+  }
+}
+template <int M, int J, class Run>
+inline void sweep(size_t lo, size_t hi, int K, int kr, Run run) {
+  if (kr < K) return sweep_ranges<M, J>(lo, hi, K, kr, run);
+  size_t j = lo;
+  for (; j + J <= hi; j += J) run(std::integral_constant<int, J>{}, std::false_type{}, j, 0, K, nullptr);
+  for (; j < hi; ++j) run(std::integral_constant<int, 1>{}, std::false_type{}, j, 0, K, nullptr);
 }
 
 template <int M>
 void rows(float* out, const float* x, const float* w, const float* bias, int K, int N) {
   constexpr int J = cols<group_rows(M)>();
+  const int kr = range_length(M, K, sizeof(float));
   // A chunk of at least 64 weight rows (>= 192 KiB for K = 768) outweighs waking a thread.
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
-    size_t j = lo;
-    for (; j + J <= hi; j += J) block_groups<M, J>(out, x, w, bias, K, N, j);
-    for (; j < hi; ++j) block_groups<M, 1>(out, x, w, bias, K, N, j);
+    sweep<M, J>(lo, hi, K, kr, [&](auto cols, auto ranged, size_t j0, int k0, int k1, float* saved) {
+      block_groups<M, decltype(cols)::value, decltype(ranged)::value>(out, x, w, bias, K, N, j0, k0, k1, saved);
+    });
   });
-}
-
-// block_pairs<M, J> over the M rows in groups of at most kRowGroup (xp: the
-// reordered inputs, row stride kp).
-template <int M, int J>
-inline void block_pairs_groups(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K,
-                               int N, size_t j0) {
-  if constexpr (M > kRowGroup) {
-    const size_t kp = size_t(K) / kPair * kPair;
-    block_pairs<kRowGroup, J>(out, x, xp, w, bias, K, N, j0);
-    block_pairs_groups<M - kRowGroup, J>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), xp + kRowGroup * kp, w,
-                                         bias, K, N, j0);
-  } else {
-    block_pairs<M, J>(out, x, xp, w, bias, K, N, j0);
-  }
 }
 
 #if defined(__AVX512BF16__)
@@ -221,16 +303,16 @@ inline void block_pairs_groups(float* out, const float* x, const float* xp, cons
 // exact for widened bf16 values, the only kind the bf16 matmul passes), and
 // per output the order is fixed (pairs within a lane, lanes block by block,
 // then the scalar tail), the same whatever M is.
-template <int M, int J>
+template <int M, int J, bool kRanged>
 inline void block_dpbf16(float* out, const float* x, const bf16* xb, const bf16* w, const float* bias, int K, int N,
-                         size_t j0) {
+                         size_t j0, int k0, int k1, float* saved) {
+  if constexpr (!kRanged) k0 = 0, k1 = K;
   __m512 acc[M][J];
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = _mm512_setzero_ps();
+  resume(acc, k0, saved);
   const bf16* wr[J];
   for (int j = 0; j < J; ++j) wr[j] = w + (j0 + j) * size_t(K);
   const int kp = K / kPair * kPair;
-  for (int k = 0; k < kp; k += kPair) {
+  for (int k = k0; k < std::min(k1, kp); k += kPair) {
     __m512bh wv[J];
     for (int j = 0; j < J; ++j) {
       wv[j] = (__m512bh)_mm512_loadu_si512(wr[j] + k);
@@ -241,6 +323,7 @@ inline void block_dpbf16(float* out, const float* x, const bf16* xb, const bf16*
       for (int j = 0; j < J; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
+  if (suspend(acc, k1, K, saved)) return;
   for (int i = 0; i < M; ++i) {
     const float* xi = x + size_t(i) * K;
     for (int j = 0; j < J; ++j) {
@@ -260,13 +343,13 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
 #if defined(__AVX512BF16__)
   std::vector<bf16> xb(static_cast<size_t>(M) * K);
   for (size_t i = 0; i < xb.size(); ++i) xb[i] = float_to_bf16(x[i]);
+  const int kr = range_length(M, K, sizeof(bf16));
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
-    size_t j = lo;
-    for (; j + J <= hi; j += J) block_dpbf16<M, J>(out, x, xb.data(), w, bias, K, N, j);
-    for (; j < hi; ++j) block_dpbf16<M, 1>(out, x, xb.data(), w, bias, K, N, j);
+    sweep<M, J>(lo, hi, K, kr, [&](auto cols, auto ranged, size_t j0, int k0, int k1, float* saved) {
+      block_dpbf16<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xb.data(), w, bias, K, N, j0, k0, k1, saved);
+    });
   });
-  return;
-#endif
+#else
   const int kp = K / kPair * kPair;
   std::vector<float> xp(static_cast<size_t>(M) * kp);
   for (int i = 0; i < M; ++i)
@@ -275,11 +358,13 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
         xp[size_t(i) * kp + k + l] = x[size_t(i) * K + k + 2 * l];
         xp[size_t(i) * kp + k + kLanes + l] = x[size_t(i) * K + k + 2 * l + 1];
       }
+  const int kr = range_length(M, K, sizeof(float));
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
-    size_t j = lo;
-    for (; j + J <= hi; j += J) block_pairs_groups<M, J>(out, x, xp.data(), w, bias, K, N, j);
-    for (; j < hi; ++j) block_pairs_groups<M, 1>(out, x, xp.data(), w, bias, K, N, j);
+    sweep<M, J>(lo, hi, K, kr, [&](auto cols, auto ranged, size_t j0, int k0, int k1, float* saved) {
+      block_pairs_groups<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xp.data(), w, bias, K, N, j0, k0, k1, saved);
+    });
   });
+#endif
 }
 
 }  // namespace
