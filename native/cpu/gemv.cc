@@ -45,7 +45,6 @@ inline part load_part(const float* p) {
   return v;
 }
 
-
 // The 16 lanes of an accumulator summed as a tree: lane i + lane i + 8, then
 // + 4, + 2, + 1. In registers with shuffles: summing through a float[16] on
 // the stack (each store read back in pieces, which store forwarding cannot
@@ -108,7 +107,7 @@ inline bool suspend(const V (&acc)[M][J], int k1, int K, float* saved) {
 template <int M, int J, bool kRanged>
 inline void block(float* out, const float* x, const float* w, const float* bias, int K, int N, size_t j0, int k0,
                   int k1, float* saved) {
-  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum: the code the unranged sweep had before ranges
+  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum, with bounds the compiler knows
   part acc[M][J][kParts];
   resume(acc, k0, saved);
   const float* wr[J];
@@ -160,7 +159,7 @@ constexpr int kPair = 2 * kLanes;
 template <int M, int J, bool kRanged>
 inline void block_pairs(float* out, const float* x, const float* xp, const bf16* w, const float* bias, int K, int N,
                         size_t j0, int k0, int k1, float* saved) {
-  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum: the code the unranged sweep had before ranges
+  if constexpr (!kRanged) k0 = 0, k1 = K;  // the whole sum, with bounds the compiler knows
   part acc[M][J][kParts];
   resume(acc, k0, saved);
   const bf16* wr[J];
