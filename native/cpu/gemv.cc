@@ -220,7 +220,7 @@ inline void block_groups(float* out, const float* x, const float* w, const float
   if constexpr (M > kRowGroup) {
     block<kRowGroup, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
     block_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0, k0, k1,
-                                   saved + kRowGroup * J * kLanes);
+                                            kRanged ? saved + kRowGroup * J * kLanes : nullptr);
   } else {
     block<M, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
   }
@@ -235,7 +235,7 @@ inline void block_pairs_groups(float* out, const float* x, const float* xp, cons
     const size_t kp = size_t(K) / kPair * kPair;
     block_pairs<kRowGroup, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
     block_pairs_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), xp + kRowGroup * kp, w,
-                                         bias, K, N, j0, k0, k1, saved + kRowGroup * J * kLanes);
+                                         bias, K, N, j0, k0, k1, kRanged ? saved + kRowGroup * J * kLanes : nullptr);
   } else {
     block_pairs<M, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
   }
@@ -244,10 +244,12 @@ inline void block_pairs_groups(float* out, const float* x, const float* xp, cons
 // The inputs the FMAs read (M rows of a K range) must stay in L1 while the
 // weight rows stream past them: from L2 they are more bytes per FMA than L2
 // delivers (8 rows of K = 3072 ran at half the GFLOP/s of K = 768 with AVX2;
-// 24 KB of inputs, 8 rows of K = 768, still ran best whole on the 48 KB L1 of
-// the Xeon measured, hence 32 KB). Where M rows of K do not fit kInputBytes, a thread sweeps its outputs
-// kSweepRows at a time, over one K range after another, parking each block's
-// accumulators between ranges (kSweepRows x M x 64 bytes, on the stack).
+// 24 KB of inputs, 8 rows of K = 768, still ran best whole on the 48 KB L1
+// of the Xeon measured, hence 32 KB). Where M rows of K do not fit
+// kInputBytes, a thread sweeps its outputs kSweepRows at a time, over one K
+// range after another, parking each block's accumulators between ranges
+// (kSweepRows x M x 64 bytes, on the stack of sweep_ranges, a function of its
+// own so that the whole-sum path does not carry that frame).
 constexpr size_t kInputBytes = 32 * 1024;
 constexpr int kSweepRows = 64;
 
