@@ -9,7 +9,7 @@
 #include "bf16.h"
 #include "parallel.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
 
@@ -74,8 +74,8 @@ inline float hsum(const part (&p)[kParts]) {
 // zero (k0 = 0) or where the previous range left them in `saved` (kLanes
 // floats per accumulator, in acc's order), and go back there unless the
 // range ends the sum. Continuing the same lanes keeps each output's order.
-// (Accumulator by accumulator: a memcpy of the whole array was a call that
-// kept the array in memory.)
+// (Accumulator by accumulator: a memset or memcpy of the whole array was a
+// libc call that kept the array in memory.)
 template <int M, int J>
 inline void resume(part (&acc)[M][J][kParts], int k0, const float* saved) {
   for (int i = 0; i < M; ++i)
@@ -87,11 +87,12 @@ inline void resume(part (&acc)[M][J][kParts], int k0, const float* saved) {
           std::memcpy(&acc[i][j][q], saved + (i * J + j) * kLanes + q * kPartLanes, sizeof(part));
       }
 }
-#if defined(__AVX512F__)
+#if defined(__AVX512BF16__)
 template <int M, int J>
 inline void resume(__m512 (&acc)[M][J], int k0, const float* saved) {
   for (int i = 0; i < M; ++i)
-    for (int j = 0; j < J; ++j) acc[i][j] = k0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(saved + (i * J + j) * kLanes);
+    for (int j = 0; j < J; ++j)
+      acc[i][j] = k0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(saved + (i * J + j) * kLanes);
 }
 #endif
 template <class V, int M, int J>
@@ -219,8 +220,8 @@ inline void block_groups(float* out, const float* x, const float* w, const float
                          int k0, int k1, float* saved) {
   if constexpr (M > kRowGroup) {
     block<kRowGroup, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
-    block_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0, k0, k1,
-                                            kRanged ? saved + kRowGroup * J * kLanes : nullptr);
+    block_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), w, bias, K, N, j0,
+                                            k0, k1, kRanged ? saved + kRowGroup * J * kLanes : nullptr);
   } else {
     block<M, J, kRanged>(out, x, w, bias, K, N, j0, k0, k1, saved);
   }
@@ -234,8 +235,9 @@ inline void block_pairs_groups(float* out, const float* x, const float* xp, cons
   if constexpr (M > kRowGroup) {
     const size_t kp = size_t(K) / kPair * kPair;
     block_pairs<kRowGroup, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
-    block_pairs_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K), xp + kRowGroup * kp, w,
-                                         bias, K, N, j0, k0, k1, kRanged ? saved + kRowGroup * J * kLanes : nullptr);
+    block_pairs_groups<M - kRowGroup, J, kRanged>(out + kRowGroup * size_t(N), x + kRowGroup * size_t(K),
+                                                  xp + kRowGroup * kp, w, bias, K, N, j0, k0, k1,
+                                                  kRanged ? saved + kRowGroup * J * kLanes : nullptr);
   } else {
     block_pairs<M, J, kRanged>(out, x, xp, w, bias, K, N, j0, k0, k1, saved);
   }
@@ -350,7 +352,8 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
   const int kr = range_length(M, K, sizeof(bf16));
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     sweep<M, J>(lo, hi, K, kr, [&](auto cols, auto ranged, size_t j0, int k0, int k1, float* saved) {
-      block_dpbf16<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xb.data(), w, bias, K, N, j0, k0, k1, saved);
+      block_dpbf16<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xb.data(), w, bias, K, N, j0, k0, k1,
+                                                                      saved);
     });
   });
 #else
@@ -365,7 +368,8 @@ void rows_bf16(float* out, const float* x, const bf16* w, const float* bias, int
   const int kr = range_length(M, K, sizeof(float));
   parallel_for(size_t(N), 64, [&](size_t lo, size_t hi) {
     sweep<M, J>(lo, hi, K, kr, [&](auto cols, auto ranged, size_t j0, int k0, int k1, float* saved) {
-      block_pairs_groups<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xp.data(), w, bias, K, N, j0, k0, k1, saved);
+      block_pairs_groups<M, decltype(cols)::value, decltype(ranged)::value>(out, x, xp.data(), w, bias, K, N, j0, k0,
+                                                                            k1, saved);
     });
   });
 #endif
